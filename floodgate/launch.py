@@ -1,0 +1,91 @@
+"""Starting services in this process: one, or all four on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from services.ingest.app import IngestService
+from services.ingest.settings import IngestSettings
+from services.scheduler.app import SchedulerService
+from services.scheduler.settings import SchedulerSettings
+from services.sender.app import SenderService
+from services.sender.settings import SenderSettings
+from services.stats.app import StatsService
+from services.stats.settings import StatsSettings
+from shared.context import ConfigError, Context, build_context
+from shared.logs import setup_logging
+from shared.runtime import Service, serve
+from shared.settings import CommonSettings
+
+SERVICE_NAMES = ("ingest", "scheduler", "sender", "stats")
+DEFAULT_PORTS = {"ingest": 8080, "scheduler": 8081, "sender": 8082, "stats": 8083, "all": 8080}
+
+log = logging.getLogger("floodgate")
+
+
+def build_services(ctx: Context, names: Sequence[str]) -> list[Service]:
+    """Instances of the named services, each with its own settings from the environment."""
+    made: list[Service] = []
+    for name in names:
+        match name:
+            case "ingest":
+                made.append(IngestService(ctx, IngestSettings()))
+            case "scheduler":
+                made.append(SchedulerService(ctx, SchedulerSettings()))
+            case "sender":
+                made.append(SenderService(ctx, SenderSettings()))
+            case "stats":
+                made.append(StatsService(ctx, StatsSettings()))
+            case _:
+                raise ConfigError(
+                    f"unknown service {name!r}; choose from {', '.join(SERVICE_NAMES)}"
+                )
+    return made
+
+
+def resolve_port(target: str, port: int | None) -> int:
+    """``--port``, else ``PORT``, else the service's default."""
+    if port is not None:
+        return port
+    env = os.environ.get("PORT")
+    return int(env) if env else DEFAULT_PORTS[target]
+
+
+async def _main(target: str, host: str, port: int) -> int:
+    settings = CommonSettings()
+    names = SERVICE_NAMES if target == "all" else (target,)
+    ctx = build_context(settings, allow_memory=target == "all")
+    if ctx.backend == "memory":
+        log.info(
+            "no REDIS_URL: running on the embedded in-memory backend (nothing survives a restart)"
+        )
+    if not ctx.bots and "ingest" in names:
+        log.warning("FLOODGATE_BOTS is empty: every send request will answer 404 unknown bot")
+    return await serve(ctx, build_services(ctx, names), host, port)
+
+
+def run(target: str, host: str | None = None, port: int | None = None) -> int:
+    """Run ``target`` (a service name or ``all``) until SIGTERM; return the exit code."""
+    settings = CommonSettings()
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        return asyncio.run(
+            _main(
+                target,
+                host or os.environ.get("HOST", "0.0.0.0"),  # noqa: S104 - a service listens on its pod IP
+                resolve_port(target, port),
+            )
+        )
+    except ConfigError as exc:
+        print(f"floodgate: {exc}", file=sys.stderr)
+        return 2

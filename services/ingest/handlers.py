@@ -1,0 +1,182 @@
+"""HTTP handlers of the public send API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from services.ingest.errors import field_errors, problem, summary
+from services.ingest.metrics import IngestMetrics
+from services.ingest.settings import IngestSettings
+from services.ingest.submit import Accepted, submit
+from shared.broker import BrokerUnavailable
+from shared.context import Context
+from shared.models import MAX_BATCH, SendRequest
+
+log = logging.getLogger("floodgate.ingest")
+
+RECORD_FIELDS = ("priority", "bot_id", "chat_id", "accepted_at", "updated_at", "error_code")
+
+
+class BodyError(Exception):
+    """The body cannot be read as a JSON object; carries the answer to send."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The body parsed as JSON, refusing more than ``limit`` bytes before reading them all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyError(
+            problem(413, f"body too large: {request.content_length} bytes, limit {limit}")
+        )
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise BodyError(problem(413, f"body too large: over {limit} bytes"))
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(
+            problem(422, f"invalid JSON: {exc}", errors=[{"field": "body", "reason": str(exc)}])
+        ) from exc
+
+
+class Handlers:
+    """The routes of ``/v1/messages``."""
+
+    def __init__(self, ctx: Context, settings: IngestSettings, metrics: IngestMetrics) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._metrics = metrics
+
+    def _validate(self, doc: Any) -> SendRequest | tuple[int, dict[str, Any]]:
+        if not isinstance(doc, dict):
+            errors = [{"field": "body", "reason": "must be a JSON object"}]
+            return 422, {"error": summary(errors), "errors": errors}
+        try:
+            req = SendRequest.model_validate(doc)
+        except ValidationError as exc:
+            errors = field_errors(exc)
+            return 422, {"error": summary(errors), "errors": errors}
+        if req.bot_id not in self._ctx.bots:
+            return 404, {
+                "error": f"unknown bot_id {req.bot_id}",
+                "errors": [{"field": "bot_id", "reason": "no such bot is configured"}],
+            }
+        return req
+
+    def _reject(self, status: int) -> str:
+        reason = {404: "unknown_bot", 413: "too_large", 503: "unavailable"}.get(status, "invalid")
+        self._metrics.rejected.labels(reason).inc()
+        return reason
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages``."""
+        with self._metrics.request_seconds.labels("single").time():
+            try:
+                doc = await read_json(request, self._settings.max_body_bytes)
+            except BodyError as exc:
+                self._reject(exc.response.status)
+                return exc.response
+            checked = self._validate(doc)
+            if isinstance(checked, tuple):
+                self._reject(checked[0])
+                return web.json_response(checked[1], status=checked[0])
+            accepted = await self._accept([checked])
+            if accepted is None:
+                return problem(503, "queue unavailable: nothing was accepted, retry later")
+            return web.json_response(accepted[0].body(), status=202)
+
+    async def post_batch(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages/batch``: each message accepted or refused on its own."""
+        with self._metrics.request_seconds.labels("batch").time():
+            try:
+                doc = await read_json(request, self._settings.max_batch_body_bytes)
+            except BodyError as exc:
+                self._reject(exc.response.status)
+                return exc.response
+            items = doc.get("messages") if isinstance(doc, dict) else None
+            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+                self._reject(422)
+                return problem(
+                    422,
+                    f"messages: must be a list of 1 to {MAX_BATCH} messages",
+                    errors=[
+                        {
+                            "field": "messages",
+                            "reason": f"a list of 1 to {MAX_BATCH} messages is required",
+                        }
+                    ],
+                )
+            checked = [self._validate(item) for item in items]
+            valid = [c for c in checked if isinstance(c, SendRequest)]
+            accepted = await self._accept(valid) if valid else []
+            if accepted is None:
+                return problem(503, "queue unavailable: nothing was accepted, retry later")
+            results: list[dict[str, Any]] = []
+            taken = iter(accepted)
+            for c in checked:
+                if isinstance(c, tuple):
+                    self._reject(c[0])
+                    results.append({"status": "rejected", "code": c[0], **c[1]})
+                else:
+                    results.append(next(taken).body())
+            return web.json_response({"results": results}, status=202, dumps=_dumps)
+
+    async def _accept(self, requests: list[SendRequest]) -> list[Accepted] | None:
+        try:
+            accepted = await submit(self._ctx, requests)
+        except BrokerUnavailable as exc:
+            log.warning(
+                "queue unavailable, refused with 503",
+                extra={"count": len(requests), "reason": str(exc)},
+            )
+            self._metrics.rejected.labels("unavailable").inc(len(requests))
+            return None
+        for item in accepted:
+            if item.duplicate:
+                self._metrics.duplicates.inc()
+            else:
+                self._metrics.accepted.labels(item.priority).inc()
+        return accepted
+
+    async def get_message(self, request: web.Request) -> web.Response:
+        """``GET /v1/messages/{id}``."""
+        message_id = request.match_info["id"]
+        try:
+            record = await self._ctx.broker.get_record(self._ctx.keys.record(message_id))
+        except BrokerUnavailable:
+            return problem(503, "queue unavailable")
+        if record is None:
+            return problem(404, f"no message with id {message_id}")
+        return web.json_response(status_body(message_id, record), dumps=_dumps)
+
+
+def status_body(message_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """The public view of a status record."""
+    doc: dict[str, Any] = {
+        "id": message_id,
+        "status": record.get("status", "queued"),
+        "priority": record.get("priority"),
+        "attempts": int(record.get("attempts", "0")),
+    }
+    if "telegram_message_ids" in record:
+        ids = [int(i) for i in record["telegram_message_ids"].split(",") if i]
+        doc["telegram_message_id"] = ids[0] if ids else None
+        doc["telegram_message_ids"] = ids
+    if "error" in record:
+        doc["error"] = record["error"]
+    for name in RECORD_FIELDS:
+        if name in record:
+            doc[name] = record[name]
+    return doc
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()

@@ -1,0 +1,62 @@
+"""Accepting validated requests: records, idempotency claims and the ingest stream, in one go."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shared.broker import Commit
+from shared.context import Context
+from shared.models import SendRequest, Status, envelope_from_request, new_message_id
+from shared.priority import decide_priority
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the client is told about one accepted request."""
+
+    id: str
+    priority: str
+    duplicate: bool
+
+    def body(self) -> dict[str, str | bool]:
+        """The 202 answer."""
+        doc: dict[str, str | bool] = {"id": self.id, "status": "queued", "priority": self.priority}
+        if self.duplicate:
+            doc["duplicate"] = True
+        return doc
+
+
+async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted]:
+    """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away.
+
+    The status record is written first, then one atomic script claims the idempotency keys and
+    appends to the ingest stream, so a message is in the stream exactly when its 202 is sent.
+    """
+    now = time.time()
+    commit = Commit()
+    records: dict[str, dict[str, str]] = {}
+    planned: list[tuple[str, str]] = []
+    for req in requests:
+        message_id = new_message_id()
+        envelope = envelope_from_request(req, message_id, now)
+        priority = decide_priority(envelope).value
+        records[ctx.keys.record(message_id)] = {
+            "status": Status.QUEUED.value,
+            "priority": priority,
+            "attempts": "0",
+            "bot_id": str(req.bot_id),
+            "chat_id": str(envelope.chat_id),
+            "accepted_at": f"{now:.6f}",
+        }
+        if req.idempotency_key is not None:
+            key = ctx.keys.idempotency(req.bot_id, req.idempotency_key)
+            commit.idempotency.append((key, message_id))
+        commit.adds.append((ctx.keys.ingest, message_id, envelope.dumps()))
+        planned.append((message_id, priority))
+    await ctx.broker.put_records(records, ctx.settings.record_ttl)
+    taken = await ctx.broker.commit(commit)
+    return [
+        Accepted(taken.get(ident, ident), priority, ident in taken) for ident, priority in planned
+    ]

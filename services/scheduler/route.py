@@ -1,0 +1,78 @@
+"""Turning ingest entries into send-queue entries: priority, splitting and send_at."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from pydantic import ValidationError
+
+from services.scheduler.split import split_text
+from shared.broker import Commit, Entry, routed
+from shared.keys import SCHEDULER_GROUP, Keys
+from shared.models import Envelope, Priority, Status
+from shared.priority import decide_priority
+
+EARLY_MS = 50
+
+
+@dataclass
+class Plan:
+    """The commit and status records one batch of ingest entries produces."""
+
+    commit: Commit = field(default_factory=lambda: Commit(group=SCHEDULER_GROUP))
+    records: dict[str, dict[str, str]] = field(default_factory=dict)
+    routed: dict[Priority, int] = field(default_factory=dict)
+    delayed: int = 0
+    extra_parts: int = 0
+    poison: int = 0
+
+
+def plan_batch(keys: Keys, entries: Sequence[Entry], now: float | None = None) -> Plan:
+    """Route every entry; an entry that does not parse goes to the DLQ with the reason."""
+    plan = Plan()
+    now = time.time() if now is None else now
+    for entry in entries:
+        plan.commit.acks.append((entry.stream, entry.entry_id))
+        try:
+            envelope = Envelope.loads(entry.payload)
+        except ValidationError as exc:
+            _poison(plan, entry, str(exc))
+            continue
+        _route(plan, keys, envelope, now)
+    return plan
+
+
+def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
+    priority = decide_priority(envelope)
+    envelope.priority = priority
+    if envelope.method == "sendMessage" and envelope.parts and envelope.part == 0:
+        parts = [p for text in envelope.parts for p in split_text(text)]
+        plan.extra_parts += len(parts) - len(envelope.parts)
+        envelope.parts = parts
+    record = {
+        "status": Status.SCHEDULED.value,
+        "priority": priority.value,
+        "updated_at": f"{now:.3f}",
+    }
+    if envelope.parts and len(envelope.parts) > 1:
+        record["parts"] = str(len(envelope.parts))
+    plan.records[keys.record(envelope.id)] = record
+    delay_ms = int(((envelope.send_at or 0.0) - now) * 1000)
+    if delay_ms > EARLY_MS:
+        plan.commit.delays.append(
+            (keys.delayed("scheduled"), delay_ms, routed(priority, envelope.dumps()))
+        )
+        plan.delayed += 1
+        return
+    plan.commit.adds.append((keys.send(priority), envelope.id, envelope.dumps()))
+    plan.routed[priority] = plan.routed.get(priority, 0) + 1
+
+
+def _poison(plan: Plan, entry: Entry, reason: str) -> None:
+    ident = f"poison-{entry.entry_id}"
+    meta = orjson.dumps({"error": f"unreadable entry: {reason[:500]}", "stage": "scheduler"})
+    plan.commit.dead.append((ident, routed(Priority.NORMAL, entry.payload), meta))
+    plan.poison += 1

@@ -1,0 +1,21 @@
+"""Settings of the scheduler."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SchedulerSettings(BaseSettings):
+    """Batch sizes and intervals of the scheduler's loops."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    batch: int = Field(500, validation_alias=AliasChoices("FLOODGATE_SCHEDULER_BATCH"), gt=0)
+    block_ms: int = Field(1000, validation_alias=AliasChoices("FLOODGATE_SCHEDULER_BLOCK_MS"), gt=0)
+    promote_interval: float = Field(
+        0.1, validation_alias=AliasChoices("FLOODGATE_PROMOTE_INTERVAL"), gt=0
+    )
+    claim_idle_ms: int = Field(
+        30_000, validation_alias=AliasChoices("FLOODGATE_SCHEDULER_CLAIM_IDLE_MS"), gt=0
+    )

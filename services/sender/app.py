@@ -1,0 +1,185 @@
+"""The sender pool: reads the send queues by priority and delivers through the shared limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import orjson
+from aiohttp import web
+
+from services.sender.committer import Committer
+from services.sender.decision import Decision, Verdict
+from services.sender.deliver import Deliverer
+from services.sender.lanes import Lanes
+from services.sender.metrics import SenderMetrics
+from services.sender.settings import SenderSettings
+from shared.broker import BrokerUnavailable, Entry
+from shared.context import Context
+from shared.keys import SENDER_GROUP
+from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, repeat
+from shared.models import Envelope
+from shared.telegram import TelegramClient, new_session
+
+log = logging.getLogger("floodgate.sender")
+
+PROMOTE_LIMIT = 1000
+ROOM_WAIT_S = 1.0
+
+
+class SenderService:
+    """One sender process; any number of them share the queues and the limiter."""
+
+    name = "sender"
+
+    def __init__(self, ctx: Context, settings: SenderSettings) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._metrics = SenderMetrics(ctx.registry)
+        self._claim_idle = settings.claim_idle(
+            ctx.settings.telegram_timeout, ctx.settings.telegram_rate_limit_wait
+        )
+        self._inflight = 0
+        self._room = asyncio.Event()
+        self._recovered = False
+        self._committer = Committer(ctx, self._metrics, self._settled)
+        self._lanes: Lanes[Entry] = Lanes(self._handle, self._hand_back, settings.concurrency)
+        self._deliverer: Deliverer | None = None
+        self._tg: asyncio.TaskGroup | None = None
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        return []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read, deliver, promote due messages and claim a dead sender's entries until stop."""
+        s, errors = self._settings, self._metrics.errors
+        async with new_session(self._settings.concurrency) as session:
+            client = TelegramClient(
+                session, self._ctx.settings.telegram_api_base, self._ctx.settings.telegram_timeout
+            )
+            self._deliverer = Deliverer(self._ctx, client, self._metrics)
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                committer = tg.create_task(self._committer.run())
+                loops = [
+                    tg.create_task(repeat("sender.read", self._read, stop, errors)),
+                    tg.create_task(
+                        repeat("sender.promote", self._promote, stop, errors, s.promote_interval)
+                    ),
+                    tg.create_task(
+                        repeat("sender.claim", self._claim, stop, errors, self._claim_idle / 4000)
+                    ),
+                ]
+                await stop.wait()
+                await asyncio.gather(*loops)
+                await self._lanes.close()
+                self._committer.finish()
+                await committer
+        log.info("sender drained")
+
+    def _settled(self, count: int) -> None:
+        self._inflight -= count
+        self._metrics.inflight.set(self._inflight)
+        self._room.set()
+
+    async def _read(self) -> bool:
+        ctx, s = self._ctx, self._settings
+        self._room.clear()
+        room = s.prefetch - self._inflight
+        if room < min(s.batch, s.prefetch // 4):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), ROOM_WAIT_S)
+            return True
+        if not self._recovered:
+            return await self._recover(room)
+        entries = await ctx.broker.read(
+            ctx.keys.send_streams, SENDER_GROUP, ctx.consumer, min(room, s.batch), s.block_ms
+        )
+        self._dispatch(entries)
+        return bool(entries)
+
+    async def _recover(self, room: int) -> bool:
+        """After a restart, re-read this consumer's own pending entries before any new one."""
+        ctx = self._ctx
+        entries: list[Entry] = []
+        for stream in ctx.keys.send_streams:
+            await ctx.broker.ensure_group(stream, SENDER_GROUP)
+            entries += await ctx.broker.read_own_pending(stream, SENDER_GROUP, ctx.consumer, room)
+        if entries:
+            log.info("re-reading own pending entries", extra={"count": len(entries)})
+            self._metrics.claimed.inc(len(entries))
+        self._recovered = True
+        self._dispatch(entries)
+        return True
+
+    def _dispatch(self, entries: list[Entry]) -> None:
+        assert self._tg is not None
+        for entry in entries:
+            self._inflight += 1
+            self._lanes.submit(self._tg, _lane_key(entry), entry)
+        self._metrics.inflight.set(self._inflight)
+
+    async def _handle(self, entry: Entry) -> None:
+        """Deliver one entry, riding out a Redis outage in place so the chat's order holds."""
+        assert self._deliverer is not None
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                decision = await self._deliverer.deliver(entry)
+                break
+            except BrokerUnavailable as exc:
+                self._metrics.errors.labels("sender.deliver").inc()
+                log.warning(
+                    "redis unavailable during delivery, waiting", extra={"reason": str(exc)}
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception:
+                self._metrics.errors.labels("sender.deliver").inc()
+                log.exception("delivery failed unexpectedly; retrying in place")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        self._committer.put(decision)
+
+    def _hand_back(self, entry: Entry) -> None:
+        """Return an entry not yet started at shutdown to its queue for another sender."""
+        try:
+            env = Envelope.loads(entry.payload)
+        except ValueError:
+            return
+        self._committer.put(Decision(entry, env, Verdict.HAND_BACK))
+
+    async def _promote(self) -> bool:
+        keys, moved = self._ctx.keys, 0
+        for name in ("deferred", "retry"):
+            moved += await self._ctx.broker.promote_due(
+                keys.delayed(name), keys.send_streams, PROMOTE_LIMIT
+            )
+        return moved > 0
+
+    async def _claim(self) -> bool:
+        ctx, s = self._ctx, self._settings
+        room = max(0, s.prefetch - self._inflight)
+        claimed: list[Entry] = []
+        for stream in ctx.keys.send_streams:
+            if room - len(claimed) <= 0:
+                break
+            claimed += await ctx.broker.claim_stale(
+                stream, SENDER_GROUP, ctx.consumer, self._claim_idle, room - len(claimed)
+            )
+        if claimed:
+            log.info("claimed entries of a silent sender", extra={"count": len(claimed)})
+            self._metrics.claimed.inc(len(claimed))
+            self._dispatch(claimed)
+        return False
+
+
+def _lane_key(entry: Entry) -> tuple[bytes, ...]:
+    """Bot and chat of an entry, cheaply: parsed in full only when the lane runs it."""
+    try:
+        doc = orjson.loads(entry.payload)
+        return (str(doc["bot_id"]).encode(), str(doc["params"]["chat_id"]).encode())
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return (entry.entry_id.encode(),)

@@ -1,0 +1,179 @@
+"""Delivering one message: tokens from the shared limiter, the Bot API call, the verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.sender.backoff import full_jitter
+from services.sender.decision import Decision, Verdict
+from services.sender.metrics import SenderMetrics
+from shared.broker import Entry
+from shared.context import Context
+from shared.limiter import is_private
+from shared.models import Envelope, Priority, Status
+from shared.telegram import ApiResult, Outcome, TelegramClient
+
+log = logging.getLogger("floodgate.sender")
+
+MAX_REDIRECTS = 3
+HISTORY = 10
+BOT_HOLD_MAX_S = 2.0
+
+
+class Deliverer:
+    """Turns a send-queue entry into a decision, calling Telegram as often as its parts need."""
+
+    def __init__(self, ctx: Context, client: TelegramClient, metrics: SenderMetrics) -> None:
+        self._ctx = ctx
+        self._client = client
+        self._metrics = metrics
+
+    async def deliver(self, entry: Entry) -> Decision:
+        """Send what is left of the entry's message; ``BrokerUnavailable`` if Redis is away."""
+        try:
+            env = Envelope.loads(entry.payload)
+        except ValidationError as exc:
+            poison = Envelope(
+                id=f"poison-{entry.entry_id}", bot_id=0, method="?", params={}, accepted_at=0
+            )
+            return Decision(
+                entry, poison, Verdict.DEAD, error=f"unreadable entry: {exc}"[:500], reason="poison"
+            )
+        token = self._ctx.bots.get(env.bot_id)
+        if token is None:
+            return Decision(
+                entry,
+                env,
+                Verdict.DEAD,
+                error=f"bot {env.bot_id} is not configured",
+                reason="unknown_bot",
+            )
+        if entry.redelivered and await self._resume(env):
+            return Decision(entry, env, Verdict.ALREADY_SENT)
+        return await self._send_parts(entry, env, token)
+
+    async def _resume(self, env: Envelope) -> bool:
+        """For an entry seen before: True if it was sent; else skip the parts already sent."""
+        record = await self._ctx.broker.get_record(self._ctx.keys.record(env.id)) or {}
+        if record.get("status") == Status.SENT.value:
+            self._metrics.duplicates_avoided.inc()
+            return True
+        done = [int(i) for i in record.get("telegram_message_ids", "").split(",") if i]
+        if len(done) > len(env.sent_ids):
+            env.sent_ids, env.part = done, len(done)
+        return False
+
+    async def _send_parts(self, entry: Entry, env: Envelope, token: str) -> Decision:
+        while True:
+            wait_ms = await self._token(env)
+            if wait_ms:
+                self._metrics.deferred.labels("limiter").inc()
+                return Decision(entry, env, Verdict.DEFER, delay_ms=wait_ms)
+            started = time.perf_counter()
+            result = await self._client.call(token, env.method, _params(env))
+            self._metrics.api_seconds.observe(time.perf_counter() - started)
+            self._metrics.responses.labels(result.status_class).inc()
+            decision = await self._settle(entry, env, result)
+            if decision is not None:
+                return decision
+
+    async def _settle(self, entry: Entry, env: Envelope, result: ApiResult) -> Decision | None:
+        """The decision for one answer, or None to go on with the next part or the new chat."""
+        match result.outcome:
+            case Outcome.OK:
+                env.sent_ids.append(result.message_id or 0)
+                env.part += 1
+                if env.parts and env.part < len(env.parts):
+                    await self._record_progress(env)
+                    return None
+                self._metrics.latency.labels(_prio(env)).observe(
+                    max(0.0, time.time() - env.accepted_at)
+                )
+                return Decision(entry, env, Verdict.SENT)
+            case Outcome.RETRY_AFTER:
+                await self._hold(env, result.retry_after)
+                self._metrics.deferred.labels("retry_after").inc()
+                return Decision(entry, env, Verdict.DEFER, delay_ms=int(result.retry_after * 1000))
+            case Outcome.MIGRATE if env.redirected < MAX_REDIRECTS:
+                log.info(
+                    "chat migrated, resending",
+                    extra={"message_id": env.id, "to_chat": result.migrate_to},
+                )
+                env.params["chat_id"] = result.migrate_to
+                env.redirected += 1
+                return None
+            case Outcome.RETRYABLE:
+                return self._retry(entry, env, result)
+        return self._dead(entry, env, result.description, "permanent")
+
+    def _retry(self, entry: Entry, env: Envelope, result: ApiResult) -> Decision:
+        s = self._ctx.settings
+        env.attempts += 1
+        env.errors = [*env.errors, result.description][-HISTORY:]
+        if env.attempts > s.telegram_max_retries:
+            return self._dead(
+                entry, env, f"retries used up: {result.description}", "retries_exhausted"
+            )
+        delay = full_jitter(env.attempts, s.telegram_base_delay, s.telegram_max_delay)
+        self._metrics.retried.labels(_prio(env)).inc()
+        return Decision(
+            entry, env, Verdict.RETRY, delay_ms=int(delay * 1000), error=result.description
+        )
+
+    def _dead(self, entry: Entry, env: Envelope, error: str, reason: str) -> Decision:
+        self._metrics.dead.labels(reason).inc()
+        log.info(
+            "dead-lettered", extra={"message_id": env.id, "bot_id": env.bot_id, "error": error}
+        )
+        return Decision(entry, env, Verdict.DEAD, error=error, reason=reason)
+
+    async def _token(self, env: Envelope) -> int:
+        """0 once a token is taken; else the wait in ms when it exceeds what may be waited here."""
+        deadline = time.monotonic() + self._ctx.settings.telegram_rate_limit_wait
+        started = time.monotonic()
+        while True:
+            grant = await self._ctx.limiter.acquire(env.bot_id, env.chat_id)
+            if grant.granted:
+                self._metrics.limiter_wait.observe(time.monotonic() - started)
+                return 0
+            if time.monotonic() + grant.wait_ms / 1000 > deadline:
+                return grant.wait_ms
+            await asyncio.sleep(grant.wait_ms / 1000)
+
+    async def _hold(self, env: Envelope, seconds: float) -> None:
+        """A 429 holds the chat; it holds the whole bot too unless a group's minute limit is meant.
+
+        Telegram does not say which limit was hit. A group's per-minute limit answers with long
+        waits, the per-second limits with short ones: holding the whole bot for a group's minute
+        would stall every other chat of that bot.
+        """
+        await self._ctx.limiter.hold(env.bot_id, env.chat_id, seconds)
+        self._metrics.holds.labels("chat").inc()
+        if is_private(env.chat_id) or seconds <= BOT_HOLD_MAX_S:
+            await self._ctx.limiter.hold(env.bot_id, None, seconds)
+            self._metrics.holds.labels("bot").inc()
+
+    async def _record_progress(self, env: Envelope) -> None:
+        ids = ",".join(str(i) for i in env.sent_ids)
+        await self._ctx.broker.put_records(
+            {self._ctx.keys.record(env.id): {"telegram_message_ids": ids}},
+            self._ctx.settings.record_ttl,
+        )
+
+
+def _params(env: Envelope) -> dict[str, Any]:
+    if env.parts:
+        params = {**env.params, "text": env.parts[env.part]}
+        if env.part > 0:
+            params.pop("reply_to_message_id", None)
+        return params
+    return env.params
+
+
+def _prio(env: Envelope) -> str:
+    return (env.priority or Priority.NORMAL).value

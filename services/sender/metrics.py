@@ -1,0 +1,87 @@
+"""Prometheus metrics of the sender pool."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
+
+
+class SenderMetrics:
+    """Outcomes, Telegram answers, limiter waits and latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            "floodgate_messages_sent_total",
+            "Messages delivered to Telegram, by priority.",
+            ["priority"],
+            registry=registry,
+        )
+        self.retried = Counter(
+            "floodgate_messages_retried_total",
+            "Messages put back for a retry after a 5xx, timeout or network error, by priority.",
+            ["priority"],
+            registry=registry,
+        )
+        self.deferred = Counter(
+            "floodgate_messages_deferred_total",
+            "Messages parked until the limiter or a 429 hold lets them go, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.dead = Counter(
+            "floodgate_messages_dead_total",
+            "Messages dead-lettered, by reason class.",
+            ["reason"],
+            registry=registry,
+        )
+        self.duplicates_avoided = Counter(
+            "floodgate_sender_already_sent_total",
+            "Redelivered entries found already sent and not sent again.",
+            registry=registry,
+        )
+        self.responses = Counter(
+            "floodgate_telegram_responses_total",
+            "Bot API answers by status class (2xx, 429, 4xx, 5xx, timeout, network).",
+            ["status_class"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "floodgate_send_latency_seconds",
+            "From acceptance to Telegram's answer for the last part, by priority.",
+            ["priority"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.api_seconds = Histogram(
+            "floodgate_telegram_request_seconds",
+            "Duration of one Bot API call.",
+            registry=registry,
+        )
+        self.limiter_wait = Histogram(
+            "floodgate_limiter_wait_seconds",
+            "Time a worker waited in place for a send token.",
+            registry=registry,
+        )
+        self.holds = Counter(
+            "floodgate_limiter_holds_total",
+            "Holds started after a 429, by scope.",
+            ["scope"],
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "floodgate_sender_inflight",
+            "Messages read and not yet settled.",
+            registry=registry,
+        )
+        self.claimed = Counter(
+            "floodgate_sender_claimed_total",
+            "Entries taken over from a silent sender or re-read after a restart.",
+            registry=registry,
+        )
+        self.errors = Counter(
+            "floodgate_sender_loop_errors_total",
+            "Errors caught in the sender's loops, by loop.",
+            ["loop"],
+            registry=registry,
+        )

@@ -1,0 +1,43 @@
+"""Settings of the sender pool."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SenderSettings(BaseSettings):
+    """Concurrency, prefetch and recovery timing of one sender process."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    concurrency: int = Field(
+        128,
+        validation_alias=AliasChoices("FLOODGATE_SENDER_CONCURRENCY"),
+        gt=0,
+        description="Bot API calls in flight at once in this process",
+    )
+    prefetch: int = Field(
+        512,
+        validation_alias=AliasChoices("FLOODGATE_SENDER_PREFETCH"),
+        gt=0,
+        description="messages read and not yet settled, at most",
+    )
+    batch: int = Field(256, validation_alias=AliasChoices("FLOODGATE_SENDER_BATCH"), gt=0)
+    block_ms: int = Field(500, validation_alias=AliasChoices("FLOODGATE_SENDER_BLOCK_MS"), gt=0)
+    promote_interval: float = Field(
+        0.05, validation_alias=AliasChoices("FLOODGATE_PROMOTE_INTERVAL"), gt=0
+    )
+    claim_idle_ms: int | None = Field(
+        None,
+        validation_alias=AliasChoices("FLOODGATE_SENDER_CLAIM_IDLE_MS"),
+        gt=0,
+        description="idle time before another sender claims an entry; "
+        "default TELEGRAM_TIMEOUT + TELEGRAM_RATE_LIMIT_WAIT + 10 s",
+    )
+
+    def claim_idle(self, telegram_timeout: float, rate_limit_wait: float) -> int:
+        """Idle time that exceeds the longest a healthy sender holds an entry."""
+        if self.claim_idle_ms is not None:
+            return self.claim_idle_ms
+        return int((telegram_timeout + rate_limit_wait + 10.0) * 1000)

@@ -1,0 +1,115 @@
+"""The stats service: queue depths, dead-letter administration, depth gauges for Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from services.stats.depths import queue_stats
+from services.stats.dlq import describe, replay
+from services.stats.metrics import StatsMetrics
+from services.stats.settings import StatsSettings
+from shared.broker import BrokerUnavailable
+from shared.context import Context
+from shared.loops import repeat
+
+DEFAULT_DLQ_LIMIT = 100
+MAX_DLQ_LIMIT = 10_000
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.json_response(doc, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+
+class StatsService:
+    """Read-only views of the queues, plus the DLQ's replay and drop."""
+
+    name = "stats"
+
+    def __init__(self, ctx: Context, settings: StatsSettings) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._metrics = StatsMetrics(ctx.registry)
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        return [
+            web.get("/queue/stats", self.get_stats),
+            web.get("/v1/dlq", self.list_dlq),
+            web.post("/v1/dlq/replay", self.replay_dlq),
+            web.delete("/v1/dlq/{id}", self.drop_dlq),
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Refresh the depth gauges until stop."""
+        await repeat(
+            "stats.refresh",
+            self._refresh,
+            stop,
+            self._metrics.errors,
+            self._settings.refresh_interval,
+        )
+
+    async def _refresh(self) -> bool:
+        doc = await queue_stats(self._ctx.broker, self._ctx.keys)
+        for queue, depth in doc["stats"].items():
+            self._metrics.depth.labels(queue).set(depth)
+        self._metrics.total_queued.set(doc["total_queued"])
+        return False
+
+    async def get_stats(self, _: web.Request) -> web.Response:
+        """``GET /queue/stats``."""
+        try:
+            return _json(await queue_stats(self._ctx.broker, self._ctx.keys))
+        except BrokerUnavailable as exc:
+            return _json({"error": f"queue unavailable: {exc}"}, 503)
+
+    async def list_dlq(self, request: web.Request) -> web.Response:
+        """``GET /v1/dlq?limit=N``: dead messages, oldest first, with their last error."""
+        try:
+            limit = int(request.query.get("limit", DEFAULT_DLQ_LIMIT))
+        except ValueError:
+            return _json({"error": "limit: must be an integer"}, 422)
+        if not 1 <= limit <= MAX_DLQ_LIMIT:
+            return _json({"error": f"limit: must be between 1 and {MAX_DLQ_LIMIT}"}, 422)
+        try:
+            letters = await self._ctx.broker.dlq_list(limit)
+        except BrokerUnavailable as exc:
+            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        return _json({"items": [describe(letter) for letter in letters], "count": len(letters)})
+
+    async def replay_dlq(self, request: web.Request) -> web.Response:
+        """``POST /v1/dlq/replay``: all dead letters, or ``{"ids": [...]}``."""
+        ids = None
+        if request.can_read_body:
+            try:
+                doc = orjson.loads(await request.read() or b"{}")
+            except orjson.JSONDecodeError as exc:
+                return _json({"error": f"invalid JSON: {exc}"}, 422)
+            ids = doc.get("ids") if isinstance(doc, dict) else None
+            if ids is not None and not (
+                isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+            ):
+                return _json({"error": "ids: must be a list of message ids"}, 422)
+        try:
+            moved = await replay(
+                self._ctx.broker, self._ctx.keys, ids, self._ctx.settings.record_ttl
+            )
+        except BrokerUnavailable as exc:
+            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        self._metrics.dlq_replayed.inc(moved)
+        return _json({"replayed": moved})
+
+    async def drop_dlq(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/dlq/{id}``."""
+        message_id = request.match_info["id"]
+        try:
+            dropped = await self._ctx.broker.dlq_drop(message_id)
+        except BrokerUnavailable as exc:
+            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        if not dropped:
+            return _json({"error": f"no dead letter with id {message_id}"}, 404)
+        return _json({"dropped": message_id})

@@ -1,0 +1,144 @@
+"""The broker interface: streams with consumer groups, delay sets, records and dead letters.
+
+Two implementations stand beside it: ``redis_broker`` (Redis Streams, for every deployment with
+``REDIS_URL``) and ``memory_broker`` (embedded, for ``floodgate run all`` without Redis). Both pass
+the same contract suite in ``tests/shared/test_broker_contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.models import Priority
+
+PRIORITY_CODES: dict[Priority, str] = {Priority.HIGH: "h", Priority.NORMAL: "n", Priority.LOW: "l"}
+CODE_PRIORITIES: dict[str, Priority] = {code: prio for prio, code in PRIORITY_CODES.items()}
+
+
+class BrokerUnavailable(Exception):
+    """The backend cannot be reached; nothing of the failed call took effect or it is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry handed to a consumer."""
+
+    stream: str
+    entry_id: str
+    payload: bytes
+    redelivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message in the dead-letter queue."""
+
+    message_id: str
+    priority: Priority
+    payload: bytes
+    meta: bytes
+    dead_at_ms: int
+
+
+def routed(priority: Priority, payload: bytes) -> bytes:
+    """Member of a delay set or the DLQ: the target send queue's code, ``|``, the payload."""
+    return PRIORITY_CODES[priority].encode() + b"|" + payload
+
+
+def unroute(member: bytes) -> tuple[Priority, bytes]:
+    """Split a routed member back into priority and payload."""
+    return CODE_PRIORITIES[chr(member[0])], member[2:]
+
+
+@dataclass
+class Commit:
+    """Changes one consumer applies atomically: all of them take effect, or none.
+
+    ``acks`` acknowledge (and delete) consumed entries of the consumer's group; ``adds`` append
+    payloads to streams; ``delays`` put routed payloads in a delay set, due ``delay_ms`` after the
+    backend's clock; ``dead`` moves messages to the dead-letter queue; ``idempotency`` claims
+    ``(key, message_id)`` before the adds, and if a key is taken the add carrying the same message
+    id is skipped and the existing id reported.
+    """
+
+    group: str = ""
+    acks: list[tuple[str, str]] = field(default_factory=list)
+    adds: list[tuple[str, str, bytes]] = field(default_factory=list)
+    delays: list[tuple[str, int, bytes]] = field(default_factory=list)
+    dead: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    idempotency: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.adds or self.delays or self.dead or self.idempotency)
+
+
+class Broker(Protocol):
+    """Everything the services need from their backend, apart from the rate limiter."""
+
+    async def ping(self) -> None:
+        """Raise ``BrokerUnavailable`` unless the backend answers."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create the stream and its consumer group at id 0 if missing."""
+
+    async def read(
+        self, streams: Sequence[str], group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        """New entries for ``consumer``, taken from the streams in the given order of preference.
+
+        Reads the first stream first and the next only while fewer than ``count`` were found;
+        blocks up to ``block_ms`` (None: not at all) only when every stream is empty.
+        """
+
+    async def read_own_pending(
+        self, stream: str, group: str, consumer: str, count: int
+    ) -> list[Entry]:
+        """Entries delivered to ``consumer`` earlier and never acknowledged (after a restart)."""
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        """Take over entries other consumers left unacknowledged for ``min_idle_ms``."""
+
+    async def commit(self, commit: Commit) -> dict[str, str]:
+        """Apply ``commit`` atomically; return {message id: existing id} for taken keys."""
+
+    async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
+        """Move due members of a delay set to their send stream; return how many moved."""
+
+    async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
+        """Entries not yet acknowledged per stream, members per sorted set."""
+
+    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int) -> None:
+        """Create or update message status records (hash fields), each kept ``ttl`` seconds."""
+
+    async def get_record(self, key: str) -> dict[str, str] | None:
+        """One status record, or None."""
+
+    async def get_records(self, keys: Sequence[str]) -> list[dict[str, str] | None]:
+        """Several status records at once."""
+
+    async def dlq_list(self, limit: int) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+
+    async def dlq_requeue(
+        self, send_streams: Sequence[str], items: Sequence[tuple[str, bytes]]
+    ) -> int:
+        """Put dead messages back on their send queues with new routed payloads; count them."""
+
+    async def dlq_drop(self, message_id: str) -> bool:
+        """Remove one dead letter; False if it was not there."""
+
+
+@dataclass(frozen=True, slots=True)
+class DlqKeys:
+    """The three keys of the dead-letter queue."""
+
+    index: str
+    payloads: str
+    meta: str

@@ -1,0 +1,95 @@
+"""Every Redis key and stream name, built from the namespace.
+
+Keys of the delivery pipeline share the ``{pipeline}`` hash tag so the Lua scripts that move a
+message between streams, delay sets and the dead-letter queue touch a single Redis Cluster slot.
+Idempotency keys are claimed in the same script as the ingest append, so they share that tag.
+Per-bot limiter state (sliding logs, holds) is tagged ``{bot:<id>}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from shared.models import Priority
+
+PRIORITIES: tuple[Priority, ...] = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+
+SCHEDULER_GROUP = "scheduler"
+SENDER_GROUP = "sender"
+
+DELAY_SETS = ("scheduled", "deferred", "retry")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Names of every key under one namespace."""
+
+    namespace: str
+
+    @property
+    def _pipeline(self) -> str:
+        return f"{self.namespace}:{{pipeline}}"
+
+    @property
+    def ingest(self) -> str:
+        """Stream of accepted messages, consumed by the scheduler."""
+        return f"{self._pipeline}:ingest"
+
+    def send(self, priority: Priority) -> str:
+        """Send queue of one priority, consumed by the senders."""
+        return f"{self._pipeline}:send:{priority.value}"
+
+    @property
+    def send_streams(self) -> tuple[str, str, str]:
+        """Send queues, highest priority first."""
+        return (self.send(Priority.HIGH), self.send(Priority.NORMAL), self.send(Priority.LOW))
+
+    def delayed(self, name: str) -> str:
+        """Sorted set of messages waiting for their time: scheduled, deferred or retry."""
+        return f"{self._pipeline}:delay:{name}"
+
+    @property
+    def dlq_index(self) -> str:
+        """Sorted set of dead message ids, scored by time of death."""
+        return f"{self._pipeline}:dlq:index"
+
+    @property
+    def dlq_payloads(self) -> str:
+        """Hash: dead message id to its routed payload."""
+        return f"{self._pipeline}:dlq:payload"
+
+    @property
+    def dlq_meta(self) -> str:
+        """Hash: dead message id to the JSON of its last error and attempt history."""
+        return f"{self._pipeline}:dlq:meta"
+
+    def record(self, message_id: str) -> str:
+        """Hash with the status of one accepted message."""
+        return f"{self.namespace}:msg:{message_id}"
+
+    def idempotency(self, bot_id: int, key: str) -> str:
+        """String holding the id first accepted under an idempotency key."""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return f"{self._pipeline}:idem:{bot_id}:{digest}"
+
+    def bot_window(self, bot_id: int) -> str:
+        """Sliding log of one bot's sends."""
+        return f"{self.namespace}:{{bot:{bot_id}}}:rl:bot"
+
+    def chat_window(self, bot_id: int, chat_id: int | str) -> str:
+        """Sliding log of one bot's sends to one chat."""
+        return f"{self.namespace}:{{bot:{bot_id}}}:rl:chat:{chat_id}"
+
+    def bot_hold(self, bot_id: int) -> str:
+        """Set while Telegram told the bot to wait (429 retry_after)."""
+        return f"{self.namespace}:{{bot:{bot_id}}}:hold"
+
+    def chat_hold(self, bot_id: int, chat_id: int | str) -> str:
+        """Set while Telegram told the bot to wait before writing to one chat."""
+        return f"{self.namespace}:{{bot:{bot_id}}}:hold:chat:{chat_id}"
+
+    @property
+    def updates(self) -> str:
+        """Stream of normalized inbound updates, for applications."""
+        return f"{self.namespace}:updates"

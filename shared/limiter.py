@@ -1,0 +1,77 @@
+"""The rate limiter every sender replica shares: per bot, per private chat, per group.
+
+``redis_limiter`` keeps the sliding logs in Redis (one atomic Lua call per decision, time from
+Redis); ``memory_limiter`` keeps them in process for the embedded backend. Both answer the same
+question: may this bot send to this chat now, and if not, how long until it may.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A limiter decision: ``wait_ms`` 0 means the token was taken."""
+
+    wait_ms: int
+    scope: str = ""
+
+    @property
+    def granted(self) -> bool:
+        """True when the send may go now."""
+        return self.wait_ms <= 0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """At most ``limit`` sends in any ``ms`` milliseconds."""
+
+    limit: int
+    ms: float
+
+
+def window_for(rate: float, per_seconds: float, margin_s: float) -> Window:
+    """Express ``rate`` sends per ``per_seconds`` as a whole number of sends in a window."""
+    per_window = rate * per_seconds
+    limit = max(1, math.floor(per_window))
+    seconds = per_seconds * limit / per_window
+    return Window(limit, (seconds + margin_s) * 1000)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Telegram's limits as configured: per-bot rate (with overrides), chat and group rates."""
+
+    bot_rate: float = 30.0
+    chat_rate: float = 1.0
+    group_rate: float = 20.0
+    margin_s: float = 0.0
+    overrides: dict[int, float] = field(default_factory=dict)
+
+    def bot_window(self, bot_id: int) -> Window:
+        """Window of one bot, honouring its override."""
+        return window_for(self.overrides.get(bot_id, self.bot_rate), 1.0, self.margin_s)
+
+    def chat_window(self, chat_id: int | str) -> Window:
+        """1-second window of a private chat, 60-second window of a group or channel."""
+        if is_private(chat_id):
+            return window_for(self.chat_rate, 1.0, self.margin_s)
+        return window_for(self.group_rate, 60.0, self.margin_s)
+
+
+def is_private(chat_id: int | str) -> bool:
+    """Positive numeric ids are users; negative ids and @usernames are groups or channels."""
+    return isinstance(chat_id, int) and chat_id > 0
+
+
+class Limiter(Protocol):
+    """Shared rate limiter."""
+
+    async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
+        """Take a token for one send of ``bot_id`` to ``chat_id``, or say how long to wait."""
+
+    async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
+        """After a 429: nothing of the bot (or of that chat) goes out for ``seconds``."""

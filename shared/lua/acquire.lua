@@ -1,0 +1,34 @@
+-- Take one send token for a bot and a chat, or say how long to wait. Sliding logs: a send is
+-- granted only if, for the bot and for the chat, fewer than LIMIT sends lie in the last WINDOW
+-- (plus margin). Refusals take nothing. Time comes from the server so every replica agrees.
+-- KEYS: bot hold, chat hold, bot log, chat log (one {bot:<id>} slot)
+-- ARGV: bot limit, bot window ms, chat limit, chat window ms, unique member suffix
+-- Returns {0, ''} when granted, else {wait ms, scope}.
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = now_us / 1000
+
+local hold = redis.call('PTTL', KEYS[1])
+if hold > 0 then return {hold, 'bot_hold'} end
+hold = redis.call('PTTL', KEYS[2])
+if hold > 0 then return {hold, 'chat_hold'} end
+
+local function wait_for(key, limit, window)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) < limit then return 0 end
+  local oldest = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
+  return math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
+end
+
+local bot_wait = wait_for(KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]))
+local chat_wait = wait_for(KEYS[4], tonumber(ARGV[3]), tonumber(ARGV[4]))
+if bot_wait > 0 or chat_wait > 0 then
+  if bot_wait >= chat_wait then return {bot_wait, 'bot'} end
+  return {chat_wait, 'chat'}
+end
+local member = tostring(now_us) .. ':' .. ARGV[5]
+redis.call('ZADD', KEYS[3], now, member)
+redis.call('PEXPIRE', KEYS[3], math.ceil(tonumber(ARGV[2])) + 1000)
+redis.call('ZADD', KEYS[4], now, member)
+redis.call('PEXPIRE', KEYS[4], math.ceil(tonumber(ARGV[4])) + 1000)
+return {0, ''}

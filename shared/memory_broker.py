@@ -1,0 +1,239 @@
+"""Embedded broker: the same stream, delay-set and record semantics as Redis, in one process.
+
+Used by ``floodgate run all`` when no ``REDIS_URL`` is set. Every method runs without awaiting
+between its reads and writes, so each call is atomic on the event loop, as a Lua script is in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from shared.broker import Commit, DeadLetter, DlqKeys, Entry, unroute
+from shared.redis_broker import IDEMPOTENCY_TTL
+
+SWEEP_EVERY = 10_000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Group:
+    new: deque[str] = field(default_factory=deque)
+    pending: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class _Stream:
+    entries: dict[str, bytes] = field(default_factory=dict)
+    groups: dict[str, _Group] = field(default_factory=dict)
+
+
+@dataclass
+class _DelaySet:
+    scores: dict[bytes, int] = field(default_factory=dict)
+    ordered: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def add(self, score: int, member: bytes) -> None:
+        if member in self.scores:
+            self.ordered.remove((self.scores[member], member))
+        self.scores[member] = score
+        bisect.insort(self.ordered, (score, member))
+
+    def pop_due(self, now: int, limit: int) -> list[bytes]:
+        cut = min(bisect.bisect_right(self.ordered, (now, b"\xff" * 8)), limit)
+        due = [member for _, member in self.ordered[:cut]]
+        del self.ordered[:cut]
+        for member in due:
+            del self.scores[member]
+        return due
+
+
+class MemoryBroker:
+    """``shared.broker.Broker`` held in this process's memory."""
+
+    def __init__(self, dlq: DlqKeys) -> None:
+        self._dlq = dlq
+        self._streams: dict[str, _Stream] = {}
+        self._sets: dict[str, _DelaySet] = {}
+        self._records: dict[str, tuple[dict[str, str], float]] = {}
+        self._strings: dict[str, tuple[str, float]] = {}
+        self._dead: dict[str, tuple[bytes, bytes, int]] = {}
+        self._seq = itertools.count()
+        self._puts = 0
+        self._changed = asyncio.Event()
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _stream(self, name: str) -> _Stream:
+        return self._streams.setdefault(name, _Stream())
+
+    def _xadd(self, name: str, payload: bytes) -> str:
+        stream = self._stream(name)
+        entry_id = f"{_now_ms()}-{next(self._seq)}"
+        stream.entries[entry_id] = payload
+        for group in stream.groups.values():
+            group.new.append(entry_id)
+        self._changed.set()
+        return entry_id
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        s = self._stream(stream)
+        if group not in s.groups:
+            s.groups[group] = _Group(new=deque(s.entries))
+
+    async def read(
+        self, streams: Sequence[str], group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        found = self._take(streams, group, consumer, count)
+        if found or block_ms is None:
+            return found
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), block_ms / 1000)
+        except TimeoutError:
+            return []
+        return self._take(streams, group, consumer, count)
+
+    def _take(self, streams: Sequence[str], group: str, consumer: str, count: int) -> list[Entry]:
+        found: list[Entry] = []
+        for name in streams:
+            stream = self._stream(name)
+            grp = stream.groups.setdefault(group, _Group(new=deque(stream.entries)))
+            while grp.new and len(found) < count:
+                entry_id = grp.new.popleft()
+                payload = stream.entries.get(entry_id)
+                if payload is not None:
+                    grp.pending[entry_id] = (consumer, time.monotonic())
+                    found.append(Entry(name, entry_id, payload))
+        return found
+
+    async def read_own_pending(
+        self, stream: str, group: str, consumer: str, count: int
+    ) -> list[Entry]:
+        s = self._stream(stream)
+        grp = s.groups.get(group, _Group())
+        mine = [i for i, (owner, _) in grp.pending.items() if owner == consumer][:count]
+        return [Entry(stream, i, s.entries[i], redelivered=True) for i in mine if i in s.entries]
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        s = self._stream(stream)
+        grp = s.groups.get(group, _Group())
+        cutoff = time.monotonic() - min_idle_ms / 1000
+        claimed: list[Entry] = []
+        for entry_id, (_, since) in list(grp.pending.items()):
+            if len(claimed) >= count:
+                break
+            if since > cutoff:
+                continue
+            if entry_id not in s.entries:
+                del grp.pending[entry_id]
+                continue
+            grp.pending[entry_id] = (consumer, time.monotonic())
+            claimed.append(Entry(stream, entry_id, s.entries[entry_id], redelivered=True))
+        return claimed
+
+    async def commit(self, commit: Commit) -> dict[str, str]:
+        taken = self._claim_keys(commit.idempotency)
+        for name, entry_id in commit.acks:
+            stream = self._stream(name)
+            stream.entries.pop(entry_id, None)
+            grp = stream.groups.get(commit.group)
+            if grp is not None:
+                grp.pending.pop(entry_id, None)
+        for name, message_id, payload in commit.adds:
+            if message_id not in taken:
+                self._xadd(name, payload)
+        now = _now_ms()
+        for delay_set, delay_ms, member in commit.delays:
+            self._sets.setdefault(delay_set, _DelaySet()).add(now + delay_ms, member)
+        for message_id, member, meta in commit.dead:
+            self._dead[message_id] = (member, meta, now)
+        return taken
+
+    def _claim_keys(self, claims: Sequence[tuple[str, str]]) -> dict[str, str]:
+        taken: dict[str, str] = {}
+        now = time.monotonic()
+        for key, message_id in claims:
+            held = self._strings.get(key)
+            if held is not None and held[1] > now:
+                taken[message_id] = held[0]
+            else:
+                self._strings[key] = (message_id, now + IDEMPOTENCY_TTL)
+        return taken
+
+    async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
+        target = dict(zip("hnl", send_streams, strict=True))
+        due = self._sets.setdefault(delay_set, _DelaySet()).pop_due(_now_ms(), limit)
+        for member in due:
+            self._xadd(target[chr(member[0])], member[2:])
+        return len(due)
+
+    async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
+        counts = {name: len(self._stream(name).entries) for name in streams}
+        counts.update({name: len(self._sets.get(name, _DelaySet()).scores) for name in sets})
+        if self._dlq.index in sets:
+            counts[self._dlq.index] = len(self._dead)
+        return counts
+
+    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int) -> None:
+        expires = time.monotonic() + ttl
+        for key, fields in records.items():
+            current = self._records.get(key)
+            merged = {**current[0], **fields} if current else dict(fields)
+            self._records[key] = (merged, expires)
+        self._puts += len(records)
+        if self._puts >= SWEEP_EVERY:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        self._puts = 0
+        now = time.monotonic()
+        for key in [k for k, (_, exp) in self._records.items() if exp <= now]:
+            del self._records[key]
+        for key in [k for k, (_, exp) in self._strings.items() if exp <= now]:
+            del self._strings[key]
+
+    async def get_record(self, key: str) -> dict[str, str] | None:
+        held = self._records.get(key)
+        if held is None or held[1] <= time.monotonic():
+            return None
+        return dict(held[0])
+
+    async def get_records(self, keys: Sequence[str]) -> list[dict[str, str] | None]:
+        return [await self.get_record(key) for key in keys]
+
+    async def dlq_list(self, limit: int) -> list[DeadLetter]:
+        items = sorted(self._dead.items(), key=lambda kv: kv[1][2])[: max(limit, 1)]
+        letters = []
+        for ident, (member, meta, at) in items:
+            priority, payload = unroute(member)
+            letters.append(DeadLetter(ident, priority, payload, meta, at))
+        return letters
+
+    async def dlq_requeue(
+        self, send_streams: Sequence[str], items: Sequence[tuple[str, bytes]]
+    ) -> int:
+        target = dict(zip("hnl", send_streams, strict=True))
+        moved = 0
+        for ident, member in items:
+            if self._dead.pop(ident, None) is not None:
+                self._xadd(target[chr(member[0])], member[2:])
+                moved += 1
+        return moved
+
+    async def dlq_drop(self, message_id: str) -> bool:
+        return self._dead.pop(message_id, None) is not None

@@ -1,0 +1,144 @@
+"""Messages as they travel through the pipeline, and the public request models."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TELEGRAM_TEXT_LIMIT = 4096
+MAX_TEXT_CHARS = 65536
+MAX_BATCH = 1000
+
+
+class Priority(enum.StrEnum):
+    """Send queues, in the order senders drain them."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class Kind(enum.StrEnum):
+    """What the message is, as a hint for the scheduler's choice of priority."""
+
+    SYSTEM = "system"
+    REPLY = "reply"
+    REGULAR = "regular"
+    BACKGROUND = "background"
+
+
+class Status(enum.StrEnum):
+    """Where an accepted message is."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class SendRequest(BaseModel):
+    """Body of ``POST /v1/messages``: a text for a chat, or any Bot API method with its params."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=MAX_TEXT_CHARS)
+
+    bot_id: int
+    chat_id: int | str | None = None
+    text: str | None = Field(None, min_length=1)
+    method: str | None = Field(None, pattern=r"^[A-Za-z]{2,64}$")
+    params: dict[str, Any] | None = None
+    priority: Priority | None = None
+    kind: Kind | None = None
+    reply_to_message_id: int | None = None
+    parse_mode: str | None = Field(None, max_length=32)
+    disable_notification: bool | None = None
+    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+    send_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SendRequest:
+        if self.send_at is not None and self.send_at.tzinfo is None:
+            raise ValueError("send_at needs a time zone, e.g. 2026-11-28T12:00:00Z")
+        if self.method is None:
+            if self.chat_id is None:
+                raise ValueError("chat_id is required with text")
+            if self.text is None:
+                raise ValueError("text is required (or method with params)")
+            if self.params is not None:
+                raise ValueError("params needs method")
+            return self
+        if self.text is not None:
+            raise ValueError("give either text or method with params, not both")
+        if not self.params or "chat_id" not in self.params:
+            raise ValueError("params.chat_id is required with method")
+        return self
+
+
+class Envelope(BaseModel):
+    """One accepted message with everything the scheduler and the senders need."""
+
+    id: str
+    bot_id: int
+    method: str
+    params: dict[str, Any]
+    parts: list[str] | None = None
+    part: int = 0
+    priority: Priority | None = None
+    kind: Kind | None = None
+    accepted_at: float
+    send_at: float | None = None
+    attempts: int = 0
+    redirected: int = 0
+    sent_ids: list[int] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+    @property
+    def chat_id(self) -> int | str:
+        """The target chat, as the Bot API takes it."""
+        chat: int | str = self.params.get("chat_id", 0)
+        return chat
+
+    def dumps(self) -> bytes:
+        """Wire form for streams and delay sets."""
+        return orjson.dumps(self.model_dump(mode="json", exclude_defaults=True))
+
+    @classmethod
+    def loads(cls, data: bytes | str) -> Envelope:
+        """Parse the wire form."""
+        return cls.model_validate_json(data)
+
+
+def new_message_id() -> str:
+    """Time-ordered unique id: milliseconds in hex, then 64 random bits."""
+    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(8)}"
+
+
+def envelope_from_request(req: SendRequest, message_id: str, now: float) -> Envelope:
+    """Turn a validated request into the envelope the pipeline carries."""
+    if req.method is None:
+        params: dict[str, Any] = {"chat_id": req.chat_id}
+        for name in ("reply_to_message_id", "parse_mode", "disable_notification"):
+            value = getattr(req, name)
+            if value is not None:
+                params[name] = value
+        method, parts = "sendMessage", [req.text or ""]
+    else:
+        params, method, parts = dict(req.params or {}), req.method, None
+    return Envelope(
+        id=message_id,
+        bot_id=req.bot_id,
+        method=method,
+        params=params,
+        parts=parts,
+        priority=req.priority,
+        kind=req.kind,
+        accepted_at=now,
+        send_at=req.send_at.timestamp() if req.send_at else None,
+    )

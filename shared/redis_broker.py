@@ -1,0 +1,259 @@
+"""Broker on Redis Streams with consumer groups."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.broker import BrokerUnavailable, Commit, DeadLetter, DlqKeys, Entry, unroute
+from shared.scripts import lua
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CLAIM_SCAN_ROUNDS = 10
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _unavailable(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn connection failures into ``BrokerUnavailable`` so callers handle one exception."""
+
+    @wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except UNREACHABLE as exc:
+            raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+
+    return wrapper
+
+
+def connect(url: str, *, max_connections: int = 64) -> redis.Redis:
+    """A pooled client with bounded timeouts, so an outage fails fast instead of hanging."""
+    return redis.Redis.from_url(
+        url,
+        max_connections=max_connections,
+        socket_connect_timeout=2.0,
+        socket_timeout=10.0,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
+    result = []
+    for entry_id, fields in raw:
+        if fields is None:
+            continue
+        ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        result.append(Entry(stream, ident, fields[b"d"], redelivered))
+    return result
+
+
+class RedisBroker:
+    """``shared.broker.Broker`` on one Redis (or one Cluster slot for the pipeline keys)."""
+
+    def __init__(self, client: redis.Redis, dlq: DlqKeys) -> None:
+        self._redis = client
+        self._dlq = dlq
+        self._commit = client.register_script(lua("commit"))
+        self._promote = client.register_script(lua("promote"))
+        self._requeue = client.register_script(lua("dlq_requeue"))
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying client, for components that share its pool."""
+        return self._redis
+
+    @_unavailable
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @_unavailable
+    async def ensure_group(self, stream: str, group: str) -> None:
+        try:
+            await self._redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @_unavailable
+    async def read(
+        self, streams: Sequence[str], group: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        found: list[Entry] = []
+        for stream in streams:
+            if len(found) >= count:
+                break
+            found += await self._read_one(stream, group, consumer, count - len(found))
+        if found or block_ms is None:
+            return found
+        raw = await self._read_group(dict.fromkeys(streams, ">"), group, consumer, 1, block_ms)
+        for stream, items in raw:
+            found += _entries(stream.decode(), items, redelivered=False)
+        return found
+
+    async def _read_one(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
+        raw = await self._read_group({stream: ">"}, group, consumer, count, None)
+        return [e for s, items in raw for e in _entries(s.decode(), items, redelivered=False)]
+
+    async def _read_group(
+        self, streams: dict[str, str], group: str, consumer: str, count: int, block: int | None
+    ) -> Any:
+        try:
+            return await self._redis.xreadgroup(group, consumer, streams, count, block) or []
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            for stream in streams:
+                await self.ensure_group(stream, group)
+            return []
+
+    @_unavailable
+    async def read_own_pending(
+        self, stream: str, group: str, consumer: str, count: int
+    ) -> list[Entry]:
+        raw = await self._read_group({stream: "0"}, group, consumer, count, None)
+        return [e for s, items in raw for e in _entries(s.decode(), items, redelivered=True)]
+
+    @_unavailable
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        claimed: list[Entry] = []
+        cursor = "0-0"
+        for _ in range(CLAIM_SCAN_ROUNDS):
+            reply = await self._redis.xautoclaim(
+                stream, group, consumer, min_idle_ms, cursor, count=count
+            )
+            cursor = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            claimed += _entries(stream, reply[1], redelivered=True)
+            if cursor == "0-0" or len(claimed) >= count:
+                break
+        return claimed
+
+    @_unavailable
+    async def commit(self, commit: Commit) -> dict[str, str]:
+        if not commit:
+            return {}
+        keys, args = _commit_args(commit)
+        dlq = [self._dlq.index, self._dlq.payloads, self._dlq.meta]
+        reply = await self._commit(keys=dlq + keys, args=args)
+        return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
+
+    @_unavailable
+    async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
+        moved: int = await self._promote(keys=[delay_set, *send_streams], args=[limit])
+        return moved
+
+    @_unavailable
+    async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xlen(stream)
+            for name in sets:
+                pipe.zcard(name)
+            counts = await pipe.execute()
+        return dict(zip([*streams, *sets], (int(c) for c in counts), strict=True))
+
+    @_unavailable
+    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int) -> None:
+        if not records:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, fields in records.items():
+                pipe.hset(key, mapping=dict(fields))
+                pipe.expire(key, ttl)
+            await pipe.execute()
+
+    @_unavailable
+    async def get_record(self, key: str) -> dict[str, str] | None:
+        raw = await self._redis.hgetall(key)
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    @_unavailable
+    async def get_records(self, keys: Sequence[str]) -> list[dict[str, str] | None]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            raws = await pipe.execute()
+        return [{k.decode(): v.decode() for k, v in r.items()} if r else None for r in raws]
+
+    @_unavailable
+    async def dlq_list(self, limit: int) -> list[DeadLetter]:
+        keys = self._dlq
+        ids = await self._redis.zrange(keys.index, 0, max(limit, 1) - 1, withscores=True)
+        if not ids:
+            return []
+        names = [i for i, _ in ids]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.payloads, names)
+            pipe.hmget(keys.meta, names)
+            payloads, metas = await pipe.execute()
+        letters = []
+        for (ident, score), member, meta in zip(ids, payloads, metas, strict=True):
+            if member is None:
+                continue
+            priority, payload = unroute(member)
+            letters.append(DeadLetter(ident.decode(), priority, payload, meta or b"{}", int(score)))
+        return letters
+
+    @_unavailable
+    async def dlq_requeue(
+        self, send_streams: Sequence[str], items: Sequence[tuple[str, bytes]]
+    ) -> int:
+        if not items:
+            return 0
+        keys = self._dlq
+        args = [part for ident, member in items for part in (ident, member)]
+        moved: int = await self._requeue(
+            keys=[keys.index, keys.payloads, keys.meta, *send_streams], args=args
+        )
+        return moved
+
+    @_unavailable
+    async def dlq_drop(self, message_id: str) -> bool:
+        keys = self._dlq
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.index, message_id)
+            pipe.hdel(keys.payloads, message_id)
+            pipe.hdel(keys.meta, message_id)
+            removed, _, _ = await pipe.execute()
+        return bool(removed)
+
+
+def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV of ``commit.lua``: keys deduplicated, referenced by 1-based index."""
+    keys: list[str] = []
+    index: dict[str, int] = {}
+
+    def ref(key: str) -> int:
+        if key not in index:
+            keys.append(key)
+            index[key] = len(keys) + 3
+        return index[key]
+
+    args: list[str | bytes | int] = [commit.group]
+    for key, message_id in commit.idempotency:
+        args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
+    for stream, entry_id in commit.acks:
+        args += ["ack", ref(stream), entry_id]
+    for stream, message_id, payload in commit.adds:
+        args += ["add", ref(stream), message_id, payload]
+    for delay_set, delay_ms, member in commit.delays:
+        args += ["delay", ref(delay_set), delay_ms, member]
+    for message_id, member, meta in commit.dead:
+        args += ["dead", message_id, member, meta]
+    return keys, args
+
+
+IDEMPOTENCY_TTL = 24 * 3600

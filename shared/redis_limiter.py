@@ -1,0 +1,54 @@
+"""Limiter with its sliding logs and holds in Redis, shared by every sender replica."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+
+import redis.asyncio as redis
+
+from shared.broker import BrokerUnavailable
+from shared.keys import Keys
+from shared.limiter import Grant, Policy
+from shared.redis_broker import UNREACHABLE
+from shared.scripts import lua
+
+
+class RedisLimiter:
+    """``shared.limiter.Limiter`` over Redis: one Lua call per decision."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, policy: Policy) -> None:
+        self._keys = keys
+        self._policy = policy
+        self._acquire = client.register_script(lua("acquire"))
+        self._hold = client.register_script(lua("hold"))
+        self._nonce = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._counter = itertools.count()
+
+    async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
+        k = self._keys
+        bot, chat = self._policy.bot_window(bot_id), self._policy.chat_window(chat_id)
+        keys = [
+            k.bot_hold(bot_id),
+            k.chat_hold(bot_id, chat_id),
+            k.bot_window(bot_id),
+            k.chat_window(bot_id, chat_id),
+        ]
+        args = [bot.limit, bot.ms, chat.limit, chat.ms, f"{self._nonce}-{next(self._counter)}"]
+        try:
+            wait, scope = await self._acquire(keys=keys, args=args)
+        except UNREACHABLE as exc:
+            raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+        return Grant(int(wait), scope.decode() if isinstance(scope, bytes) else str(scope))
+
+    async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
+        key = (
+            self._keys.bot_hold(bot_id)
+            if chat_id is None
+            else self._keys.chat_hold(bot_id, chat_id)
+        )
+        try:
+            await self._hold(keys=[key], args=[max(1, int(seconds * 1000))])
+        except UNREACHABLE as exc:
+            raise BrokerUnavailable(f"redis unreachable: {exc}") from exc

@@ -1,0 +1,109 @@
+"""Process lifecycle shared by every service: HTTP site, background loops, graceful stop.
+
+Stop order on SIGTERM or SIGINT: readiness goes false, the HTTP site stops taking requests, every
+service's loop stops reading and drains what it holds within ``drain_seconds``, whatever is left is
+cancelled, and only then are the backend pools closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.broker import BrokerUnavailable
+from shared.context import Context
+
+log = logging.getLogger("floodgate.runtime")
+
+DRAIN_SECONDS = 20.0
+HTTP_SHUTDOWN_SECONDS = 3.0
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class Service(Protocol):
+    """One floodgate service inside a process."""
+
+    name: str
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        """HTTP routes the service serves besides /healthz, /readyz and /metrics."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then drain and return."""
+
+
+def build_app(
+    ctx: Context, services: Sequence[Service], stopping: asyncio.Event
+) -> web.Application:
+    """One aiohttp app with the common routes and every service's own."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive", "services": [s.name for s in services]})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if stopping.is_set():
+            return web.json_response({"ready": False, "reason": "shutting down"}, status=503)
+        try:
+            await ctx.broker.ping()
+        except BrokerUnavailable as exc:
+            return web.json_response({"ready": False, "reason": str(exc)}, status=503)
+        return web.json_response({"ready": True, "backend": ctx.backend})
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(ctx.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.add_routes(
+        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    )
+    for service in services:
+        app.add_routes(service.routes())
+    return app
+
+
+async def serve(ctx: Context, services: Sequence[Service], host: str, port: int) -> int:
+    """Serve until a signal, then stop in order; return the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(
+        build_app(ctx, services, stop), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        log.info(
+            "serving",
+            extra={"services": [s.name for s in services], "port": port, "backend": ctx.backend},
+        )
+        await _run_services(services, stop)
+    finally:
+        await runner.cleanup()
+        await ctx.close()
+        log.info("stopped")
+    return 0
+
+
+async def _run_services(services: Sequence[Service], stop: asyncio.Event) -> None:
+    async def watchdog() -> None:
+        await stop.wait()
+        log.info("stopping: draining", extra={"deadline_s": DRAIN_SECONDS})
+        await asyncio.sleep(DRAIN_SECONDS)
+        raise TimeoutError("drain deadline passed")
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            guard = tg.create_task(watchdog())
+            loops = [tg.create_task(s.run(stop)) for s in services]
+            await asyncio.gather(*loops)
+            guard.cancel()
+    except* TimeoutError:
+        log.warning("drain deadline passed; in-flight work is left to be claimed")

@@ -1,0 +1,66 @@
+"""Settings shared by every floodgate service: Redis, PostgreSQL, Telegram and the limits."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class CommonSettings(BaseSettings):
+    """Environment of every process; built once in ``main()`` and passed down."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    telegram_api_base: str = Field(
+        "https://api.telegram.org", validation_alias=_env("TELEGRAM_API_BASE")
+    )
+    bots: str | None = Field(None, validation_alias=_env("FLOODGATE_BOTS"))
+    namespace: str = Field("fg", validation_alias=_env("FLOODGATE_NAMESPACE"), min_length=1)
+    telegram_timeout: float = Field(20.0, validation_alias=_env("TELEGRAM_TIMEOUT"), gt=0)
+    telegram_max_retries: int = Field(5, validation_alias=_env("TELEGRAM_MAX_RETRIES"), ge=0)
+    telegram_base_delay: float = Field(1.0, validation_alias=_env("TELEGRAM_BASE_DELAY"), ge=0)
+    telegram_max_delay: float = Field(60.0, validation_alias=_env("TELEGRAM_MAX_DELAY"), ge=0)
+    telegram_rate_limit_wait: float = Field(
+        2.0, validation_alias=_env("TELEGRAM_RATE_LIMIT_WAIT"), ge=0
+    )
+    bot_rate: float = Field(30.0, validation_alias=_env("FLOODGATE_BOT_RATE"), gt=0)
+    bot_rate_overrides: str = Field(
+        "",
+        validation_alias=_env("FLOODGATE_BOT_RATE_OVERRIDES"),
+        description="per-bot rates, e.g. '123=1000,456=10'",
+    )
+    chat_rate: float = Field(1.0, validation_alias=_env("FLOODGATE_CHAT_RATE"), gt=0)
+    group_rate: float = Field(20.0, validation_alias=_env("FLOODGATE_GROUP_RATE"), gt=0)
+    limit_margin: float = Field(
+        0.0,
+        validation_alias=_env("FLOODGATE_LIMIT_MARGIN"),
+        ge=0,
+        description="seconds added to every limiter window, against network jitter",
+    )
+    record_ttl: int = Field(
+        7 * 86400,
+        validation_alias=_env("FLOODGATE_RECORD_TTL"),
+        gt=0,
+        description="seconds a message's status record is kept",
+    )
+    log_level: str = Field("INFO", validation_alias=_env("FLOODGATE_LOG_LEVEL"))
+    log_format: str = Field("json", validation_alias=_env("FLOODGATE_LOG_FORMAT"))
+
+    def rate_overrides(self) -> dict[int, float]:
+        """Per-bot messages-per-second overrides parsed from ``FLOODGATE_BOT_RATE_OVERRIDES``."""
+        result: dict[int, float] = {}
+        for item in filter(None, (part.strip() for part in self.bot_rate_overrides.split(","))):
+            bot, _, rate = item.partition("=")
+            try:
+                result[int(bot)] = float(rate)
+            except ValueError as exc:
+                raise ValueError(
+                    f"FLOODGATE_BOT_RATE_OVERRIDES: {item!r} is not of the form BOT_ID=RATE"
+                ) from exc
+        return result

@@ -1,0 +1,160 @@
+"""The broker contract: every backend must behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.broker import Broker, Commit, routed
+from shared.keys import Keys
+from shared.models import Priority
+
+G = "g"
+
+
+async def _add(broker: Broker, stream: str, *payloads: bytes) -> None:
+    await broker.commit(Commit(adds=[(stream, f"m{i}", p) for i, p in enumerate(payloads)]))
+
+
+async def test_group_created_at_zero_sees_earlier_entries(broker: Broker, keys: Keys) -> None:
+    await _add(broker, keys.ingest, b"a", b"b")
+    await broker.ensure_group(keys.ingest, G)
+    entries = await broker.read([keys.ingest], G, "c1", 10, None)
+    assert [e.payload for e in entries] == [b"a", b"b"]
+    assert not any(e.redelivered for e in entries)
+
+
+async def test_read_prefers_earlier_streams(broker: Broker, keys: Keys) -> None:
+    high, normal, low = keys.send_streams
+    for s in keys.send_streams:
+        await broker.ensure_group(s, G)
+    await _add(broker, low, b"l1")
+    await _add(broker, normal, b"n1", b"n2")
+    await _add(broker, high, b"h1")
+    got = await broker.read(keys.send_streams, G, "c", 3, None)
+    assert [e.payload for e in got] == [b"h1", b"n1", b"n2"]
+    got = await broker.read(keys.send_streams, G, "c", 3, None)
+    assert [e.payload for e in got] == [b"l1"]
+
+
+async def test_blocking_read_wakes_on_add(broker: Broker, keys: Keys) -> None:
+    await broker.ensure_group(keys.ingest, G)
+    reader = asyncio.create_task(broker.read([keys.ingest], G, "c", 5, 2000))
+    await asyncio.sleep(0.1)
+    await _add(broker, keys.ingest, b"x")
+    got = await asyncio.wait_for(reader, 3)
+    assert [e.payload for e in got] == [b"x"]
+
+
+async def test_blocking_read_times_out_empty(broker: Broker, keys: Keys) -> None:
+    await broker.ensure_group(keys.ingest, G)
+    assert await broker.read([keys.ingest], G, "c", 5, 100) == []
+
+
+async def test_ack_deletes_and_depth_counts_unacked(broker: Broker, keys: Keys) -> None:
+    await broker.ensure_group(keys.ingest, G)
+    await _add(broker, keys.ingest, b"a", b"b", b"c")
+    got = await broker.read([keys.ingest], G, "c", 2, None)
+    assert (await broker.depths([keys.ingest], []))[keys.ingest] == 3
+    await broker.commit(Commit(group=G, acks=[(keys.ingest, got[0].entry_id)]))
+    assert (await broker.depths([keys.ingest], []))[keys.ingest] == 2
+
+
+async def test_own_pending_reread_after_restart(broker: Broker, keys: Keys) -> None:
+    await broker.ensure_group(keys.ingest, G)
+    await _add(broker, keys.ingest, b"a", b"b")
+    await broker.read([keys.ingest], G, "me", 1, None)
+    again = await broker.read_own_pending(keys.ingest, G, "me", 10)
+    assert [e.payload for e in again] == [b"a"]
+    assert again[0].redelivered
+    assert await broker.read_own_pending(keys.ingest, G, "other", 10) == []
+
+
+async def test_claim_stale_only_after_idle(broker: Broker, keys: Keys) -> None:
+    await broker.ensure_group(keys.ingest, G)
+    await _add(broker, keys.ingest, b"a")
+    await broker.read([keys.ingest], G, "dead", 1, None)
+    assert await broker.claim_stale(keys.ingest, G, "alive", 10_000, 10) == []
+    await asyncio.sleep(0.15)
+    claimed = await broker.claim_stale(keys.ingest, G, "alive", 100, 10)
+    assert [e.payload for e in claimed] == [b"a"]
+    assert claimed[0].redelivered
+    assert await broker.read_own_pending(keys.ingest, G, "alive", 10) != []
+
+
+async def test_commit_moves_atomically(broker: Broker, keys: Keys) -> None:
+    await broker.ensure_group(keys.ingest, G)
+    await _add(broker, keys.ingest, b"a")
+    [entry] = await broker.read([keys.ingest], G, "c", 1, None)
+    commit = Commit(
+        group=G,
+        acks=[(entry.stream, entry.entry_id)],
+        adds=[(keys.send(Priority.HIGH), "m", b"a")],
+        delays=[(keys.delayed("retry"), 60_000, routed(Priority.LOW, b"later"))],
+        dead=[("d1", routed(Priority.NORMAL, b"{}"), b'{"error":"x"}')],
+    )
+    assert await broker.commit(commit) == {}
+    depths = await broker.depths(
+        [keys.ingest, keys.send(Priority.HIGH)], [keys.delayed("retry"), keys.dlq_index]
+    )
+    assert list(depths.values()) == [0, 1, 1, 1]
+
+
+async def test_idempotency_keys_skip_repeats(broker: Broker, keys: Keys) -> None:
+    k = keys.idempotency(1, "order-42")
+    first = Commit(idempotency=[(k, "m1")], adds=[(keys.ingest, "m1", b"1")])
+    assert await broker.commit(first) == {}
+    second = Commit(idempotency=[(k, "m2")], adds=[(keys.ingest, "m2", b"2")])
+    assert await broker.commit(second) == {"m2": "m1"}
+    assert (await broker.depths([keys.ingest], []))[keys.ingest] == 1
+
+
+async def test_promote_due_moves_only_due_members(broker: Broker, keys: Keys) -> None:
+    for s in keys.send_streams:
+        await broker.ensure_group(s, G)
+    retry = keys.delayed("retry")
+    await broker.commit(
+        Commit(
+            delays=[
+                (retry, 0, routed(Priority.LOW, b"now")),
+                (retry, 60_000, routed(Priority.HIGH, b"later")),
+            ]
+        )
+    )
+    await asyncio.sleep(0.01)
+    assert await broker.promote_due(retry, keys.send_streams, 10) == 1
+    got = await broker.read(keys.send_streams, G, "c", 10, None)
+    assert [(e.stream, e.payload) for e in got] == [(keys.send(Priority.LOW), b"now")]
+    assert (await broker.depths([], [retry]))[retry] == 1
+
+
+async def test_records_merge_fields(broker: Broker, keys: Keys) -> None:
+    rk = keys.record("m1")
+    await broker.put_records({rk: {"status": "queued", "priority": "low"}}, 60)
+    await broker.put_records({rk: {"status": "sent"}}, 60)
+    assert await broker.get_record(rk) == {"status": "sent", "priority": "low"}
+    assert await broker.get_records([rk, keys.record("none")]) == [
+        {"status": "sent", "priority": "low"},
+        None,
+    ]
+
+
+async def test_dlq_list_requeue_drop(broker: Broker, keys: Keys) -> None:
+    for s in keys.send_streams:
+        await broker.ensure_group(s, G)
+    dead = [
+        ("d1", routed(Priority.HIGH, b"p1"), b'{"error":"blocked"}'),
+        ("d2", routed(Priority.LOW, b"p2"), b'{"error":"missing"}'),
+    ]
+    await broker.commit(Commit(dead=dead))
+    letters = await broker.dlq_list(10)
+    assert [(d.message_id, d.priority, d.payload) for d in letters] == [
+        ("d1", Priority.HIGH, b"p1"),
+        ("d2", Priority.LOW, b"p2"),
+    ]
+    assert await broker.dlq_requeue(keys.send_streams, [("d1", routed(Priority.HIGH, b"new"))]) == 1
+    assert await broker.dlq_requeue(keys.send_streams, [("d1", routed(Priority.HIGH, b"x"))]) == 0
+    got = await broker.read(keys.send_streams, G, "c", 10, None)
+    assert [e.payload for e in got] == [b"new"]
+    assert await broker.dlq_drop("d2") is True
+    assert await broker.dlq_drop("d2") is False
+    assert await broker.dlq_list(10) == []
