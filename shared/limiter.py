@@ -33,11 +33,10 @@ class Window:
     ms: float
 
 
-def window_for(rate: float, per_seconds: float, margin_s: float) -> Window:
-    """Express ``rate`` sends per ``per_seconds`` as a whole number of sends in a window."""
-    per_window = rate * per_seconds
-    limit = max(1, math.floor(per_window))
-    seconds = per_seconds * limit / per_window
+def window_for(count: float, per_seconds: float, margin_s: float) -> Window:
+    """``count`` sends per ``per_seconds`` as a whole number of sends in a window (0.5/s: 1 per 2 s)."""
+    limit = max(1, math.floor(count))
+    seconds = per_seconds * limit / count
     return Window(limit, (seconds + margin_s) * 1000)
 
 

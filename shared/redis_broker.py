@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,7 +21,9 @@ CLAIM_SCAN_ROUNDS = 10
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-def _unavailable(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _unavailable(
+    fn: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn connection failures into ``BrokerUnavailable`` so callers handle one exception."""
 
     @wraps(fn)
@@ -109,8 +111,9 @@ class RedisBroker:
     async def _read_group(
         self, streams: dict[str, str], group: str, consumer: str, count: int, block: int | None
     ) -> Any:
+        wanted: Any = streams
         try:
-            return await self._redis.xreadgroup(group, consumer, streams, count, block) or []
+            return await self._redis.xreadgroup(group, consumer, wanted, count, block) or []
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -171,13 +174,13 @@ class RedisBroker:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, fields in records.items():
-                pipe.hset(key, mapping=dict(fields))
+                pipe.hset(key, mapping=dict[Any, Any](fields))
                 pipe.expire(key, ttl)
             await pipe.execute()
 
     @_unavailable
     async def get_record(self, key: str) -> dict[str, str] | None:
-        raw = await self._redis.hgetall(key)
+        raw: Any = await self._redis.hgetall(key)
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
     @_unavailable
@@ -191,7 +194,9 @@ class RedisBroker:
     @_unavailable
     async def dlq_list(self, limit: int) -> list[DeadLetter]:
         keys = self._dlq
-        ids = await self._redis.zrange(keys.index, 0, max(limit, 1) - 1, withscores=True)
+        ids: Any = await self._redis.zrange(
+            keys.index, 0, max(limit, 1) - 1, withscores=True
+        )
         if not ids:
             return []
         names = [i for i, _ in ids]
@@ -199,7 +204,7 @@ class RedisBroker:
             pipe.hmget(keys.payloads, names)
             pipe.hmget(keys.meta, names)
             payloads, metas = await pipe.execute()
-        letters = []
+        letters: list[DeadLetter] = []
         for (ident, score), member, meta in zip(ids, payloads, metas, strict=True):
             if member is None:
                 continue

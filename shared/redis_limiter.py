@@ -35,7 +35,9 @@ class RedisLimiter:
             k.bot_window(bot_id),
             k.chat_window(bot_id, chat_id),
         ]
-        args = [bot.limit, bot.ms, chat.limit, chat.ms, f"{self._nonce}-{next(self._counter)}"]
+        args: list[int | float | str] = [
+            bot.limit, bot.ms, chat.limit, chat.ms, f"{self._nonce}-{next(self._counter)}"
+        ]
         try:
             wait, scope = await self._acquire(keys=keys, args=args)
         except UNREACHABLE as exc:

@@ -68,12 +68,19 @@ def build_app(
     return app
 
 
-async def serve(ctx: Context, services: Sequence[Service], host: str, port: int) -> int:
-    """Serve until a signal, then stop in order; return the exit code."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def serve(
+    ctx: Context,
+    services: Sequence[Service],
+    host: str,
+    port: int,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve until ``stop`` is set (by default: until SIGTERM or SIGINT), then stop in order."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(
         build_app(ctx, services, stop), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
     )

@@ -38,7 +38,7 @@ class CommonSettings(BaseSettings):
     chat_rate: float = Field(1.0, validation_alias=_env("FLOODGATE_CHAT_RATE"), gt=0)
     group_rate: float = Field(20.0, validation_alias=_env("FLOODGATE_GROUP_RATE"), gt=0)
     limit_margin: float = Field(
-        0.0,
+        0.03,
         validation_alias=_env("FLOODGATE_LIMIT_MARGIN"),
         ge=0,
         description="seconds added to every limiter window, against network jitter",

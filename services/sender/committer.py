@@ -59,7 +59,7 @@ class Committer:
                 return
 
     async def _write(self, batch: list[Decision]) -> None:
-        commit, records = Commit(group=SENDER_GROUP), {}
+        commit, records = Commit(group=SENDER_GROUP), dict[str, dict[str, str]]()
         for decision in batch:
             apply(self._ctx.keys, decision, commit, records)
         backoff = BACKOFF_FIRST

@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench clean services
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+services:
+	@scripts/ensure-services.sh
+
+## make demo: sandbox + pipeline + a seeded workload, ends with a delivery report
+demo: $(STAMP)
+	$(BIN)/floodgate demo
+
+## make test: lint, types, then the whole suite (real Redis, real processes)
+test: $(STAMP) services lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy shared services sandbox floodgate
+
+bench: $(STAMP) services
+	$(BIN)/python bench/pipeline_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

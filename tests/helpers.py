@@ -1,0 +1,49 @@
+"""Helpers for tests: serving an app on a free port, free ports, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from shared.context import Context
+from shared.runtime import Service, build_app
+
+TOKENS = {
+    111: "111:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    222: "222:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+    333: "333:CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def serving(ctx: Context, services: list[Service]) -> AsyncIterator[str]:
+    """Serve the services' routes on a free port; yields the base URL."""
+    runner = web.AppRunner(build_app(ctx, services, asyncio.Event()), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.1) -> None:
+    """Wait until ``check`` is true, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)

@@ -1,0 +1,61 @@
+"""Routing ingest entries: priority, splitting, send_at, unreadable entries."""
+
+from __future__ import annotations
+
+import time
+
+from services.scheduler.route import plan_batch
+from shared.broker import Entry
+from shared.keys import Keys
+from shared.models import Envelope, Kind, Priority
+
+KEYS = Keys("fg")
+
+
+def _entry(env: Envelope, n: int = 1) -> Entry:
+    return Entry(KEYS.ingest, f"1-{n}", env.dumps())
+
+
+def _env(**kw) -> Envelope:
+    base = {"id": "m1", "bot_id": 1, "method": "sendMessage", "params": {"chat_id": 5}, "parts": ["hi"], "accepted_at": 0.0}
+    return Envelope(**(base | kw))
+
+
+def test_routes_by_kind_and_acks() -> None:
+    plan = plan_batch(KEYS, [_entry(_env(kind=Kind.SYSTEM))])
+    [(stream, ident, payload)] = plan.commit.adds
+    assert stream == KEYS.send(Priority.HIGH)
+    assert Envelope.loads(payload).priority is Priority.HIGH
+    assert plan.commit.acks == [(KEYS.ingest, "1-1")]
+    assert plan.records[KEYS.record("m1")]["status"] == "scheduled"
+
+
+def test_long_text_split_into_parts_of_one_envelope() -> None:
+    plan = plan_batch(KEYS, [_entry(_env(parts=["a" * 5000]))])
+    [(_, _, payload)] = plan.commit.adds
+    assert [len(p) for p in Envelope.loads(payload).parts or []] == [4096, 904]
+    assert plan.extra_parts == 1
+
+
+def test_future_send_at_waits_in_scheduled_set() -> None:
+    now = time.time()
+    plan = plan_batch(KEYS, [_entry(_env(send_at=now + 30))], now=now)
+    assert plan.commit.adds == []
+    [(delay_set, delay_ms, member)] = plan.commit.delays
+    assert delay_set == KEYS.delayed("scheduled")
+    assert 29_000 < delay_ms <= 30_000
+    assert member.startswith(b"n|")
+
+
+def test_past_send_at_goes_now() -> None:
+    plan = plan_batch(KEYS, [_entry(_env(send_at=time.time() - 5))])
+    assert len(plan.commit.adds) == 1
+
+
+def test_unreadable_entry_is_dead_lettered() -> None:
+    plan = plan_batch(KEYS, [Entry(KEYS.ingest, "1-9", b"garbage")])
+    assert plan.poison == 1
+    [(ident, _, meta)] = plan.commit.dead
+    assert ident == "poison-1-9"
+    assert b"unreadable" in meta
+    assert plan.commit.acks == [(KEYS.ingest, "1-9")]

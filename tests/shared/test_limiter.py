@@ -1,0 +1,118 @@
+"""The limiter's contract, against Redis and the in-memory limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as redis
+
+from shared.keys import Keys
+from shared.limiter import Limiter, Policy, window_for
+from shared.memory_limiter import MemoryLimiter
+from shared.redis_limiter import RedisLimiter
+
+POLICY = Policy(bot_rate=5, chat_rate=2, group_rate=3)
+
+
+@pytest.fixture(params=["redis", "memory"])
+def limiter(request: pytest.FixtureRequest, keys: Keys, redis_client: redis.Redis) -> Limiter:
+    if request.param == "redis":
+        return RedisLimiter(redis_client, keys, POLICY)
+    return MemoryLimiter(POLICY)
+
+
+def test_window_for_fractional_rates() -> None:
+    assert window_for(30, 1, 0) == window_for(30, 1, 0)
+    w = window_for(0.5, 1, 0)
+    assert (w.limit, w.ms) == (1, 2000)
+    g = window_for(20, 60, 0.1)
+    assert g.limit == 20
+    assert g.ms == pytest.approx(60_100)
+
+
+async def test_bot_limit_across_chats(limiter: Limiter) -> None:
+    grants = [await limiter.acquire(1, chat) for chat in range(100, 107)]
+    assert [g.granted for g in grants] == [True] * 5 + [False] * 2
+    assert grants[5].scope == "bot"
+    assert 0 < grants[5].wait_ms <= 1000
+
+
+async def test_private_chat_limit(limiter: Limiter) -> None:
+    grants = [await limiter.acquire(1, 42) for _ in range(3)]
+    assert [g.granted for g in grants] == [True, True, False]
+    assert grants[2].scope == "chat"
+
+
+async def test_group_limit_is_per_minute(limiter: Limiter) -> None:
+    grants = [await limiter.acquire(1, -100) for _ in range(4)]
+    assert [g.granted for g in grants] == [True, True, True, False]
+    assert grants[3].wait_ms > 50_000
+
+
+async def test_refusals_take_nothing(limiter: Limiter) -> None:
+    assert (await limiter.acquire(1, 42)).granted
+    assert (await limiter.acquire(1, 42)).granted
+    for _ in range(20):
+        assert not (await limiter.acquire(1, 42)).granted
+    # the bot's window holds only the two granted sends: three more chats get through
+    assert all([(await limiter.acquire(1, c)).granted for c in (7, 8, 9)])
+
+
+async def test_window_slides(limiter: Limiter) -> None:
+    fast = Policy(bot_rate=100, chat_rate=10)
+    assert fast.chat_window(5).limit == 10
+    assert (await limiter.acquire(2, 5)).granted
+    assert (await limiter.acquire(2, 5)).granted
+    denied = await limiter.acquire(2, 5)
+    assert not denied.granted
+    await asyncio.sleep(denied.wait_ms / 1000 + 0.01)
+    assert (await limiter.acquire(2, 5)).granted
+
+
+async def test_hold_stops_bot_then_expires(limiter: Limiter) -> None:
+    await limiter.hold(3, None, 0.3)
+    grant = await limiter.acquire(3, 10)
+    assert (grant.granted, grant.scope) == (False, "bot_hold")
+    assert 0 < grant.wait_ms <= 300
+    await asyncio.sleep(0.35)
+    assert (await limiter.acquire(3, 10)).granted
+
+
+async def test_chat_hold_leaves_other_chats(limiter: Limiter) -> None:
+    await limiter.hold(4, 10, 5)
+    assert (await limiter.acquire(4, 10)).scope == "chat_hold"
+    assert (await limiter.acquire(4, 11)).granted
+
+
+async def test_per_bot_override(keys: Keys, redis_client: redis.Redis) -> None:
+    policy = Policy(bot_rate=2, chat_rate=1000, overrides={9: 50})
+    for lim in (RedisLimiter(redis_client, keys, policy), MemoryLimiter(policy)):
+        granted = [(await lim.acquire(9, c)).granted for c in range(60)]
+        assert sum(granted) == 50
+        granted = [(await lim.acquire(8, c)).granted for c in range(10)]
+        assert sum(granted) == 2
+
+
+async def test_no_window_exceeds_limit_under_concurrency(keys: Keys, redis_client: redis.Redis) -> None:
+    """Two limiters (as two replicas) sharing Redis never grant more than the limit per window."""
+    policy = Policy(bot_rate=10, chat_rate=1000)
+    replicas = [RedisLimiter(redis_client, keys, policy) for _ in range(2)]
+    granted: list[float] = []
+
+    async def hammer(lim: RedisLimiter) -> None:
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            grant = await lim.acquire(1, 1)
+            if grant.granted:
+                granted.append(time.monotonic())
+            else:
+                await asyncio.sleep(grant.wait_ms / 2000)
+
+    await asyncio.gather(*(hammer(r) for r in replicas))
+    granted.sort()
+    for i, t in enumerate(granted):
+        inside = [u for u in granted[i:] if u - t < 0.98]
+        assert len(inside) <= 10
+    assert len(granted) >= 15
