@@ -149,13 +149,15 @@ def _add_chat_options(add: Callable[..., Any]) -> None:
         "--missing-chats",
         type=_id_list,
         metavar="IDS",
-        help="comma-separated chat ids answered 400 'chat not found'",
+        help="comma-separated chat ids answered 400 'chat not found' "
+        "(negative ids need the = form: --missing-chats=-100,-200)",
     )
     add(
         "--migrated-chats",
         type=_migrations,
         metavar="OLD:NEW,...",
-        help="groups answered 400 'upgraded to a supergroup' with migrate_to_chat_id NEW",
+        help="groups answered 400 'upgraded to a supergroup' with migrate_to_chat_id NEW "
+        "(use the = form: --migrated-chats=-100:-1001234)",
     )
     add(
         "--strict-message-refs",

@@ -22,7 +22,7 @@ def _error(status: int, error: str, detail: Any = None) -> web.HTTPException:
     if detail is not None:
         body["detail"] = detail
     kind = web.HTTPUnprocessableEntity if status == 422 else web.HTTPBadRequest
-    return kind(body=orjson.dumps(body, default=str), content_type="application/json")
+    return kind(text=orjson.dumps(body, default=str).decode(), content_type="application/json")
 
 
 def _int_query(query: MultiMapping[str], name: str) -> int | None:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.sandbox.conftest import BotClient, StartSandbox
 
+
 def assert_429(answer, retry_after: int) -> None:
     assert answer.status == 429
     assert answer.content_type == "application/json"

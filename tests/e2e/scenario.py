@@ -1,0 +1,75 @@
+"""The pipeline scenario: submit a workload over HTTP, wait, check the sandbox's record."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+
+import aiohttp
+
+from floodgate.observe import Received, sandbox_stats
+from floodgate.workload import Workload
+
+SUBMIT_CHUNK = 200
+
+
+async def submit(session: aiohttp.ClientSession, ingest_url: str, workload: Workload) -> dict[str, str]:
+    """Submit every message through the batch API; returns tag -> message id."""
+    ids: dict[str, str] = {}
+    msgs = workload.messages
+    for start in range(0, len(msgs), SUBMIT_CHUNK):
+        chunk = msgs[start : start + SUBMIT_CHUNK]
+        async with session.post(
+            f"{ingest_url}/v1/messages/batch", json={"messages": [m.request() for m in chunk]}
+        ) as resp:
+            assert resp.status == 202, await resp.text()
+            doc = await resp.json()
+        for m, result in zip(chunk, doc["results"], strict=True):
+            assert result["status"] == "queued", result
+            ids[m.tag] = result["id"]
+    return ids
+
+
+async def wait_drained(
+    session: aiohttp.ClientSession, stats_url: str, sandbox_url: str, expected: int, timeout: float
+) -> tuple[Received, dict]:
+    """Poll until the queues are empty and the sandbox holds ``expected`` tagged messages."""
+    received = Received()
+    deadline = time.monotonic() + timeout
+    stats: dict = {}
+    while time.monotonic() < deadline:
+        await received.refresh(session, sandbox_url)
+        async with session.get(f"{stats_url}/queue/stats") as resp:
+            stats = await resp.json()
+        if stats["total_queued"] == 0 and len(received.by_tag()) >= expected:
+            return received, stats
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"not drained in {timeout} s: {stats}, delivered {len(received.by_tag())}")
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of every sample of ``name`` (all label sets) in Prometheus text."""
+    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", re.MULTILINE)
+    return sum(float(v) for v in pattern.findall(text))
+
+
+async def scrape(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(f"{url}/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def check_exactly_once(
+    session: aiohttp.ClientSession, sandbox_url: str, received: Received, ids: dict[str, str]
+) -> None:
+    """Every submitted tag delivered exactly once, nothing unknown delivered, no 429 earned."""
+    counts = Counter({tag: len(v) for tag, v in received.by_tag().items()})
+    missing = [t for t in ids if counts[t] == 0]
+    dupes = {t: c for t, c in counts.items() if c > 1}
+    assert not missing, f"{len(missing)} not delivered, e.g. {missing[:5]}"
+    assert not dupes, f"delivered more than once: {list(dupes.items())[:5]}"
+    assert set(counts) == set(ids)
+    sb = await sandbox_stats(session, sandbox_url)
+    assert sb["429"] == 0, sb
