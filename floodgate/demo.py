@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -78,10 +78,10 @@ async def _wait_ready(session: aiohttp.ClientSession, url: str) -> None:
 
 
 async def _drain(
-    session: aiohttp.ClientSession, url: str, sandbox_url: str, total: int, timeout: float
+    session: aiohttp.ClientSession, url: str, sandbox_url: str, total: int, limit_s: float
 ) -> Received:
     received, started = Received(), time.monotonic()
-    while time.monotonic() - started < timeout:
+    while time.monotonic() - started < limit_s:
         await asyncio.sleep(PROGRESS_EVERY)
         await received.refresh(session, sandbox_url)
         async with session.get(f"{url}/queue/stats") as resp:
@@ -122,7 +122,8 @@ def _report(
         f"dead-lettered        {dead}",
         f"lost                 {len(sent_at) - len(delivered) - dead}",
         f"duplicates           {duplicates}",
-        f"429s received        {sb.get('429', 0)}  (sent during a hold: {sb.get('sent_during_hold', 0)})",
+        f"429s received        {sb.get('429', 0)}"
+        f"  (sent during a hold: {sb.get('sent_during_hold', 0)})",
         f"time taken           {elapsed:.1f} s  (least the limits allow: {least:.1f} s)",
         "latency by priority  (acceptance to Telegram, seconds)",
     ]
@@ -148,7 +149,7 @@ async def _demo(args: argparse.Namespace) -> int:
             "FLOODGATE_BOTS": ",".join(demo_token(b) for b in bots),
             "FLOODGATE_NAMESPACE": f"demo{secrets.token_hex(3)}",
         }
-        settings = CommonSettings(**env, REDIS_URL=os.environ.get("REDIS_URL") or None)
+        settings = CommonSettings(**cast(Any, env), REDIS_URL=os.environ.get("REDIS_URL") or None)
         ctx = build_context(settings, allow_memory=True)
         least = workload.least_seconds(dataclasses.replace(policy_from(settings), margin_s=0))
         print(

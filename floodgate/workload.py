@@ -58,7 +58,8 @@ def build_workload(
 ) -> Workload:
     """Private chats and groups per bot, shuffled across bots, priorities drawn by weight."""
     rng = random.Random(seed)
-    names, weights = zip(*PRIORITY_WEIGHTS, strict=True)
+    names = [name for name, _ in PRIORITY_WEIGHTS]
+    weights = [weight for _, weight in PRIORITY_WEIGHTS]
     items: list[tuple[int, int]] = []
     for bot in bots:
         items += [(bot, 10_000 + c) for c in range(private_chats) for _ in range(per_chat)]

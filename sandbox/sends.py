@@ -68,15 +68,7 @@ async def run_send(call: Call, prepare: Prepare) -> Any:
     check_chat(config, out.chat_id)
     now = time.monotonic()
     state.admit(call.bot_id, out.chat_id, now)
-    message: JsonObject = {
-        "message_id": state.store.next_id(call.bot_id, out.chat_id),
-        "from": state.directory.bot_user(call.bot_id),
-        "chat": state.directory.chat(out.chat_id),
-        "date": int(state.wall(now)),
-        **out.content,
-    }
-    if out.reply is not None:
-        message["reply_to_message"] = out.reply
+    message = _compose(call, out, now)
     lost = fault.kind is FaultKind.AFTER_SEND
     outcome = "5xx_after_send" if lost else "ok"
     state.deliver(
@@ -91,6 +83,20 @@ async def run_send(call: Call, prepare: Prepare) -> Any:
     if lost:
         raise GatewayFault(fault.status, outcome)
     return {"message_id": message["message_id"]} if out.id_only else message
+
+
+def _compose(call: Call, out: Outgoing, now: float) -> JsonObject:
+    state = call.state
+    message: JsonObject = {
+        "message_id": state.store.next_id(call.bot_id, out.chat_id),
+        "from": state.directory.bot_user(call.bot_id),
+        "chat": state.directory.chat(out.chat_id),
+        "date": int(state.wall(now)),
+        **out.content,
+    }
+    if out.reply is not None:
+        message["reply_to_message"] = out.reply
+    return message
 
 
 def check_chat(config: SandboxConfig, chat_id: int) -> None:

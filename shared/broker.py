@@ -114,8 +114,9 @@ class Broker(Protocol):
     async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
         """Entries not yet acknowledged per stream, members per sorted set."""
 
-    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int) -> None:
-        """Create or update message status records (hash fields), each kept ``ttl`` seconds."""
+    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
+        """Create or update status records (hash fields); ``ttl`` seconds from now, or with
+        None the record keeps the lifetime it was created with."""
 
     async def get_record(self, key: str) -> dict[str, str] | None:
         """One status record, or None."""

@@ -34,7 +34,7 @@ class Window:
 
 
 def window_for(count: float, per_seconds: float, margin_s: float) -> Window:
-    """``count`` sends per ``per_seconds`` as a whole number of sends in a window (0.5/s: 1 per 2 s)."""
+    """``count`` sends per ``per_seconds`` as whole sends in a window (0.5/s: 1 per 2 s)."""
     limit = max(1, math.floor(count))
     seconds = per_seconds * limit / count
     return Window(limit, (seconds + margin_s) * 1000)

@@ -18,6 +18,7 @@ from shared.broker import Commit, DeadLetter, DlqKeys, Entry, unroute
 from shared.redis_broker import IDEMPOTENCY_TTL
 
 SWEEP_EVERY = 10_000
+UNTIMED_RECORD_TTL = 7 * 86400
 
 
 def _now_ms() -> int:
@@ -189,11 +190,15 @@ class MemoryBroker:
             counts[self._dlq.index] = len(self._dead)
         return counts
 
-    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int) -> None:
-        expires = time.monotonic() + ttl
+    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
+        now = time.monotonic()
         for key, fields in records.items():
             current = self._records.get(key)
             merged = {**current[0], **fields} if current else dict(fields)
+            if ttl is not None:
+                expires = now + ttl
+            else:
+                expires = current[1] if current else now + UNTIMED_RECORD_TTL
             self._records[key] = (merged, expires)
         self._puts += len(records)
         if self._puts >= SWEEP_EVERY:

@@ -169,13 +169,14 @@ class RedisBroker:
         return dict(zip([*streams, *sets], (int(c) for c in counts), strict=True))
 
     @_unavailable
-    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int) -> None:
+    async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
         if not records:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, fields in records.items():
                 pipe.hset(key, mapping=dict[Any, Any](fields))
-                pipe.expire(key, ttl)
+                if ttl is not None:
+                    pipe.expire(key, ttl)
             await pipe.execute()
 
     @_unavailable
@@ -194,9 +195,7 @@ class RedisBroker:
     @_unavailable
     async def dlq_list(self, limit: int) -> list[DeadLetter]:
         keys = self._dlq
-        ids: Any = await self._redis.zrange(
-            keys.index, 0, max(limit, 1) - 1, withscores=True
-        )
+        ids: Any = await self._redis.zrange(keys.index, 0, max(limit, 1) - 1, withscores=True)
         if not ids:
             return []
         names = [i for i, _ in ids]

@@ -11,17 +11,18 @@ import redis.asyncio as redis
 from shared.broker import BrokerUnavailable
 from shared.keys import Keys
 from shared.limiter import Grant, Policy
+from shared.redis_batch import ScriptBatcher
 from shared.redis_broker import UNREACHABLE
 from shared.scripts import lua
 
 
 class RedisLimiter:
-    """``shared.limiter.Limiter`` over Redis: one Lua call per decision."""
+    """``shared.limiter.Limiter`` over Redis: one Lua call per decision, calls pipelined."""
 
     def __init__(self, client: redis.Redis, keys: Keys, policy: Policy) -> None:
         self._keys = keys
         self._policy = policy
-        self._acquire = client.register_script(lua("acquire"))
+        self._acquire = ScriptBatcher(client, lua("acquire"))
         self._hold = client.register_script(lua("hold"))
         self._nonce = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._counter = itertools.count()
@@ -36,12 +37,13 @@ class RedisLimiter:
             k.chat_window(bot_id, chat_id),
         ]
         args: list[int | float | str] = [
-            bot.limit, bot.ms, chat.limit, chat.ms, f"{self._nonce}-{next(self._counter)}"
+            bot.limit,
+            bot.ms,
+            chat.limit,
+            chat.ms,
+            f"{self._nonce}-{next(self._counter)}",
         ]
-        try:
-            wait, scope = await self._acquire(keys=keys, args=args)
-        except UNREACHABLE as exc:
-            raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+        wait, scope = await self._acquire.call(keys, args)
         return Grant(int(wait), scope.decode() if isinstance(scope, bytes) else str(scope))
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:

@@ -40,7 +40,9 @@ async def serving(ctx: Context, services: list[Service]) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.1) -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.1
+) -> None:
     """Wait until ``check`` is true, failing the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not await check():

@@ -1,4 +1,4 @@
-"""Real OS processes for end-to-end tests: floodgate services, the sandbox, private Redis servers."""
+"""Real OS processes for end-to-end tests: services, the sandbox, private Redis servers."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ class Proc:
     """A child process with its output in a log file; stopped with SIGTERM, else SIGKILL."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: dict[str, str], port: int | None,
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str],
+        port: int | None,
         health_path: str = "/healthz",
     ) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -103,9 +107,21 @@ class RedisServer:
 
     def start(self) -> None:
         argv = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--dir", self.dir, "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always", "--maxmemory-policy", "noeviction",
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            self.dir,
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--maxmemory-policy",
+            "noeviction",
         ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -65,7 +65,7 @@ class Committer:
         backoff = BACKOFF_FIRST
         while True:
             try:
-                await self._ctx.broker.put_records(records, self._ctx.settings.record_ttl)
+                await self._ctx.broker.put_records(records, None)
                 await self._ctx.broker.commit(commit)
                 break
             except BrokerUnavailable as exc:

@@ -161,8 +161,7 @@ class Deliverer:
     async def _record_progress(self, env: Envelope) -> None:
         ids = ",".join(str(i) for i in env.sent_ids)
         await self._ctx.broker.put_records(
-            {self._ctx.keys.record(env.id): {"telegram_message_ids": ids}},
-            self._ctx.settings.record_ttl,
+            {self._ctx.keys.record(env.id): {"telegram_message_ids": ids}}, None
         )
 
 

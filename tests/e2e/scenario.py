@@ -15,7 +15,9 @@ from floodgate.workload import Workload
 SUBMIT_CHUNK = 200
 
 
-async def submit(session: aiohttp.ClientSession, ingest_url: str, workload: Workload) -> dict[str, str]:
+async def submit(
+    session: aiohttp.ClientSession, ingest_url: str, workload: Workload
+) -> dict[str, str]:
     """Submit every message through the batch API; returns tag -> message id."""
     ids: dict[str, str] = {}
     msgs = workload.messages

@@ -59,10 +59,14 @@ async def test_separate_processes_over_one_redis(sandbox: Proc, redis_url: str) 
         workload = _workload()
         async with aiohttp.ClientSession() as session:
             ids = await submit(session, procs["ingest"].url, workload)
-            received, stats = await wait_drained(session, procs["stats"].url, sandbox.url, len(ids), 90)
+            received, stats = await wait_drained(
+                session, procs["stats"].url, sandbox.url, len(ids), 90
+            )
             await check_exactly_once(session, sandbox.url, received, ids)
             assert stats["stats"]["dlq"] == 0
-            accepted = metric_sum(await scrape(session, procs["ingest"].url), "floodgate_messages_accepted_total")
+            accepted = metric_sum(
+                await scrape(session, procs["ingest"].url), "floodgate_messages_accepted_total"
+            )
             sent = [
                 metric_sum(await scrape(session, procs[n].url), "floodgate_messages_sent_total")
                 for n in ("sender-1", "sender-2")
@@ -70,7 +74,9 @@ async def test_separate_processes_over_one_redis(sandbox: Proc, redis_url: str) 
             assert accepted == 600
             assert sum(sent) == 600
             assert all(s > 0 for s in sent), f"both senders should share the work: {sent}"
-            responses = metric_sum(await scrape(session, procs["sender-1"].url), "floodgate_telegram_responses_total")
+            responses = metric_sum(
+                await scrape(session, procs["sender-1"].url), "floodgate_telegram_responses_total"
+            )
             assert responses >= sent[0]
             stats_metrics = await scrape(session, procs["stats"].url)
             assert 'floodgate_queue_depth{queue="normal"}' in stats_metrics
@@ -80,7 +86,9 @@ async def test_separate_processes_over_one_redis(sandbox: Proc, redis_url: str) 
                 return metric_sum(text, "floodgate_queued_messages") == 0
 
             await eventually(gauges_zero, 5)
-            async with session.get(f"{procs['ingest'].url}/v1/messages/{next(iter(ids.values()))}") as resp:
+            async with session.get(
+                f"{procs['ingest'].url}/v1/messages/{next(iter(ids.values()))}"
+            ) as resp:
                 doc = await resp.json()
             assert doc["status"] == "sent"
             assert isinstance(doc["telegram_message_id"], int)
@@ -96,7 +104,7 @@ async def test_separate_processes_over_one_redis(sandbox: Proc, redis_url: str) 
 
 async def test_run_all_on_embedded_backend(sandbox: Proc) -> None:
     env = _env(sandbox, None)
-    proc = floodgate("all", ["run", "all"], {k: v for k, v in env.items()})
+    proc = floodgate("all", ["run", "all"], dict(env.items()))
     try:
         await sandbox.wait_healthy()
         await proc.wait_healthy()
@@ -105,7 +113,7 @@ async def test_run_all_on_embedded_backend(sandbox: Proc) -> None:
             async with session.get(f"{proc.url}/readyz") as resp:
                 assert (await resp.json())["backend"] == "memory"
             ids = await submit(session, proc.url, workload)
-            received, stats = await wait_drained(session, proc.url, sandbox.url, len(ids), 90)
+            received, _stats = await wait_drained(session, proc.url, sandbox.url, len(ids), 90)
             await check_exactly_once(session, sandbox.url, received, ids)
             text = await scrape(session, proc.url)
             assert metric_sum(text, "floodgate_messages_accepted_total") == 600

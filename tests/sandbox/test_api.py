@@ -213,3 +213,12 @@ async def test_unknown_method_and_case_insensitive_names(bot: BotClient) -> None
     assert unknown.status == 404
     assert unknown.body == {"ok": False, "error_code": 404, "description": "Not Found"}
     assert (await bot.call("GETME")).result["id"] == BOT_ID
+
+
+async def test_other_media_sends(start: StartSandbox, http) -> None:
+    bot = BotClient(http, await start(limits_enabled=False))
+    document = (await bot.call("sendDocument", chat_id=-1, document="https://x.org/a.pdf")).result
+    assert document["document"]["file_id"].startswith("sandbox-document-")
+    video = (await bot.call("sendVideo", chat_id=-1, video="known-file-id")).result
+    assert video["video"]["file_id"] == "known-file-id"
+    assert [r.method for r in bot.sandbox.state.messages.select()] == ["sendDocument", "sendVideo"]

@@ -148,3 +148,13 @@ async def test_limits_off_let_everything_through_and_count_violations(start, htt
     assert stats["delivered"] == 30
     assert stats["429"] == 0
     assert stats["limit_violations"] == 10  # the 21st..30th broke the group window
+
+
+async def test_only_sends_count(start: StartSandbox, http) -> None:
+    bot = BotClient(http, await start(chat_rate=1))
+    sent = (await bot.send(1)).result
+    ref = {"chat_id": 1, "message_id": sent["message_id"]}
+    assert (await bot.call("sendChatAction", chat_id=1, action="typing")).status == 200
+    assert (await bot.call("editMessageText", text="edited", **ref)).status == 200
+    assert (await bot.call("deleteMessage", **ref)).status == 200
+    assert (await bot.send(1)).status == 429

@@ -95,7 +95,9 @@ async def test_per_bot_override(keys: Keys, redis_client: redis.Redis) -> None:
         assert sum(granted) == 2
 
 
-async def test_no_window_exceeds_limit_under_concurrency(keys: Keys, redis_client: redis.Redis) -> None:
+async def test_no_window_exceeds_limit_under_concurrency(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
     """Two limiters (as two replicas) sharing Redis never grant more than the limit per window."""
     policy = Policy(bot_rate=10, chat_rate=1000)
     replicas = [RedisLimiter(redis_client, keys, policy) for _ in range(2)]

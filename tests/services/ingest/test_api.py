@@ -23,7 +23,9 @@ def _ctx(redis_url: str | None, namespace: str) -> Context:
 
 
 @pytest.fixture(params=["redis", "memory"])
-async def api(request: pytest.FixtureRequest, redis_url: str, namespace: str, redis_client) -> AsyncIterator[tuple[str, Context]]:
+async def api(
+    request: pytest.FixtureRequest, redis_url: str, namespace: str, redis_client
+) -> AsyncIterator[tuple[str, Context]]:
     ctx = _ctx(redis_url if request.param == "redis" else None, namespace)
     async with serving(ctx, [IngestService(ctx, IngestSettings())]) as url:
         yield url, ctx
@@ -41,14 +43,21 @@ async def _queued(ctx: Context) -> int:
 
 async def test_accepts_and_reports_status(api) -> None:
     url, ctx = api
-    status, body = await _post(url, "/v1/messages", json={"bot_id": 111, "chat_id": 5, "text": "hi"})
+    status, body = await _post(
+        url, "/v1/messages", json={"bot_id": 111, "chat_id": 5, "text": "hi"}
+    )
     assert status == 202
     assert body["status"] == "queued"
     assert body["priority"] == "normal"
     async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/messages/{body['id']}") as resp:
         assert resp.status == 200
         doc = await resp.json()
-    assert (doc["id"], doc["status"], doc["priority"], doc["attempts"]) == (body["id"], "queued", "normal", 0)
+    assert (doc["id"], doc["status"], doc["priority"], doc["attempts"]) == (
+        body["id"],
+        "queued",
+        "normal",
+        0,
+    )
     assert await _queued(ctx) == 1
 
 
@@ -63,7 +72,9 @@ async def test_accepts_and_reports_status(api) -> None:
 )
 async def test_priority_from_request_or_kind(api, payload, priority) -> None:
     url, _ = api
-    status, body = await _post(url, "/v1/messages", json={"bot_id": 111, "chat_id": 5, "text": "x", **payload})
+    status, body = await _post(
+        url, "/v1/messages", json={"bot_id": 111, "chat_id": 5, "text": "x", **payload}
+    )
     assert (status, body["priority"]) == (202, priority)
 
 
@@ -91,7 +102,9 @@ async def test_invalid_body_names_the_field(api, payload, field) -> None:
 
 async def test_unknown_bot_is_404(api) -> None:
     url, ctx = api
-    status, body = await _post(url, "/v1/messages", json={"bot_id": 999, "chat_id": 5, "text": "hi"})
+    status, body = await _post(
+        url, "/v1/messages", json={"bot_id": 999, "chat_id": 5, "text": "hi"}
+    )
     assert status == 404
     assert "999" in body["error"]
     assert await _queued(ctx) == 0
@@ -99,7 +112,9 @@ async def test_unknown_bot_is_404(api) -> None:
 
 async def test_invalid_json_is_422(api) -> None:
     url, ctx = api
-    status, body = await _post(url, "/v1/messages", data=b"{not json", headers={"Content-Type": "application/json"})
+    status, body = await _post(
+        url, "/v1/messages", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert status == 422
     assert "invalid JSON" in body["error"]
     status, body = await _post(url, "/v1/messages", json=[1, 2])
@@ -110,7 +125,9 @@ async def test_invalid_json_is_422(api) -> None:
 async def test_five_megabyte_body_is_413(api) -> None:
     url, ctx = api
     big = b'{"bot_id": 111, "chat_id": 5, "text": "' + b"x" * (5 * 1024 * 1024) + b'"}'
-    status, body = await _post(url, "/v1/messages", data=io.BytesIO(big), headers={"Content-Type": "application/json"})
+    status, body = await _post(
+        url, "/v1/messages", data=io.BytesIO(big), headers={"Content-Type": "application/json"}
+    )
     assert status == 413
     assert "too large" in body["error"]
     assert await _queued(ctx) == 0
@@ -135,7 +152,11 @@ async def test_batch_results_in_order(api) -> None:
         {"bot_id": 111, "chat_id": 1, "text": "a"},
         {"bot_id": 111, "chat_id": 1},
         {"bot_id": 999, "chat_id": 1, "text": "c"},
-        {"bot_id": 222, "method": "sendPhoto", "params": {"chat_id": 2, "photo": "https://x/y.jpg"}},
+        {
+            "bot_id": 222,
+            "method": "sendPhoto",
+            "params": {"chat_id": 2, "photo": "https://x/y.jpg"},
+        },
     ]
     status, body = await _post(url, "/v1/messages/batch", json={"messages": messages})
     assert status == 202
@@ -163,7 +184,9 @@ async def test_unknown_id_is_404(api) -> None:
 async def test_redis_unreachable_is_503(namespace: str) -> None:
     ctx = _ctx(f"redis://127.0.0.1:{free_port()}/0", namespace)
     async with serving(ctx, [IngestService(ctx, IngestSettings())]) as url:
-        status, body = await _post(url, "/v1/messages", json={"bot_id": 111, "chat_id": 5, "text": "hi"})
+        status, body = await _post(
+            url, "/v1/messages", json={"bot_id": 111, "chat_id": 5, "text": "hi"}
+        )
         assert status == 503
         assert "nothing was accepted" in body["error"]
         async with aiohttp.ClientSession() as s, s.get(f"{url}/readyz") as resp:

@@ -17,13 +17,20 @@ def _entry(env: Envelope, n: int = 1) -> Entry:
 
 
 def _env(**kw) -> Envelope:
-    base = {"id": "m1", "bot_id": 1, "method": "sendMessage", "params": {"chat_id": 5}, "parts": ["hi"], "accepted_at": 0.0}
+    base = {
+        "id": "m1",
+        "bot_id": 1,
+        "method": "sendMessage",
+        "params": {"chat_id": 5},
+        "parts": ["hi"],
+        "accepted_at": 0.0,
+    }
     return Envelope(**(base | kw))
 
 
 def test_routes_by_kind_and_acks() -> None:
     plan = plan_batch(KEYS, [_entry(_env(kind=Kind.SYSTEM))])
-    [(stream, ident, payload)] = plan.commit.adds
+    [(stream, _ident, payload)] = plan.commit.adds
     assert stream == KEYS.send(Priority.HIGH)
     assert Envelope.loads(payload).priority is Priority.HIGH
     assert plan.commit.acks == [(KEYS.ingest, "1-1")]

@@ -1,0 +1,104 @@
+"""Coalescing concurrent calls of one Lua script into pipelined round trips.
+
+Many workers asking the limiter at once would each pay a round trip and redis-py's per-command
+overhead. Here calls made while a round trip is under way wait for the next one, which carries
+all of them in one pipeline: under load, batches grow by themselves; when idle, a call goes out
+on the next loop turn. Scripts run by SHA and are reloaded when Redis answers NOSCRIPT (after a
+restart, a failover or SCRIPT FLUSH).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import NoScriptError
+
+from shared.broker import BrokerUnavailable
+from shared.redis_broker import UNREACHABLE
+
+Call = tuple[Sequence[str], Sequence[Any]]
+MAX_BATCH = 1000
+MAX_IN_FLIGHT = 2
+
+
+async def run_script_many(
+    client: redis.Redis, source: str, sha: str, calls: Sequence[Call]
+) -> list[Any]:
+    """Run the script once per call in one pipeline; results (or exceptions) in call order."""
+    results = await _pipeline(client, sha, calls)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        await client.script_load(source)
+        retried = await _pipeline(client, sha, [calls[i] for i in missing])
+        for i, result in zip(missing, retried, strict=True):
+            results[i] = result
+    return results
+
+
+async def _pipeline(client: redis.Redis, sha: str, calls: Sequence[Call]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+class ScriptBatcher:
+    """One Lua script, called by many coroutines, sent in batches."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self._client = client
+        self._source = source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
+        self._pending: list[tuple[Call, asyncio.Future[Any]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The script's result for these keys and args; ``BrokerUnavailable`` if Redis is away."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(((keys, args), future))
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._start()
+        return await future
+
+    def _start(self) -> None:
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                await self._send(batch)
+        finally:
+            self._in_flight -= 1
+
+    async def _send(self, batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await run_script_many(
+                self._client, self._source, self._sha, [c for c, _ in batch]
+            )
+        except UNREACHABLE as exc:
+            error = BrokerUnavailable(f"redis unreachable: {exc}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
