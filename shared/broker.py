@@ -21,14 +21,22 @@ class BrokerUnavailable(Exception):
     """The backend cannot be reached; nothing of the failed call took effect or it is unknown."""
 
 
+ORDER_TTL = 7 * 86400
+
+GATE_GO = 0
+GATE_DONE = 1
+GATE_PARKED = 2
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry handed to a consumer."""
+    """One stream entry handed to a consumer; ``seq`` is its place in its chat's order."""
 
     stream: str
     entry_id: str
     payload: bytes
     redelivered: bool = False
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +50,29 @@ class DeadLetter:
     dead_at_ms: int
 
 
-def routed(priority: Priority, payload: bytes) -> bytes:
-    """Member of a delay set or the DLQ: the target send queue's code, ``|``, the payload."""
-    return PRIORITY_CODES[priority].encode() + b"|" + payload
+def routed(priority: Priority, payload: bytes, chat_state: str = "") -> bytes:
+    """Member of a delay set or the DLQ: ``<priority code>|<chat state key>|<payload>``.
+
+    With a chat state key the message takes a new place in its chat's order when it enters a
+    send queue; without one it keeps the place its payload carries.
+    """
+    return PRIORITY_CODES[priority].encode() + b"|" + chat_state.encode() + b"|" + payload
 
 
-def unroute(member: bytes) -> tuple[Priority, bytes]:
-    """Split a routed member back into priority and payload."""
-    return CODE_PRIORITIES[chr(member[0])], member[2:]
+def unroute(member: bytes) -> tuple[Priority, str, bytes]:
+    """Split a routed member back into priority, chat state key and payload."""
+    chat, _, payload = member[2:].partition(b"|")
+    return CODE_PRIORITIES[chr(member[0])], chat.decode(), payload
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """A message of a chat is done (sent or dead): advance the chat's order past ``seq``."""
+
+    chat_state: str
+    parked: str
+    seq: int
+    stream: str
 
 
 @dataclass
@@ -57,21 +80,26 @@ class Commit:
     """Changes one consumer applies atomically: all of them take effect, or none.
 
     ``acks`` acknowledge (and delete) consumed entries of the consumer's group; ``adds`` append
-    payloads to streams; ``delays`` put routed payloads in a delay set, due ``delay_ms`` after the
-    backend's clock; ``dead`` moves messages to the dead-letter queue; ``idempotency`` claims
-    ``(key, message_id)`` before the adds, and if a key is taken the add carrying the same message
-    id is skipped and the existing id reported.
+    ``(stream, message id, payload, chat state key or "")`` to streams, giving the entry the
+    chat's next sequence number when a chat state key is named; ``delays`` put routed members in
+    a delay set, due ``delay_ms`` after the backend's clock; ``dead`` moves messages to the
+    dead-letter queue; ``settles`` advance chats' order and release their next parked message;
+    ``idempotency`` claims ``(key, message_id)`` before the adds, and if a key is taken the add
+    carrying the same message id is skipped and the existing id reported.
     """
 
     group: str = ""
     acks: list[tuple[str, str]] = field(default_factory=list)
-    adds: list[tuple[str, str, bytes]] = field(default_factory=list)
+    adds: list[tuple[str, str, bytes, str]] = field(default_factory=list)
     delays: list[tuple[str, int, bytes]] = field(default_factory=list)
     dead: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     idempotency: list[tuple[str, str]] = field(default_factory=list)
+    settles: list[Settle] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.acks or self.adds or self.delays or self.dead or self.idempotency)
+        return bool(
+            self.acks or self.adds or self.delays or self.dead or self.idempotency or self.settles
+        )
 
 
 class Broker(Protocol):
@@ -107,6 +135,11 @@ class Broker(Protocol):
 
     async def commit(self, commit: Commit) -> dict[str, str]:
         """Apply ``commit`` atomically; return {message id: existing id} for taken keys."""
+
+    async def gate(self, chat_state: str, parked: str, entry: Entry, group: str, seq: int) -> int:
+        """May the chat's message ``seq`` go now? ``GATE_GO``; ``GATE_DONE`` if it was settled
+        before (acknowledge it, do not send); ``GATE_PARKED`` if an earlier message of the chat
+        is still under way: the entry is then acknowledged and waits in ``parked``."""
 
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
         """Move due members of a delay set to their send stream; return how many moved."""

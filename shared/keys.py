@@ -64,6 +64,18 @@ class Keys:
         """Hash: dead message id to the JSON of its last error and attempt history."""
         return f"{self._pipeline}:dlq:meta"
 
+    def chat_state(self, bot_id: int, chat_id: int | str, priority: Priority) -> str:
+        """Hash of one (bot, chat, priority): ``seq`` handed out so far, ``cur`` settled so far."""
+        return f"{self._pipeline}:chat:{bot_id}:{chat_id}:{priority.value}"
+
+    def parked(self, bot_id: int, chat_id: int | str, priority: Priority) -> str:
+        """Sorted set of a chat's messages waiting for an earlier one, scored by sequence."""
+        return f"{self._pipeline}:parked:{bot_id}:{chat_id}:{priority.value}"
+
+    def order(self, bot_id: int, chat_id: int | str, priority: Priority) -> tuple[str, str]:
+        """The chat state and parked keys of one (bot, chat, priority)."""
+        return self.chat_state(bot_id, chat_id, priority), self.parked(bot_id, chat_id, priority)
+
     def record(self, message_id: str) -> str:
         """Hash with the status of one accepted message."""
         return f"{self.namespace}:msg:{message_id}"

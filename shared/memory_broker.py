@@ -14,7 +14,18 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shared.broker import Commit, DeadLetter, DlqKeys, Entry, unroute
+from shared.broker import (
+    GATE_DONE,
+    GATE_GO,
+    GATE_PARKED,
+    PRIORITY_CODES,
+    Commit,
+    DeadLetter,
+    DlqKeys,
+    Entry,
+    Settle,
+    unroute,
+)
 from shared.redis_broker import IDEMPOTENCY_TTL
 
 SWEEP_EVERY = 10_000
@@ -33,8 +44,17 @@ class _Group:
 
 @dataclass
 class _Stream:
-    entries: dict[str, bytes] = field(default_factory=dict)
+    entries: dict[str, tuple[bytes, int | None]] = field(default_factory=dict)
     groups: dict[str, _Group] = field(default_factory=dict)
+
+
+@dataclass
+class _Chat:
+    """A chat's order: sequence numbers handed out, settled, and the parked messages."""
+
+    seq: int = 0
+    cur: int = 0
+    parked: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +87,7 @@ class MemoryBroker:
         self._records: dict[str, tuple[dict[str, str], float]] = {}
         self._strings: dict[str, tuple[str, float]] = {}
         self._dead: dict[str, tuple[bytes, bytes, int]] = {}
+        self._chats: dict[str, _Chat] = {}
         self._seq = itertools.count()
         self._puts = 0
         self._changed = asyncio.Event()
@@ -80,10 +101,14 @@ class MemoryBroker:
     def _stream(self, name: str) -> _Stream:
         return self._streams.setdefault(name, _Stream())
 
-    def _xadd(self, name: str, payload: bytes) -> str:
+    def _xadd(self, name: str, payload: bytes, chat: str = "", seq: int | None = None) -> str:
         stream = self._stream(name)
         entry_id = f"{_now_ms()}-{next(self._seq)}"
-        stream.entries[entry_id] = payload
+        if chat:
+            state = self._chats.setdefault(chat, _Chat())
+            state.seq += 1
+            seq = state.seq
+        stream.entries[entry_id] = (payload, seq)
         for group in stream.groups.values():
             group.new.append(entry_id)
         self._changed.set()
@@ -114,10 +139,10 @@ class MemoryBroker:
             grp = stream.groups.setdefault(group, _Group(new=deque(stream.entries)))
             while grp.new and len(found) < count:
                 entry_id = grp.new.popleft()
-                payload = stream.entries.get(entry_id)
-                if payload is not None:
+                held = stream.entries.get(entry_id)
+                if held is not None:
                     grp.pending[entry_id] = (consumer, time.monotonic())
-                    found.append(Entry(name, entry_id, payload))
+                    found.append(Entry(name, entry_id, held[0], seq=held[1]))
         return found
 
     async def read_own_pending(
@@ -126,7 +151,12 @@ class MemoryBroker:
         s = self._stream(stream)
         grp = s.groups.get(group, _Group())
         mine = [i for i, (owner, _) in grp.pending.items() if owner == consumer][:count]
-        return [Entry(stream, i, s.entries[i], redelivered=True) for i in mine if i in s.entries]
+        return [self._entry(stream, s, i) for i in mine if i in s.entries]
+
+    @staticmethod
+    def _entry(name: str, stream: _Stream, entry_id: str) -> Entry:
+        payload, seq = stream.entries[entry_id]
+        return Entry(name, entry_id, payload, redelivered=True, seq=seq)
 
     async def claim_stale(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int
@@ -144,26 +174,50 @@ class MemoryBroker:
                 del grp.pending[entry_id]
                 continue
             grp.pending[entry_id] = (consumer, time.monotonic())
-            claimed.append(Entry(stream, entry_id, s.entries[entry_id], redelivered=True))
+            claimed.append(self._entry(stream, s, entry_id))
         return claimed
 
     async def commit(self, commit: Commit) -> dict[str, str]:
         taken = self._claim_keys(commit.idempotency)
         for name, entry_id in commit.acks:
-            stream = self._stream(name)
-            stream.entries.pop(entry_id, None)
-            grp = stream.groups.get(commit.group)
-            if grp is not None:
-                grp.pending.pop(entry_id, None)
-        for name, message_id, payload in commit.adds:
+            self._ack(name, commit.group, entry_id)
+        for name, message_id, payload, chat in commit.adds:
             if message_id not in taken:
-                self._xadd(name, payload)
+                self._xadd(name, payload, chat)
         now = _now_ms()
         for delay_set, delay_ms, member in commit.delays:
             self._sets.setdefault(delay_set, _DelaySet()).add(now + delay_ms, member)
         for message_id, member, meta in commit.dead:
             self._dead[message_id] = (member, meta, now)
+        for settle in commit.settles:
+            self._settle(settle)
         return taken
+
+    def _ack(self, name: str, group: str, entry_id: str) -> None:
+        stream = self._stream(name)
+        stream.entries.pop(entry_id, None)
+        grp = stream.groups.get(group)
+        if grp is not None:
+            grp.pending.pop(entry_id, None)
+
+    def _settle(self, settle: Settle) -> None:
+        state = self._chats.setdefault(settle.chat_state, _Chat())
+        state.cur = max(state.cur, settle.seq)
+        released = state.parked.pop(state.cur + 1, None)
+        if released is not None:
+            self._xadd(settle.stream, released, seq=state.cur + 1)
+        elif state.cur >= state.seq and not state.parked:
+            del self._chats[settle.chat_state]
+
+    async def gate(self, chat_state: str, parked: str, entry: Entry, group: str, seq: int) -> int:
+        state = self._chats.setdefault(chat_state, _Chat())
+        if seq == state.cur + 1:
+            return GATE_GO
+        if seq <= state.cur:
+            return GATE_DONE
+        state.parked[seq] = entry.payload
+        self._ack(entry.stream, group, entry.entry_id)
+        return GATE_PARKED
 
     def _claim_keys(self, claims: Sequence[tuple[str, str]]) -> dict[str, str]:
         taken: dict[str, str] = {}
@@ -180,7 +234,8 @@ class MemoryBroker:
         target = dict(zip("hnl", send_streams, strict=True))
         due = self._sets.setdefault(delay_set, _DelaySet()).pop_due(_now_ms(), limit)
         for member in due:
-            self._xadd(target[chr(member[0])], member[2:])
+            priority, chat, payload = unroute(member)
+            self._xadd(target[PRIORITY_CODES[priority]], payload, chat)
         return len(due)
 
     async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
@@ -225,7 +280,7 @@ class MemoryBroker:
         items = sorted(self._dead.items(), key=lambda kv: kv[1][2])[: max(limit, 1)]
         letters = []
         for ident, (member, meta, at) in items:
-            priority, payload = unroute(member)
+            priority, _, payload = unroute(member)
             letters.append(DeadLetter(ident, priority, payload, meta, at))
         return letters
 
@@ -236,7 +291,8 @@ class MemoryBroker:
         moved = 0
         for ident, member in items:
             if self._dead.pop(ident, None) is not None:
-                self._xadd(target[chr(member[0])], member[2:])
+                priority, chat, payload = unroute(member)
+                self._xadd(target[PRIORITY_CODES[priority]], payload, chat)
                 moved += 1
         return moved
 

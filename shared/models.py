@@ -96,6 +96,8 @@ class Envelope(BaseModel):
     send_at: float | None = None
     attempts: int = 0
     redirected: int = 0
+    seq: int | None = None
+    order_chat: int | str | None = None
     sent_ids: list[int] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
 
@@ -104,6 +106,11 @@ class Envelope(BaseModel):
         """The target chat, as the Bot API takes it."""
         chat: int | str = self.params.get("chat_id", 0)
         return chat
+
+    @property
+    def order_key(self) -> int | str:
+        """The chat whose order the message keeps: the first target, even after a migration."""
+        return self.order_chat if self.order_chat is not None else self.chat_id
 
     def dumps(self) -> bytes:
         """Wire form for streams and delay sets."""

@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.broker import BrokerUnavailable
-from shared.redis_broker import UNREACHABLE
+
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 Call = tuple[Sequence[str], Sequence[Any]]
 MAX_BATCH = 1000

@@ -7,18 +7,24 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.broker import BrokerUnavailable, Commit, DeadLetter, DlqKeys, Entry, unroute
+from shared.broker import (
+    ORDER_TTL,
+    BrokerUnavailable,
+    Commit,
+    DeadLetter,
+    DlqKeys,
+    Entry,
+    unroute,
+)
+from shared.redis_batch import UNREACHABLE, ScriptBatcher
 from shared.scripts import lua
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 CLAIM_SCAN_ROUNDS = 10
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _unavailable(
@@ -54,7 +60,10 @@ def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
         if fields is None:
             continue
         ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        result.append(Entry(stream, ident, fields[b"d"], redelivered))
+        seq = fields.get(b"s")
+        result.append(
+            Entry(stream, ident, fields[b"d"], redelivered, int(seq) if seq is not None else None)
+        )
     return result
 
 
@@ -67,6 +76,7 @@ class RedisBroker:
         self._commit = client.register_script(lua("commit"))
         self._promote = client.register_script(lua("promote"))
         self._requeue = client.register_script(lua("dlq_requeue"))
+        self._gate = ScriptBatcher(client, lua("gate"))
 
     @property
     def client(self) -> redis.Redis:
@@ -153,9 +163,16 @@ class RedisBroker:
         reply = await self._commit(keys=dlq + keys, args=args)
         return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
 
+    async def gate(self, chat_state: str, parked: str, entry: Entry, group: str, seq: int) -> int:
+        verdict: int = await self._gate.call(
+            [chat_state, parked, entry.stream],
+            [seq, group, entry.entry_id, entry.payload, ORDER_TTL],
+        )
+        return verdict
+
     @_unavailable
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
-        moved: int = await self._promote(keys=[delay_set, *send_streams], args=[limit])
+        moved: int = await self._promote(keys=[delay_set, *send_streams], args=[limit, ORDER_TTL])
         return moved
 
     @_unavailable
@@ -207,7 +224,7 @@ class RedisBroker:
         for (ident, score), member, meta in zip(ids, payloads, metas, strict=True):
             if member is None:
                 continue
-            priority, payload = unroute(member)
+            priority, _, payload = unroute(member)
             letters.append(DeadLetter(ident.decode(), priority, payload, meta or b"{}", int(score)))
         return letters
 
@@ -218,7 +235,7 @@ class RedisBroker:
         if not items:
             return 0
         keys = self._dlq
-        args = [part for ident, member in items for part in (ident, member)]
+        args = [ORDER_TTL, *(part for ident, member in items for part in (ident, member))]
         moved: int = await self._requeue(
             keys=[keys.index, keys.payloads, keys.meta, *send_streams], args=args
         )
@@ -246,17 +263,25 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
             index[key] = len(keys) + 3
         return index[key]
 
-    args: list[str | bytes | int] = [commit.group]
+    args: list[str | bytes | int] = [commit.group, ORDER_TTL]
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
     for stream, entry_id in commit.acks:
         args += ["ack", ref(stream), entry_id]
-    for stream, message_id, payload in commit.adds:
-        args += ["add", ref(stream), message_id, payload]
+    for stream, message_id, payload, chat in commit.adds:
+        args += ["add", ref(stream), message_id, payload, ref(chat) if chat else 0]
     for delay_set, delay_ms, member in commit.delays:
         args += ["delay", ref(delay_set), delay_ms, member]
     for message_id, member, meta in commit.dead:
         args += ["dead", message_id, member, meta]
+    for settle in commit.settles:
+        args += [
+            "settle",
+            ref(settle.chat_state),
+            ref(settle.parked),
+            settle.seq,
+            ref(settle.stream),
+        ]
     return keys, args
 
 

@@ -11,8 +11,7 @@ import redis.asyncio as redis
 from shared.broker import BrokerUnavailable
 from shared.keys import Keys
 from shared.limiter import Grant, Policy
-from shared.redis_batch import ScriptBatcher
-from shared.redis_broker import UNREACHABLE
+from shared.redis_batch import UNREACHABLE, ScriptBatcher
 from shared.scripts import lua
 
 

@@ -53,7 +53,7 @@ async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted
         if req.idempotency_key is not None:
             key = ctx.keys.idempotency(req.bot_id, req.idempotency_key)
             commit.idempotency.append((key, message_id))
-        commit.adds.append((ctx.keys.ingest, message_id, envelope.dumps()))
+        commit.adds.append((ctx.keys.ingest, message_id, envelope.dumps(), ""))
         planned.append((message_id, priority))
     await ctx.broker.put_records(records, ctx.settings.record_ttl)
     taken = await ctx.broker.commit(commit)

@@ -60,14 +60,14 @@ def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
     if envelope.parts and len(envelope.parts) > 1:
         record["parts"] = str(len(envelope.parts))
     plan.records[keys.record(envelope.id)] = record
+    chat = keys.chat_state(envelope.bot_id, envelope.order_key, priority)
     delay_ms = int(((envelope.send_at or 0.0) - now) * 1000)
     if delay_ms > EARLY_MS:
-        plan.commit.delays.append(
-            (keys.delayed("scheduled"), delay_ms, routed(priority, envelope.dumps()))
-        )
+        member = routed(priority, envelope.dumps(), chat)
+        plan.commit.delays.append((keys.delayed("scheduled"), delay_ms, member))
         plan.delayed += 1
         return
-    plan.commit.adds.append((keys.send(priority), envelope.id, envelope.dumps()))
+    plan.commit.adds.append((keys.send(priority), envelope.id, envelope.dumps(), chat))
     plan.routed[priority] = plan.routed.get(priority, 0) + 1
 
 

@@ -149,6 +149,8 @@ class SenderService:
             env = Envelope.loads(entry.payload)
         except ValueError:
             return
+        if entry.seq is not None:
+            env.seq = entry.seq
         self._committer.put(Decision(entry, env, Verdict.HAND_BACK))
 
     async def _promote(self) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from shared.broker import Commit, Entry, routed
+from shared.broker import Commit, Entry, Settle, routed
 from shared.keys import Keys
 from shared.models import Envelope, Priority, Status
 
@@ -22,6 +22,11 @@ class Verdict(enum.Enum):
     RETRY = "retry"
     DEAD = "dead"
     HAND_BACK = "hand_back"
+    PARKED = "parked"
+
+
+# Verdicts after which the message's chat may go on with its next message.
+SETTLING = frozenset({Verdict.SENT, Verdict.ALREADY_SENT, Verdict.DEAD})
 
 
 @dataclass(slots=True)
@@ -45,19 +50,21 @@ def apply(
     keys: Keys, decision: Decision, commit: Commit, records: dict[str, dict[str, str]]
 ) -> None:
     """Add what ``decision`` writes to a batch: the status record, and the commit's changes."""
-    env, now = decision.envelope, f"{time.time():.3f}"
+    env, now, verdict = decision.envelope, f"{time.time():.3f}", decision.verdict
+    if verdict is Verdict.PARKED:
+        return
     commit.acks.append((decision.entry.stream, decision.entry.entry_id))
+    if verdict in SETTLING and env.seq is not None:
+        chat, parked = keys.order(env.bot_id, env.order_key, decision.priority)
+        commit.settles.append(Settle(chat, parked, env.seq, keys.send(decision.priority)))
+    if verdict is Verdict.ALREADY_SENT:
+        return
     record: dict[str, str] = {"updated_at": now, "attempts": str(env.attempts)}
     member = routed(decision.priority, env.dumps())
-    match decision.verdict:
+    match verdict:
         case Verdict.SENT:
-            record |= {
-                "status": Status.SENT.value,
-                "sent_at": now,
-                "telegram_message_ids": _ids(env),
-            }
-        case Verdict.ALREADY_SENT:
-            return
+            ids = ",".join(str(i) for i in env.sent_ids)
+            record |= {"status": Status.SENT.value, "sent_at": now, "telegram_message_ids": ids}
         case Verdict.DEFER:
             record["status"] = Status.SCHEDULED.value
             commit.delays.append((keys.delayed("deferred"), decision.delay_ms, member))
@@ -66,19 +73,21 @@ def apply(
             commit.delays.append((keys.delayed("retry"), decision.delay_ms, member))
         case Verdict.DEAD:
             record |= {"status": Status.DEAD.value, "error": decision.error}
-            meta = {
-                "error": decision.error,
-                "reason": decision.reason,
-                "history": env.errors,
-                "attempts": env.attempts,
-                "dead_at": float(now),
-            }
-            commit.dead.append((env.id, member, orjson.dumps(meta)))
+            commit.dead.append((env.id, member, _dead_meta(decision, float(now))))
         case Verdict.HAND_BACK:
             record["status"] = Status.SCHEDULED.value
-            commit.adds.append((keys.send(decision.priority), env.id, env.dumps()))
+            commit.adds.append((keys.send(decision.priority), env.id, env.dumps(), ""))
     records[keys.record(env.id)] = record
 
 
-def _ids(env: Envelope) -> str:
-    return ",".join(str(i) for i in env.sent_ids)
+def _dead_meta(decision: Decision, now: float) -> bytes:
+    env = decision.envelope
+    return orjson.dumps(
+        {
+            "error": decision.error,
+            "reason": decision.reason,
+            "history": env.errors,
+            "attempts": env.attempts,
+            "dead_at": now,
+        }
+    )

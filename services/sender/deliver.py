@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from services.sender.backoff import full_jitter
 from services.sender.decision import Decision, Verdict
 from services.sender.metrics import SenderMetrics
-from shared.broker import Entry
+from shared.broker import GATE_DONE, GATE_GO, Entry
 from shared.context import Context
+from shared.keys import SENDER_GROUP
 from shared.limiter import is_private
 from shared.models import Envelope, Priority, Status
 from shared.telegram import ApiResult, Outcome, TelegramClient
@@ -44,6 +45,8 @@ class Deliverer:
             return Decision(
                 entry, poison, Verdict.DEAD, error=f"unreadable entry: {exc}"[:500], reason="poison"
             )
+        if entry.seq is not None:
+            env.seq = entry.seq
         token = self._ctx.bots.get(env.bot_id)
         if token is None:
             return Decision(
@@ -53,9 +56,27 @@ class Deliverer:
                 error=f"bot {env.bot_id} is not configured",
                 reason="unknown_bot",
             )
+        turn = await self._gate(entry, env)
+        if turn is not None:
+            return Decision(entry, env, turn)
         if entry.redelivered and await self._resume(env):
             return Decision(entry, env, Verdict.ALREADY_SENT)
         return await self._send_parts(entry, env, token)
+
+    async def _gate(self, entry: Entry, env: Envelope) -> Verdict | None:
+        """None when it is this message's turn in its chat; else why it does not go now."""
+        if env.seq is None:
+            return None
+        priority = env.priority or Priority.NORMAL
+        chat, parked = self._ctx.keys.order(env.bot_id, env.order_key, priority)
+        turn = await self._ctx.broker.gate(chat, parked, entry, SENDER_GROUP, env.seq)
+        if turn == GATE_GO:
+            return None
+        if turn == GATE_DONE:
+            self._metrics.duplicates_avoided.inc()
+            return Verdict.ALREADY_SENT
+        self._metrics.parked.inc()
+        return Verdict.PARKED
 
     async def _resume(self, env: Envelope) -> bool:
         """For an entry seen before: True if it was sent; else skip the parts already sent."""
@@ -104,6 +125,8 @@ class Deliverer:
                     "chat migrated, resending",
                     extra={"message_id": env.id, "to_chat": result.migrate_to},
                 )
+                if env.order_chat is None:
+                    env.order_chat = env.chat_id
                 env.params["chat_id"] = result.migrate_to
                 env.redirected += 1
                 return None

@@ -40,6 +40,11 @@ class SenderMetrics:
             "Redelivered entries found already sent and not sent again.",
             registry=registry,
         )
+        self.parked = Counter(
+            "floodgate_sender_parked_total",
+            "Messages parked behind an earlier message of the same chat still under way.",
+            registry=registry,
+        )
         self.responses = Counter(
             "floodgate_telegram_responses_total",
             "Bot API answers by status class (2xx, 429, 4xx, 5xx, timeout, network).",

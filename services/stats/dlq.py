@@ -45,8 +45,9 @@ async def replay(broker: Broker, keys: Keys, ids: Sequence[str] | None, ttl: int
             env = Envelope.loads(letter.payload)
         except ValueError:
             continue
-        env.attempts, env.errors = 0, []
-        items.append((letter.message_id, routed(letter.priority, env.dumps())))
+        env.attempts, env.errors, env.seq = 0, [], None
+        chat = keys.chat_state(env.bot_id, env.order_key, letter.priority)
+        items.append((letter.message_id, routed(letter.priority, env.dumps(), chat)))
     records = {
         keys.record(ident): {"status": Status.SCHEDULED.value, "attempts": "0"}
         for ident, _ in items

@@ -1,17 +1,48 @@
 -- Apply one consumer's changes atomically (see shared.broker.Commit).
 -- KEYS[1..3]: dlq index, dlq payloads, dlq meta; KEYS[4..]: keys referenced by index in ARGV.
--- ARGV[1]: consumer group; then records:
---   idem <key#> <message id> <ttl s>   claim an idempotency key (skip the add of that id if taken)
---   ack  <key#> <entry id>             acknowledge and delete a consumed entry
---   add  <key#> <message id> <payload> append to a stream
---   delay <key#> <ms> <member>         add to a delay set, due ms after the server clock
---   dead <message id> <member> <meta>  move to the dead-letter queue
+-- ARGV[1]: consumer group; ARGV[2]: lifetime of per-chat order state, seconds; then records:
+--   idem <key#> <message id> <ttl s>       claim an idempotency key (skip the add of that id if taken)
+--   ack  <key#> <entry id>                 acknowledge and delete a consumed entry
+--   add  <key#> <message id> <payload> <chat#>
+--                                          append to a stream; with a chat state key (chat# > 0)
+--                                          the entry gets the chat's next sequence number
+--   delay <key#> <ms> <member>             add to a delay set, due ms after the server clock
+--   dead <message id> <member> <meta>      move to the dead-letter queue
+--   settle <chat#> <parked#> <seq> <stream#>
+--                                          message seq of a chat is done (sent or dead): advance
+--                                          the chat's cursor and release its next parked message
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group = ARGV[1]
+local ttl = tonumber(ARGV[2])
 local taken = {}
 local result = {}
-local i = 2
+
+local function append(stream, payload, chat)
+  if chat == nil then
+    redis.call('XADD', stream, '*', 'd', payload)
+    return
+  end
+  local seq = redis.call('HINCRBY', chat, 'seq', 1)
+  redis.call('EXPIRE', chat, ttl)
+  redis.call('XADD', stream, '*', 'd', payload, 's', seq)
+end
+
+local function settle(chat, parked, seq, stream)
+  local cur = tonumber(redis.call('HGET', chat, 'cur') or '0')
+  if seq > cur then
+    redis.call('HSET', chat, 'cur', seq)
+    cur = seq
+  end
+  redis.call('EXPIRE', chat, ttl)
+  local nxt = redis.call('ZRANGE', parked, cur + 1, cur + 1, 'BYSCORE')
+  if #nxt > 0 then
+    redis.call('ZREM', parked, nxt[1])
+    redis.call('XADD', stream, '*', 'd', nxt[1], 's', cur + 1)
+  end
+end
+
+local i = 3
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'idem' then
@@ -30,9 +61,10 @@ while i <= #ARGV do
     i = i + 3
   elseif op == 'add' then
     if not taken[ARGV[i + 2]] then
-      redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', 'd', ARGV[i + 3])
+      local chat = tonumber(ARGV[i + 4])
+      append(KEYS[tonumber(ARGV[i + 1])], ARGV[i + 3], chat > 0 and KEYS[chat] or nil)
     end
-    i = i + 4
+    i = i + 5
   elseif op == 'delay' then
     redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], now_ms + tonumber(ARGV[i + 2]), ARGV[i + 3])
     i = i + 4
@@ -41,6 +73,10 @@ while i <= #ARGV do
     redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
     redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 3])
     i = i + 4
+  elseif op == 'settle' then
+    settle(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], tonumber(ARGV[i + 3]),
+      KEYS[tonumber(ARGV[i + 4])])
+    i = i + 5
   else
     return redis.error_reply('commit: unknown op ' .. tostring(op))
   end

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.broker import Broker, Commit, routed
+from shared.broker import GATE_DONE, GATE_GO, GATE_PARKED, Broker, Commit, Settle, routed
 from shared.keys import Keys
 from shared.models import Priority
 
@@ -12,7 +12,7 @@ G = "g"
 
 
 async def _add(broker: Broker, stream: str, *payloads: bytes) -> None:
-    await broker.commit(Commit(adds=[(stream, f"m{i}", p) for i, p in enumerate(payloads)]))
+    await broker.commit(Commit(adds=[(stream, f"m{i}", p, "") for i, p in enumerate(payloads)]))
 
 
 async def test_group_created_at_zero_sees_earlier_entries(broker: Broker, keys: Keys) -> None:
@@ -88,7 +88,7 @@ async def test_commit_moves_atomically(broker: Broker, keys: Keys) -> None:
     commit = Commit(
         group=G,
         acks=[(entry.stream, entry.entry_id)],
-        adds=[(keys.send(Priority.HIGH), "m", b"a")],
+        adds=[(keys.send(Priority.HIGH), "m", b"a", "")],
         delays=[(keys.delayed("retry"), 60_000, routed(Priority.LOW, b"later"))],
         dead=[("d1", routed(Priority.NORMAL, b"{}"), b'{"error":"x"}')],
     )
@@ -101,9 +101,9 @@ async def test_commit_moves_atomically(broker: Broker, keys: Keys) -> None:
 
 async def test_idempotency_keys_skip_repeats(broker: Broker, keys: Keys) -> None:
     k = keys.idempotency(1, "order-42")
-    first = Commit(idempotency=[(k, "m1")], adds=[(keys.ingest, "m1", b"1")])
+    first = Commit(idempotency=[(k, "m1")], adds=[(keys.ingest, "m1", b"1", "")])
     assert await broker.commit(first) == {}
-    second = Commit(idempotency=[(k, "m2")], adds=[(keys.ingest, "m2", b"2")])
+    second = Commit(idempotency=[(k, "m2")], adds=[(keys.ingest, "m2", b"2", "")])
     assert await broker.commit(second) == {"m2": "m1"}
     assert (await broker.depths([keys.ingest], []))[keys.ingest] == 1
 
@@ -158,3 +158,49 @@ async def test_dlq_list_requeue_drop(broker: Broker, keys: Keys) -> None:
     assert await broker.dlq_drop("d2") is True
     assert await broker.dlq_drop("d2") is False
     assert await broker.dlq_list(10) == []
+
+
+async def test_chat_order_gate_parks_and_releases(broker: Broker, keys: Keys) -> None:
+    """Messages of one chat get sequence numbers; only the next may go; a settle releases."""
+    stream = keys.send(Priority.NORMAL)
+    chat, parked = keys.chat_state(1, 5, Priority.NORMAL), keys.parked(1, 5, Priority.NORMAL)
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, f"m{i}", f"p{i}".encode(), chat) for i in range(3)]))
+    first, second, third = await broker.read([stream], G, "c", 10, None)
+    assert [e.seq for e in (first, second, third)] == [1, 2, 3]
+    assert await broker.gate(chat, parked, third, G, 3) == GATE_PARKED
+    assert await broker.gate(chat, parked, second, G, 2) == GATE_PARKED
+    assert await broker.gate(chat, parked, first, G, 1) == GATE_GO
+    assert (await broker.depths([stream], []))[stream] == 1
+    settle = Commit(
+        group=G, acks=[(stream, first.entry_id)], settles=[Settle(chat, parked, 1, stream)]
+    )
+    await broker.commit(settle)
+    [released] = await broker.read([stream], G, "c", 10, None)
+    assert (released.payload, released.seq) == (b"p1", 2)
+    assert await broker.gate(chat, parked, released, G, 2) == GATE_GO
+    assert await broker.gate(chat, parked, first, G, 1) == GATE_DONE
+    await broker.commit(
+        Commit(
+            group=G, acks=[(stream, released.entry_id)], settles=[Settle(chat, parked, 2, stream)]
+        )
+    )
+    [last] = await broker.read([stream], G, "c", 10, None)
+    assert (last.payload, last.seq) == (b"p2", 3)
+
+
+async def test_promote_and_requeue_assign_new_places(broker: Broker, keys: Keys) -> None:
+    stream = keys.send(Priority.LOW)
+    chat = keys.chat_state(2, 9, Priority.LOW)
+    for s in keys.send_streams:
+        await broker.ensure_group(s, G)
+    scheduled = keys.delayed("scheduled")
+    await broker.commit(Commit(delays=[(scheduled, 0, routed(Priority.LOW, b"a", chat))]))
+    await broker.commit(Commit(dead=[("d9", routed(Priority.LOW, b"x"), b"{}")]))
+    await asyncio.sleep(0.01)
+    assert await broker.promote_due(scheduled, keys.send_streams, 10) == 1
+    assert (
+        await broker.dlq_requeue(keys.send_streams, [("d9", routed(Priority.LOW, b"b", chat))]) == 1
+    )
+    got = await broker.read([stream], G, "c", 10, None)
+    assert [(e.payload, e.seq) for e in got] == [(b"a", 1), (b"b", 2)]

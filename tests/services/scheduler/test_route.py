@@ -30,7 +30,8 @@ def _env(**kw) -> Envelope:
 
 def test_routes_by_kind_and_acks() -> None:
     plan = plan_batch(KEYS, [_entry(_env(kind=Kind.SYSTEM))])
-    [(stream, _ident, payload)] = plan.commit.adds
+    [(stream, _ident, payload, chat)] = plan.commit.adds
+    assert chat == KEYS.chat_state(1, 5, Priority.HIGH)
     assert stream == KEYS.send(Priority.HIGH)
     assert Envelope.loads(payload).priority is Priority.HIGH
     assert plan.commit.acks == [(KEYS.ingest, "1-1")]
@@ -39,7 +40,7 @@ def test_routes_by_kind_and_acks() -> None:
 
 def test_long_text_split_into_parts_of_one_envelope() -> None:
     plan = plan_batch(KEYS, [_entry(_env(parts=["a" * 5000]))])
-    [(_, _, payload)] = plan.commit.adds
+    [(_, _, payload, _)] = plan.commit.adds
     assert [len(p) for p in Envelope.loads(payload).parts or []] == [4096, 904]
     assert plan.extra_parts == 1
 
@@ -51,7 +52,7 @@ def test_future_send_at_waits_in_scheduled_set() -> None:
     [(delay_set, delay_ms, member)] = plan.commit.delays
     assert delay_set == KEYS.delayed("scheduled")
     assert 29_000 < delay_ms <= 30_000
-    assert member.startswith(b"n|")
+    assert member.startswith(b"n|" + KEYS.chat_state(1, 5, Priority.NORMAL).encode() + b"|")
 
 
 def test_past_send_at_goes_now() -> None:
