@@ -15,9 +15,10 @@ from services.sender.decision import Decision, Verdict
 from services.sender.deliver import Deliverer
 from services.sender.lanes import Lanes
 from services.sender.metrics import SenderMetrics
+from services.sender.pacer import Pacer
 from services.sender.settings import SenderSettings
 from shared.broker import BrokerUnavailable, Entry
-from shared.context import Context
+from shared.context import Context, policy_from
 from shared.keys import SENDER_GROUP
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, repeat
 from shared.models import Envelope
@@ -59,7 +60,12 @@ class SenderService:
             client = TelegramClient(
                 session, self._ctx.settings.telegram_api_base, self._ctx.settings.telegram_timeout
             )
-            self._deliverer = Deliverer(self._ctx, client, self._metrics)
+            pacer = Pacer(
+                self._ctx.limiter,
+                policy_from(self._ctx.settings),
+                self._ctx.settings.telegram_rate_limit_wait,
+            )
+            self._deliverer = Deliverer(self._ctx, client, self._metrics, pacer)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 committer = tg.create_task(self._committer.run())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 from services.sender.backoff import full_jitter
 from services.sender.decision import Decision, Verdict
 from services.sender.metrics import SenderMetrics
+from services.sender.pacer import Pacer
 from shared.broker import GATE_DONE, GATE_GO, Entry
 from shared.context import Context
 from shared.keys import SENDER_GROUP
@@ -29,10 +29,13 @@ BOT_HOLD_MAX_S = 2.0
 class Deliverer:
     """Turns a send-queue entry into a decision, calling Telegram as often as its parts need."""
 
-    def __init__(self, ctx: Context, client: TelegramClient, metrics: SenderMetrics) -> None:
+    def __init__(
+        self, ctx: Context, client: TelegramClient, metrics: SenderMetrics, pacer: Pacer
+    ) -> None:
         self._ctx = ctx
         self._client = client
         self._metrics = metrics
+        self._pacer = pacer
 
     async def deliver(self, entry: Entry) -> Decision:
         """Send what is left of the entry's message; ``BrokerUnavailable`` if Redis is away."""
@@ -156,17 +159,12 @@ class Deliverer:
         return Decision(entry, env, Verdict.DEAD, error=error, reason=reason)
 
     async def _token(self, env: Envelope) -> int:
-        """0 once a token is taken; else the wait in ms when it exceeds what may be waited here."""
-        deadline = time.monotonic() + self._ctx.settings.telegram_rate_limit_wait
+        """0 once a token is taken; else how long to park the message, in ms."""
         started = time.monotonic()
-        while True:
-            grant = await self._ctx.limiter.acquire(env.bot_id, env.chat_id)
-            if grant.granted:
-                self._metrics.limiter_wait.observe(time.monotonic() - started)
-                return 0
-            if time.monotonic() + grant.wait_ms / 1000 > deadline:
-                return grant.wait_ms
-            await asyncio.sleep(grant.wait_ms / 1000)
+        wait_ms = await self._pacer.take(env.bot_id, env.chat_id, env.priority or Priority.NORMAL)
+        if not wait_ms:
+            self._metrics.limiter_wait.observe(time.monotonic() - started)
+        return wait_ms
 
     async def _hold(self, env: Envelope, seconds: float) -> None:
         """A 429 holds the chat; it holds the whole bot too unless a group's minute limit is meant.

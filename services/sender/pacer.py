@@ -1,0 +1,125 @@
+"""Handing out each bot's send tokens to this process's waiting messages, most urgent first.
+
+Every message that wants to go asks the pacer of its bot. One pump per busy bot asks the shared
+limiter for a token on behalf of the most urgent waiter, so a high-priority message takes the
+bot's next token even behind a crowd of normal ones, and limiter calls for a bot are not
+multiplied by the number of waiting workers. Urgency ages: a waiter's key is its arrival time
+plus an offset by priority, so a low message that has waited long enough goes before a normal
+one that just came, and no priority starves.
+
+A message that cannot have a token within TELEGRAM_RATE_LIMIT_WAIT is told how long to park
+instead: the limiter's wait plus one token interval for every waiter ahead of it, so parked
+messages come back about when their turn comes rather than all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from shared.limiter import Limiter, Policy
+from shared.models import Priority
+
+AGEING_S = {Priority.HIGH: 0.0, Priority.NORMAL: 2.0, Priority.LOW: 10.0}
+MIN_WAITERS = 8
+CHAT_SCOPES = frozenset({"chat", "chat_hold"})
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: float
+    order: int
+    chat_id: int | str = field(compare=False)
+    deadline: float = field(compare=False)
+    future: asyncio.Future[int] = field(compare=False)
+
+
+class _BotQueue:
+    def __init__(self) -> None:
+        self.heap: list[_Waiter] = []
+        self.pumping = False
+
+
+class Pacer:
+    """Per-bot token queues of one sender process."""
+
+    def __init__(self, limiter: Limiter, policy: Policy, wait_s: float) -> None:
+        self._limiter = limiter
+        self._policy = policy
+        self._wait_s = wait_s
+        self._bots: dict[int, _BotQueue] = {}
+        self._order = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _interval_s(self, bot_id: int) -> float:
+        window = self._policy.bot_window(bot_id)
+        return window.ms / 1000 / window.limit
+
+    def _cap(self, bot_id: int) -> int:
+        return max(MIN_WAITERS, int(self._wait_s / self._interval_s(bot_id)))
+
+    async def take(self, bot_id: int, chat_id: int | str, priority: Priority) -> int:
+        """0 once the message holds a token; else milliseconds to park it before trying again."""
+        queue = self._bots.setdefault(bot_id, _BotQueue())
+        if len(queue.heap) >= self._cap(bot_id):
+            return int((len(queue.heap) + 1) * self._interval_s(bot_id) * 1000) + 1
+        now = time.monotonic()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(
+            now + AGEING_S[priority], next(self._order), chat_id, now + self._wait_s, future
+        )
+        heapq.heappush(queue.heap, waiter)
+        if not queue.pumping:
+            queue.pumping = True
+            task = asyncio.get_running_loop().create_task(self._pump(bot_id, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _pump(self, bot_id: int, queue: _BotQueue) -> None:
+        try:
+            while queue.heap:
+                head = queue.heap[0]
+                if head.future.done():
+                    heapq.heappop(queue.heap)
+                    continue
+                try:
+                    grant = await self._limiter.acquire(bot_id, head.chat_id)
+                except Exception as exc:  # the waiters decide what an outage means
+                    self._fail_all(queue, exc)
+                    return
+                if grant.granted or grant.scope in CHAT_SCOPES:
+                    heapq.heappop(queue.heap)
+                    if not head.future.done():
+                        head.future.set_result(grant.wait_ms)
+                    continue
+                self._park_late(bot_id, queue, grant.wait_ms)
+                if queue.heap:
+                    await asyncio.sleep(grant.wait_ms / 1000)
+        finally:
+            queue.pumping = False
+
+    def _park_late(self, bot_id: int, queue: _BotQueue, wait_ms: int) -> None:
+        """Tell every waiter that cannot get a token within its deadline to park, in turn order."""
+        ready_at = time.monotonic() + wait_ms / 1000
+        interval_ms = self._interval_s(bot_id) * 1000
+        kept: list[_Waiter] = []
+        for position, waiter in enumerate(sorted(queue.heap)):
+            if waiter.future.done():
+                continue
+            if waiter.deadline < ready_at + position * interval_ms / 1000:
+                waiter.future.set_result(int(wait_ms + position * interval_ms) + 1)
+            else:
+                kept.append(waiter)
+        heapq.heapify(kept)
+        queue.heap[:] = kept
+
+    @staticmethod
+    def _fail_all(queue: _BotQueue, exc: Exception) -> None:
+        for waiter in queue.heap:
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+        queue.heap.clear()
