@@ -145,9 +145,14 @@ class RedisBroker:
         claimed: list[Entry] = []
         cursor = "0-0"
         for _ in range(CLAIM_SCAN_ROUNDS):
-            reply = await self._redis.xautoclaim(
-                stream, group, consumer, min_idle_ms, cursor, count=count
-            )
+            try:
+                reply = await self._redis.xautoclaim(
+                    stream, group, consumer, min_idle_ms, cursor, count=count
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                return claimed
             cursor = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
             claimed += _entries(stream, reply[1], redelivered=True)
             if cursor == "0-0" or len(claimed) >= count:

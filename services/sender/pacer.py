@@ -92,7 +92,7 @@ class Pacer:
                     self._fail_all(queue, exc)
                     return
                 if grant.granted or grant.scope in CHAT_SCOPES:
-                    heapq.heappop(queue.heap)
+                    _remove(queue.heap, head)
                     if not head.future.done():
                         head.future.set_result(grant.wait_ms)
                     continue
@@ -123,3 +123,15 @@ class Pacer:
             if not waiter.future.done():
                 waiter.future.set_exception(exc)
         queue.heap.clear()
+
+
+def _remove(heap: list[_Waiter], waiter: _Waiter) -> None:
+    """Take ``waiter`` out of the heap; a more urgent one may have arrived on top meanwhile."""
+    if heap and heap[0] is waiter:
+        heapq.heappop(heap)
+        return
+    try:
+        heap.remove(waiter)
+    except ValueError:
+        return
+    heapq.heapify(heap)
