@@ -52,6 +52,7 @@ def policy_from(settings: CommonSettings) -> Policy:
         group_rate=settings.group_rate,
         margin_s=settings.limit_margin,
         overrides=settings.rate_overrides(),
+        window_scale=settings.window_scale,
     )
 
 

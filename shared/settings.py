@@ -43,6 +43,12 @@ class CommonSettings(BaseSettings):
         ge=0,
         description="seconds added to every limiter window, against network jitter",
     )
+    window_scale: float = Field(
+        1.0,
+        validation_alias=_env("FLOODGATE_WINDOW_SCALE"),
+        gt=0,
+        description="multiplies every limiter window (tests against a scaled sandbox)",
+    )
     record_ttl: int = Field(
         7 * 86400,
         validation_alias=_env("FLOODGATE_RECORD_TTL"),
