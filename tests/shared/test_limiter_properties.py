@@ -40,10 +40,7 @@ def _violations(grants: list[tuple[float, int, int]]) -> list[str]:
         scopes.setdefault(("bot", bot), []).append(at)
         scopes.setdefault(("chat", bot, chat), []).append(at)
     for scope, times in scopes.items():
-        if scope[0] == "bot":
-            window = POLICY.bot_window(scope[1])
-        else:
-            window = POLICY.chat_window(scope[2])
+        window = POLICY.bot_window(scope[1]) if scope[0] == "bot" else POLICY.chat_window(scope[2])
         span = window.ms / 1000 - SLACK_S
         times.sort()
         for i, start in enumerate(times):
@@ -90,7 +87,7 @@ def _run(backend: str, pattern: list[tuple[int, int, int, int]], namespace: str)
 
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(pattern=arrivals)
 def test_no_window_exceeds_its_limit(backend: str, pattern, namespace: str) -> None:
