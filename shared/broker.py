@@ -37,6 +37,7 @@ class Entry:
     payload: bytes
     redelivered: bool = False
     seq: int | None = None
+    deliveries: int = 1
 
 
 @dataclass(frozen=True, slots=True)

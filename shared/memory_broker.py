@@ -12,7 +12,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.broker import (
     GATE_DONE,
@@ -40,6 +40,7 @@ def _now_ms() -> int:
 class _Group:
     new: deque[str] = field(default_factory=deque)
     pending: dict[str, tuple[str, float]] = field(default_factory=dict)
+    deliveries: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,6 +143,7 @@ class MemoryBroker:
                 held = stream.entries.get(entry_id)
                 if held is not None:
                     grp.pending[entry_id] = (consumer, time.monotonic())
+                    grp.deliveries[entry_id] = 1
                     found.append(Entry(name, entry_id, held[0], seq=held[1]))
         return found
 
@@ -172,9 +174,13 @@ class MemoryBroker:
                 continue
             if entry_id not in s.entries:
                 del grp.pending[entry_id]
+                grp.deliveries.pop(entry_id, None)
                 continue
             grp.pending[entry_id] = (consumer, time.monotonic())
-            claimed.append(self._entry(stream, s, entry_id))
+            grp.deliveries[entry_id] = grp.deliveries.get(entry_id, 1) + 1
+            claimed.append(
+                replace(self._entry(stream, s, entry_id), deliveries=grp.deliveries[entry_id])
+            )
         return claimed
 
     async def commit(self, commit: Commit) -> dict[str, str]:
@@ -199,6 +205,7 @@ class MemoryBroker:
         grp = stream.groups.get(group)
         if grp is not None:
             grp.pending.pop(entry_id, None)
+            grp.deliveries.pop(entry_id, None)
 
     def _settle(self, settle: Settle) -> None:
         state = self._chats.setdefault(settle.chat_state, _Chat())

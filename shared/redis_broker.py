@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,6 +26,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CLAIM_SCAN_ROUNDS = 10
+# Answers of a Redis that is up but cannot take writes: out of memory under noeviction, a
+# replica, loading its data after a restart, or unable to persist.
+REFUSING = ("OOM", "READONLY", "LOADING", "MISCONF", "MASTERDOWN")
 
 
 def _unavailable(
@@ -38,8 +42,17 @@ def _unavailable(
             return await fn(*args, **kwargs)
         except UNREACHABLE as exc:
             raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+        except ResponseError as exc:
+            if str(exc).startswith(REFUSING):
+                raise BrokerUnavailable(f"redis refuses writes: {exc}") from exc
+            raise
 
     return wrapper
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def connect(url: str, *, max_connections: int = 64) -> redis.Redis:
@@ -157,7 +170,24 @@ class RedisBroker:
             claimed += _entries(stream, reply[1], redelivered=True)
             if cursor == "0-0" or len(claimed) >= count:
                 break
-        return claimed
+        return await self._with_deliveries(stream, group, claimed)
+
+    async def _with_deliveries(self, stream: str, group: str, entries: list[Entry]) -> list[Entry]:
+        """The entries with their delivery counters, so a message that keeps killing its
+        consumers can be told apart (XAUTOCLAIM itself does not report them)."""
+        if not entries:
+            return entries
+        ids = sorted(entries, key=lambda e: _id_key(e.entry_id))
+        rows = await self._redis.xpending_range(
+            stream, group, min=ids[0].entry_id, max=ids[-1].entry_id, count=len(entries) * 4
+        )
+        counts = {
+            (
+                r["message_id"].decode() if isinstance(r["message_id"], bytes) else r["message_id"]
+            ): int(r["times_delivered"])
+            for r in rows
+        }
+        return [replace(e, deliveries=counts.get(e.entry_id, e.deliveries)) for e in entries]
 
     @_unavailable
     async def commit(self, commit: Commit) -> dict[str, str]:

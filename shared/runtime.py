@@ -1,8 +1,10 @@
 """Process lifecycle shared by every service: HTTP site, background loops, graceful stop.
 
-Stop order on SIGTERM or SIGINT: readiness goes false, the HTTP site stops taking requests, every
-service's loop stops reading and drains what it holds within ``drain_seconds``, whatever is left is
-cancelled, and only then are the backend pools closed.
+Stop order on SIGTERM or SIGINT: readiness goes false at once (so a load balancer stops sending
+work), every service's loop stops reading and drains what it holds within ``DRAIN_SECONDS``,
+whatever is left is cancelled, then the HTTP site closes (requests under way get
+``HTTP_SHUTDOWN_SECONDS``) and only then are the backend pools closed. The whole stop stays within
+Kubernetes' default 30 s grace period.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class SchedulerService:
     async def _route(self, entries: list[Entry]) -> None:
         if not entries:
             return
-        plan = plan_batch(self._ctx.keys, entries)
+        plan = plan_batch(self._ctx.keys, entries, max_deliveries=self._settings.max_deliveries)
         await self._ctx.broker.put_records(plan.records, self._ctx.settings.record_ttl)
         await self._ctx.broker.commit(plan.commit)
         for priority, count in plan.routed.items():

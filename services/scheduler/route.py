@@ -30,12 +30,18 @@ class Plan:
     poison: int = 0
 
 
-def plan_batch(keys: Keys, entries: Sequence[Entry], now: float | None = None) -> Plan:
-    """Route every entry; an entry that does not parse goes to the DLQ with the reason."""
+def plan_batch(
+    keys: Keys, entries: Sequence[Entry], now: float | None = None, max_deliveries: int = 5
+) -> Plan:
+    """Route every entry; one that does not parse, or keeps killing its consumers, goes to the
+    DLQ with the reason."""
     plan = Plan()
     now = time.time() if now is None else now
     for entry in entries:
         plan.commit.acks.append((entry.stream, entry.entry_id))
+        if entry.deliveries > max_deliveries:
+            _poison(plan, entry, f"delivered {entry.deliveries} times without being routed")
+            continue
         try:
             envelope = Envelope.loads(entry.payload)
         except ValidationError as exc:

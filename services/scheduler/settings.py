@@ -14,8 +14,9 @@ class SchedulerSettings(BaseSettings):
     batch: int = Field(500, validation_alias=AliasChoices("FLOODGATE_SCHEDULER_BATCH"), gt=0)
     block_ms: int = Field(1000, validation_alias=AliasChoices("FLOODGATE_SCHEDULER_BLOCK_MS"), gt=0)
     promote_interval: float = Field(
-        0.1, validation_alias=AliasChoices("FLOODGATE_PROMOTE_INTERVAL"), gt=0
+        0.1, validation_alias=AliasChoices("FLOODGATE_SCHEDULER_PROMOTE_INTERVAL"), gt=0
     )
+    max_deliveries: int = Field(5, validation_alias=AliasChoices("FLOODGATE_MAX_DELIVERIES"), gt=0)
     claim_idle_ms: int = Field(
         30_000, validation_alias=AliasChoices("FLOODGATE_SCHEDULER_CLAIM_IDLE_MS"), gt=0
     )

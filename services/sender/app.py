@@ -65,7 +65,9 @@ class SenderService:
                 policy_from(self._ctx.settings),
                 self._ctx.settings.telegram_rate_limit_wait,
             )
-            self._deliverer = Deliverer(self._ctx, client, self._metrics, pacer)
+            self._deliverer = Deliverer(
+                self._ctx, client, self._metrics, pacer, self._settings.max_deliveries
+            )
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 committer = tg.create_task(self._committer.run())

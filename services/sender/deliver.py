@@ -30,8 +30,14 @@ class Deliverer:
     """Turns a send-queue entry into a decision, calling Telegram as often as its parts need."""
 
     def __init__(
-        self, ctx: Context, client: TelegramClient, metrics: SenderMetrics, pacer: Pacer
+        self,
+        ctx: Context,
+        client: TelegramClient,
+        metrics: SenderMetrics,
+        pacer: Pacer,
+        max_deliveries: int,
     ) -> None:
+        self._max_deliveries = max_deliveries
         self._ctx = ctx
         self._client = client
         self._metrics = metrics
@@ -50,6 +56,9 @@ class Deliverer:
             )
         if entry.seq is not None:
             env.seq = entry.seq
+        if entry.deliveries > self._max_deliveries:
+            error = f"delivered {entry.deliveries} times without settling; its consumers keep dying"
+            return self._dead(entry, env, error, "poison")
         token = self._ctx.bots.get(env.bot_id)
         if token is None:
             return Decision(

@@ -26,7 +26,14 @@ class SenderSettings(BaseSettings):
     batch: int = Field(256, validation_alias=AliasChoices("FLOODGATE_SENDER_BATCH"), gt=0)
     block_ms: int = Field(500, validation_alias=AliasChoices("FLOODGATE_SENDER_BLOCK_MS"), gt=0)
     promote_interval: float = Field(
-        0.05, validation_alias=AliasChoices("FLOODGATE_PROMOTE_INTERVAL"), gt=0
+        0.05, validation_alias=AliasChoices("FLOODGATE_SENDER_PROMOTE_INTERVAL"), gt=0
+    )
+    max_deliveries: int = Field(
+        5,
+        validation_alias=AliasChoices("FLOODGATE_MAX_DELIVERIES"),
+        gt=0,
+        description="an entry delivered to consumers this often without being settled "
+        "(it keeps crashing them) is dead-lettered",
     )
     claim_idle_ms: int | None = Field(
         None,

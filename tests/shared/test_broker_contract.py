@@ -78,6 +78,7 @@ async def test_claim_stale_only_after_idle(broker: Broker, keys: Keys) -> None:
     claimed = await broker.claim_stale(keys.ingest, G, "alive", 100, 10)
     assert [e.payload for e in claimed] == [b"a"]
     assert claimed[0].redelivered
+    assert claimed[0].deliveries == 2
     assert await broker.read_own_pending(keys.ingest, G, "alive", 10) != []
 
 

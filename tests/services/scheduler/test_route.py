@@ -67,3 +67,11 @@ def test_unreadable_entry_is_dead_lettered() -> None:
     assert ident == "poison-1-9"
     assert b"unreadable" in meta
     assert plan.commit.acks == [(KEYS.ingest, "1-9")]
+
+
+def test_entry_that_keeps_killing_consumers_is_dead_lettered() -> None:
+    entry = Entry(KEYS.ingest, "1-3", _env().dumps(), redelivered=True, deliveries=6)
+    plan = plan_batch(KEYS, [entry], max_deliveries=5)
+    assert plan.poison == 1
+    assert b"delivered 6 times" in plan.commit.dead[0][2]
+    assert plan.commit.adds == []
