@@ -75,7 +75,9 @@ async def check_exactly_once(
     assert set(counts) == set(ids)
     sb = await sandbox_stats(session, sandbox_url)
     if sb["429"]:
-        async with session.get(f"{sandbox_url}/_sandbox/requests", params={"limit": "100000"}) as resp:
+        async with session.get(
+            f"{sandbox_url}/_sandbox/requests", params={"limit": "100000"}
+        ) as resp:
             log = (await resp.json())["requests"]
         refused = [r for r in log if r["status"] == 429][:10]
         raise AssertionError(f"{sb['429']} answers 429: {sb}; first: {refused}")

@@ -1,0 +1,241 @@
+"""Chaos: real processes and a real redis-server with appendonly, broken on purpose while a few
+thousand messages go through. Every accepted message must end delivered or dead-lettered with its
+reason; duplicates stay within the number of kills; order holds per (bot, chat, priority)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from floodgate.demo import demo_token
+from floodgate.observe import Received, out_of_order
+from floodgate.workload import Planned, Workload, build_workload
+from tests.procs import Proc, RedisServer, floodgate
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(300)]
+
+BOTS = [801, 802, 803]
+BLOCKED, MISSING = [90001, 90002], [90003]
+SCALE = "0.1"
+REPORT: dict[str, float] = {}
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=True)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def _workload() -> Workload:
+    work = build_workload(seed=33, bots=BOTS, private_chats=150, per_chat=4, groups=2, per_group=30)
+    doomed = [
+        Planned(f"#dead-{i}", BOTS[i % 3], chat, "normal")
+        for i, chat in enumerate((BLOCKED + MISSING) * 4)
+    ]
+    work.messages[100:100] = doomed
+    return work
+
+
+async def _submit(
+    session: aiohttp.ClientSession, url: str, work: Workload, ids: dict[str, str]
+) -> None:
+    """Submit in small chunks over time, retrying 503s and refused connections with the same
+    idempotency keys, as a careful client does during an outage."""
+    msgs = work.messages
+    for start in range(0, len(msgs), 100):
+        chunk = msgs[start : start + 100]
+        body = {"messages": [{**m.request(), "idempotency_key": m.tag} for m in chunk]}
+        while True:
+            try:
+                async with session.post(f"{url}/v1/messages/batch", json=body) as resp:
+                    if resp.status == 202:
+                        results = (await resp.json())["results"]
+                        break
+                    assert resp.status == 503, await resp.text()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        for m, result in zip(chunk, results, strict=True):
+            assert result["status"] == "queued", result
+            ids[m.tag] = result["id"]
+        await asyncio.sleep(0.4)
+
+
+async def _break_things(
+    procs: dict[str, Proc], redis: RedisServer, env: dict[str, str]
+) -> dict[str, float]:
+    """Kill senders and the scheduler with SIGKILL, restart Redis; return when each came back."""
+    recovered: dict[str, float] = {}
+    plan = [
+        (1.5, "sender-0"),
+        (3.0, "scheduler"),
+        (4.5, "redis"),
+        (6.5, "sender-1"),
+        (8.0, "sender-2"),
+        (9.5, "sender-0"),
+    ]
+    started = time.monotonic()
+    for n, (at, name) in enumerate(plan):
+        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        t0 = time.monotonic()
+        if name == "redis":
+            redis.stop(hard=True)
+            await asyncio.sleep(1.0)
+            redis.start()
+        else:
+            old = procs[name]
+            old.kill()
+            old.terminate()
+            await asyncio.sleep(0.5)
+            args = ["run", "scheduler"] if name == "scheduler" else ["run", "sender"]
+            extra = (
+                {"FLOODGATE_CONSUMER": name}
+                if name != "scheduler"
+                else {"FLOODGATE_CONSUMER": "scheduler-0"}
+            )
+            procs[name] = floodgate(name, args, {**env, **extra})
+            await procs[name].wait_healthy()
+        recovered[f"{n}:{name}"] = time.monotonic() - t0
+    return recovered
+
+
+async def test_chaos(redis_server: RedisServer) -> None:
+    sandbox = floodgate(
+        "sandbox",
+        [
+            "sandbox",
+            "--seed",
+            "9",
+            "--window-scale",
+            SCALE,
+            "--fault-5xx",
+            "0.05",
+            "--fault-timeout",
+            "0.01",
+            "--timeout-seconds",
+            "3",
+            f"--blocked-chats={','.join(map(str, BLOCKED))}",
+            f"--missing-chats={','.join(map(str, MISSING))}",
+        ],
+        {},
+    )
+    env = {
+        "REDIS_URL": redis_server.url,
+        "TELEGRAM_API_BASE": sandbox.url,
+        "FLOODGATE_BOTS": ",".join(demo_token(b) for b in BOTS),
+        "FLOODGATE_NAMESPACE": f"chaos{secrets.token_hex(3)}",
+        "FLOODGATE_WINDOW_SCALE": SCALE,
+        "FLOODGATE_LIMIT_MARGIN": "0.03",
+        "TELEGRAM_TIMEOUT": "1.5",
+        "TELEGRAM_BASE_DELAY": "0.05",
+        "TELEGRAM_MAX_DELAY": "0.5",
+        "TELEGRAM_MAX_RETRIES": "8",
+        "TELEGRAM_RATE_LIMIT_WAIT": "0.5",
+        "FLOODGATE_SENDER_CLAIM_IDLE_MS": "4000",
+        "FLOODGATE_SCHEDULER_CLAIM_IDLE_MS": "3000",
+    }
+    procs = {
+        "ingest": floodgate("ingest", ["run", "ingest"], env),
+        "scheduler": floodgate(
+            "scheduler", ["run", "scheduler"], {**env, "FLOODGATE_CONSUMER": "scheduler-0"}
+        ),
+        "stats": floodgate("stats", ["run", "stats"], env),
+        **{
+            f"sender-{i}": floodgate(
+                f"sender-{i}", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": f"sender-{i}"}
+            )
+            for i in range(3)
+        },
+    }
+    work = _workload()
+    ids: dict[str, str] = {}
+    try:
+        await sandbox.wait_healthy()
+        for proc in procs.values():
+            await proc.wait_healthy()
+        async with aiohttp.ClientSession() as session:
+            began = time.monotonic()
+            recovered, _ = await asyncio.gather(
+                _break_things(procs, redis_server, env),
+                _submit(session, procs["ingest"].url, work, ids),
+            )
+            received, stats = await _wait_settled(
+                session, procs["stats"].url, sandbox.url, len(ids)
+            )
+            REPORT.update(recovered)
+            REPORT["drained_after_s"] = time.monotonic() - began
+            dlq = await _dlq(session, procs["stats"].url)
+            sb = await _json(session, f"{sandbox.url}/_sandbox/stats")
+        _check(work, ids, received, stats, dlq, sb)
+    finally:
+        for proc in [*procs.values(), sandbox]:
+            proc.terminate()
+
+
+async def _json(session: aiohttp.ClientSession, url: str) -> dict:
+    async with session.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def _wait_settled(
+    session, stats_url: str, sandbox_url: str, expected: int
+) -> tuple[Received, dict]:
+    received = Received()
+    deadline = time.monotonic() + 150
+    stats: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            await received.refresh(session, sandbox_url)
+            stats = await _json(session, f"{stats_url}/queue/stats")
+        except (aiohttp.ClientError, AssertionError):
+            await asyncio.sleep(0.5)
+            continue
+        if (
+            stats["total_queued"] == 0
+            and len(received.by_tag()) + stats["total_failed"] >= expected
+        ):
+            return received, stats
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"not settled: {stats}, delivered {len(received.by_tag())} of {expected}")
+
+
+async def _dlq(session, stats_url: str) -> list[dict]:
+    return (await _json(session, f"{stats_url}/v1/dlq?limit=1000"))["items"]
+
+
+def _check(
+    work: Workload, ids: dict[str, str], received: Received, stats: dict, dlq: list[dict], sb: dict
+) -> None:
+    by_tag = received.by_tag()
+    doomed = {m.tag for m in work.messages if m.chat_id in BLOCKED + MISSING}
+    dead_ids = {item["id"]: item for item in dlq}
+    lost = [t for t in ids if t not in by_tag and ids[t] not in dead_ids]
+    assert not lost, f"{len(lost)} accepted messages neither delivered nor dead: {lost[:5]}"
+    assert {ids[t] for t in doomed} == set(dead_ids), "the DLQ holds exactly the permanent failures"
+    for item in dlq:
+        assert "blocked" in item["error"] or "chat not found" in item["error"], item
+    assert stats["total_queued"] == 0
+    assert stats["stats"]["dlq"] == len(doomed)
+    duplicates = sum(len(v) - 1 for v in by_tag.values())
+    kills = 5 + 1
+    REPORT.update(
+        messages=len(ids),
+        duplicates=duplicates,
+        kills=kills,
+        faults_5xx=sb["5xx"],
+        timeouts=sb["timeouts"],
+    )
+    print(f"\nchaos report: {REPORT}")
+    assert duplicates <= kills, f"{duplicates} duplicates for {kills} kills"
+    order = {m.tag: i for i, m in enumerate(work.messages)}
+    prio = {m.tag: m.priority for m in work.messages}
+    bad = out_of_order(received.messages, order, lambda tag, d: (d.bot_id, d.chat_id, prio[tag]))
+    assert bad == 0, f"{bad} deliveries out of order"
