@@ -74,6 +74,7 @@ class Settle:
     parked: str
     seq: int
     stream: str
+    parked_count: str
 
 
 @dataclass
@@ -137,7 +138,9 @@ class Broker(Protocol):
     async def commit(self, commit: Commit) -> dict[str, str]:
         """Apply ``commit`` atomically; return {message id: existing id} for taken keys."""
 
-    async def gate(self, chat_state: str, parked: str, entry: Entry, group: str, seq: int) -> int:
+    async def gate(
+        self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
+    ) -> int:
         """May the chat's message ``seq`` go now? ``GATE_GO``; ``GATE_DONE`` if it was settled
         before (acknowledge it, do not send); ``GATE_PARKED`` if an earlier message of the chat
         is still under way: the entry is then acknowledged and waits in ``parked``."""
@@ -145,8 +148,10 @@ class Broker(Protocol):
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
         """Move due members of a delay set to their send stream; return how many moved."""
 
-    async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
-        """Entries not yet acknowledged per stream, members per sorted set."""
+    async def depths(
+        self, streams: Sequence[str], sets: Sequence[str], counters: Sequence[str] = ()
+    ) -> dict[str, int]:
+        """Entries not yet acknowledged per stream, members per sorted set, counter values."""
 
     async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
         """Create or update status records (hash fields); ``ttl`` seconds from now, or with

@@ -76,6 +76,11 @@ class Keys:
         """The chat state and parked keys of one (bot, chat, priority)."""
         return self.chat_state(bot_id, chat_id, priority), self.parked(bot_id, chat_id, priority)
 
+    @property
+    def parked_count(self) -> str:
+        """How many messages wait in parked sets, over every chat."""
+        return f"{self._pipeline}:parked:count"
+
     def record(self, message_id: str) -> str:
         """Hash with the status of one accepted message."""
         return f"{self.namespace}:msg:{message_id}"

@@ -89,6 +89,7 @@ class MemoryBroker:
         self._strings: dict[str, tuple[str, float]] = {}
         self._dead: dict[str, tuple[bytes, bytes, int]] = {}
         self._chats: dict[str, _Chat] = {}
+        self._parked_total = 0
         self._seq = itertools.count()
         self._puts = 0
         self._changed = asyncio.Event()
@@ -212,16 +213,21 @@ class MemoryBroker:
         state.cur = max(state.cur, settle.seq)
         released = state.parked.pop(state.cur + 1, None)
         if released is not None:
+            self._parked_total -= 1
             self._xadd(settle.stream, released, seq=state.cur + 1)
         elif state.cur >= state.seq and not state.parked:
             del self._chats[settle.chat_state]
 
-    async def gate(self, chat_state: str, parked: str, entry: Entry, group: str, seq: int) -> int:
+    async def gate(
+        self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
+    ) -> int:
         state = self._chats.setdefault(chat_state, _Chat())
         if seq == state.cur + 1:
             return GATE_GO
         if seq <= state.cur:
             return GATE_DONE
+        if seq not in state.parked:
+            self._parked_total += 1
         state.parked[seq] = entry.payload
         self._ack(entry.stream, group, entry.entry_id)
         return GATE_PARKED
@@ -245,8 +251,11 @@ class MemoryBroker:
             self._xadd(target[PRIORITY_CODES[priority]], payload, chat)
         return len(due)
 
-    async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
+    async def depths(
+        self, streams: Sequence[str], sets: Sequence[str], counters: Sequence[str] = ()
+    ) -> dict[str, int]:
         counts = {name: len(self._stream(name).entries) for name in streams}
+        counts.update(dict.fromkeys(counters, self._parked_total))
         counts.update({name: len(self._sets.get(name, _DelaySet()).scores) for name in sets})
         if self._dlq.index in sets:
             counts[self._dlq.index] = len(self._dead)

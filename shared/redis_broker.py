@@ -198,9 +198,11 @@ class RedisBroker:
         reply = await self._commit(keys=dlq + keys, args=args)
         return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
 
-    async def gate(self, chat_state: str, parked: str, entry: Entry, group: str, seq: int) -> int:
+    async def gate(
+        self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
+    ) -> int:
         verdict: int = await self._gate.call(
-            [chat_state, parked, entry.stream],
+            [chat_state, parked, entry.stream, parked_count],
             [seq, group, entry.entry_id, entry.payload, ORDER_TTL],
         )
         return verdict
@@ -211,14 +213,18 @@ class RedisBroker:
         return moved
 
     @_unavailable
-    async def depths(self, streams: Sequence[str], sets: Sequence[str]) -> dict[str, int]:
+    async def depths(
+        self, streams: Sequence[str], sets: Sequence[str], counters: Sequence[str] = ()
+    ) -> dict[str, int]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.xlen(stream)
             for name in sets:
                 pipe.zcard(name)
+            for name in counters:
+                pipe.get(name)
             counts = await pipe.execute()
-        return dict(zip([*streams, *sets], (int(c) for c in counts), strict=True))
+        return dict(zip([*streams, *sets, *counters], (int(c or 0) for c in counts), strict=True))
 
     @_unavailable
     async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
@@ -316,6 +322,7 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
             ref(settle.parked),
             settle.seq,
             ref(settle.stream),
+            ref(settle.parked_count),
         ]
     return keys, args
 

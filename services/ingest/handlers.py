@@ -168,9 +168,9 @@ def status_body(message_id: str, record: dict[str, str]) -> dict[str, Any]:
     }
     if "telegram_message_ids" in record:
         ids = [int(i) for i in record["telegram_message_ids"].split(",") if i]
-        doc["telegram_message_id"] = ids[0] if ids else None
+        doc["telegram_message_id"] = ids[0] if ids and ids[0] else None
         doc["telegram_message_ids"] = ids
-    if "error" in record:
+    if doc["status"] in {"dead", "retrying"} and record.get("error"):
         doc["error"] = record["error"]
     for name in RECORD_FIELDS:
         if name in record:

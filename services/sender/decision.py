@@ -56,7 +56,8 @@ def apply(
     commit.acks.append((decision.entry.stream, decision.entry.entry_id))
     if verdict in SETTLING and env.seq is not None:
         chat, parked = keys.order(env.bot_id, env.order_key, decision.priority)
-        commit.settles.append(Settle(chat, parked, env.seq, keys.send(decision.priority)))
+        stream = keys.send(decision.priority)
+        commit.settles.append(Settle(chat, parked, env.seq, stream, keys.parked_count))
     if verdict is Verdict.ALREADY_SENT:
         return
     record: dict[str, str] = {"updated_at": now, "attempts": str(env.attempts)}
@@ -64,7 +65,12 @@ def apply(
     match verdict:
         case Verdict.SENT:
             ids = ",".join(str(i) for i in env.sent_ids)
-            record |= {"status": Status.SENT.value, "sent_at": now, "telegram_message_ids": ids}
+            record |= {
+                "status": Status.SENT.value,
+                "sent_at": now,
+                "telegram_message_ids": ids,
+                "error": "",
+            }
         case Verdict.DEFER:
             record["status"] = Status.SCHEDULED.value
             commit.delays.append((keys.delayed("deferred"), decision.delay_ms, member))

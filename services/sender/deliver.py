@@ -81,7 +81,9 @@ class Deliverer:
             return None
         priority = env.priority or Priority.NORMAL
         chat, parked = self._ctx.keys.order(env.bot_id, env.order_key, priority)
-        turn = await self._ctx.broker.gate(chat, parked, entry, SENDER_GROUP, env.seq)
+        turn = await self._ctx.broker.gate(
+            chat, parked, entry, SENDER_GROUP, env.seq, self._ctx.keys.parked_count
+        )
         if turn == GATE_GO:
             return None
         if turn == GATE_DONE:
@@ -119,7 +121,7 @@ class Deliverer:
         """The decision for one answer, or None to go on with the next part or the new chat."""
         match result.outcome:
             case Outcome.OK:
-                env.sent_ids.append(result.message_id or 0)
+                env.sent_ids.append(result.message_id or 0)  # 0: the method sends no message
                 env.part += 1
                 if env.parts and env.part < len(env.parts):
                     await self._record_progress(env)

@@ -89,7 +89,9 @@ class StatsService:
                 doc = orjson.loads(await request.read() or b"{}")
             except orjson.JSONDecodeError as exc:
                 return _json({"error": f"invalid JSON: {exc}"}, 422)
-            ids = doc.get("ids") if isinstance(doc, dict) else None
+            if not isinstance(doc, dict):
+                return _json({"error": 'body: must be a JSON object like {"ids": [...]}'}, 422)
+            ids = doc.get("ids")
             if ids is not None and not (
                 isinstance(ids, list) and all(isinstance(i, str) for i in ids)
             ):

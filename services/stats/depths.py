@@ -12,15 +12,16 @@ async def queue_stats(broker: Broker, keys: Keys) -> dict[str, Any]:
     """Depth of every queue, the total not yet sent or dead, and the dead-letter count.
 
     Consumed entries are deleted when acknowledged, so a stream's length is what waits in it
-    plus what is in flight.
+    plus what is in flight; ``parked`` counts messages waiting for an earlier one of their chat.
     """
     streams = [keys.ingest, *keys.send_streams]
     sets = [keys.delayed(name) for name in DELAY_SETS] + [keys.dlq_index]
-    raw = await broker.depths(streams, sets)
+    raw = await broker.depths(streams, sets, [keys.parked_count])
     stats: dict[str, int] = {p.value: raw[keys.send(p)] for p in PRIORITIES}
     stats["ingest"] = raw[keys.ingest]
     for name in DELAY_SETS:
         stats[name] = raw[keys.delayed(name)]
+    stats["parked"] = raw[keys.parked_count]
     stats["dlq"] = raw[keys.dlq_index]
     total = sum(v for k, v in stats.items() if k != "dlq")
     return {"stats": stats, "total_queued": total, "total_failed": stats["dlq"]}

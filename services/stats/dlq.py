@@ -14,10 +14,24 @@ from shared.models import Envelope, Status
 REPLAY_PAGE = 1000
 
 
+def _loads(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def describe(letter: DeadLetter) -> dict[str, Any]:
-    """A dead letter as the API shows it: the message, its last error and its history."""
-    meta = orjson.loads(letter.meta or b"{}")
-    env = orjson.loads(letter.payload)
+    """A dead letter as the API shows it: the message, its last error and its history.
+
+    An entry that could not be read at all is shown with its raw bytes, so it can be looked at
+    and dropped.
+    """
+    meta = _loads(letter.meta or b"{}")
+    env = _loads(letter.payload)
+    if not env:
+        env = {"raw": letter.payload.decode("utf-8", "replace")}
     return {
         "id": letter.message_id,
         "priority": letter.priority.value,
@@ -34,9 +48,25 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
 
 
 async def replay(broker: Broker, keys: Keys, ids: Sequence[str] | None, ttl: int) -> int:
-    """Put dead letters (all, or those named) back on their send queue, attempts reset."""
-    letters = await broker.dlq_list(REPLAY_PAGE if ids is None else 1_000_000)
-    wanted = None if ids is None else set(ids)
+    """Put dead letters (all, or those named) back on their send queue, attempts reset.
+
+    All of them are replayed page by page until a page moves nothing more (what is left then
+    cannot be read as a message and stays for a person to look at).
+    """
+    if ids is not None:
+        return await _replay_page(broker, keys, set(ids), ttl, 1_000_000)
+    moved = 0
+    while True:
+        page = await _replay_page(broker, keys, None, ttl, REPLAY_PAGE)
+        moved += page
+        if page == 0:
+            return moved
+
+
+async def _replay_page(
+    broker: Broker, keys: Keys, wanted: set[str] | None, ttl: int, limit: int
+) -> int:
+    letters = await broker.dlq_list(limit)
     items: list[tuple[str, bytes]] = []
     for letter in letters:
         if wanted is not None and letter.message_id not in wanted:

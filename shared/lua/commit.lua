@@ -8,7 +8,7 @@
 --                                          the entry gets the chat's next sequence number
 --   delay <key#> <ms> <member>             add to a delay set, due ms after the server clock
 --   dead <message id> <member> <meta>      move to the dead-letter queue
---   settle <chat#> <parked#> <seq> <stream#>
+--   settle <chat#> <parked#> <seq> <stream#> <count#>
 --                                          message seq of a chat is done (sent or dead): advance
 --                                          the chat's cursor and release its next parked message
 local t = redis.call('TIME')
@@ -28,7 +28,7 @@ local function append(stream, payload, chat)
   redis.call('XADD', stream, '*', 'd', payload, 's', seq)
 end
 
-local function settle(chat, parked, seq, stream)
+local function settle(chat, parked, seq, stream, count)
   local cur = tonumber(redis.call('HGET', chat, 'cur') or '0')
   if seq > cur then
     redis.call('HSET', chat, 'cur', seq)
@@ -38,6 +38,7 @@ local function settle(chat, parked, seq, stream)
   local nxt = redis.call('ZRANGE', parked, cur + 1, cur + 1, 'BYSCORE')
   if #nxt > 0 then
     redis.call('ZREM', parked, nxt[1])
+    redis.call('DECR', count)
     redis.call('XADD', stream, '*', 'd', nxt[1], 's', cur + 1)
   end
 end
@@ -75,8 +76,8 @@ while i <= #ARGV do
     i = i + 4
   elseif op == 'settle' then
     settle(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], tonumber(ARGV[i + 3]),
-      KEYS[tonumber(ARGV[i + 4])])
-    i = i + 5
+      KEYS[tonumber(ARGV[i + 4])], KEYS[tonumber(ARGV[i + 5])])
+    i = i + 6
   else
     return redis.error_reply('commit: unknown op ' .. tostring(op))
   end

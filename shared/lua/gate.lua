@@ -1,5 +1,6 @@
 -- Keep a chat's messages in order: may message SEQ of this chat go now?
--- KEYS: chat state (hash: seq, cur), parked set of the chat, the stream the entry came from.
+-- KEYS: chat state (hash: seq, cur), parked set of the chat, the stream the entry came from,
+-- the count of parked messages over all chats.
 -- ARGV: seq, consumer group, entry id, member to park (the payload), lifetime of the state (s).
 -- Returns 0: go (it is the chat's next); 1: done already (acknowledge, do not send);
 -- 2: parked (an earlier message is still under way; the entry is acknowledged and the message
@@ -8,7 +9,7 @@ local seq = tonumber(ARGV[1])
 local cur = tonumber(redis.call('HGET', KEYS[1], 'cur') or '0')
 if seq == cur + 1 then return 0 end
 if seq <= cur then return 1 end
-redis.call('ZADD', KEYS[2], seq, ARGV[4])
+if redis.call('ZADD', KEYS[2], seq, ARGV[4]) == 1 then redis.call('INCR', KEYS[4]) end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[3], ARGV[3])

@@ -165,29 +165,34 @@ async def test_chat_order_gate_parks_and_releases(broker: Broker, keys: Keys) ->
     """Messages of one chat get sequence numbers; only the next may go; a settle releases."""
     stream = keys.send(Priority.NORMAL)
     chat, parked = keys.chat_state(1, 5, Priority.NORMAL), keys.parked(1, 5, Priority.NORMAL)
+    PC = keys.parked_count
     await broker.ensure_group(stream, G)
     await broker.commit(Commit(adds=[(stream, f"m{i}", f"p{i}".encode(), chat) for i in range(3)]))
     first, second, third = await broker.read([stream], G, "c", 10, None)
     assert [e.seq for e in (first, second, third)] == [1, 2, 3]
-    assert await broker.gate(chat, parked, third, G, 3) == GATE_PARKED
-    assert await broker.gate(chat, parked, second, G, 2) == GATE_PARKED
-    assert await broker.gate(chat, parked, first, G, 1) == GATE_GO
+    assert await broker.gate(chat, parked, third, G, 3, PC) == GATE_PARKED
+    assert await broker.gate(chat, parked, second, G, 2, PC) == GATE_PARKED
+    assert await broker.gate(chat, parked, first, G, 1, PC) == GATE_GO
     assert (await broker.depths([stream], []))[stream] == 1
+    assert (await broker.depths([], [], [PC]))[PC] == 2
     settle = Commit(
-        group=G, acks=[(stream, first.entry_id)], settles=[Settle(chat, parked, 1, stream)]
+        group=G, acks=[(stream, first.entry_id)], settles=[Settle(chat, parked, 1, stream, PC)]
     )
     await broker.commit(settle)
     [released] = await broker.read([stream], G, "c", 10, None)
     assert (released.payload, released.seq) == (b"p1", 2)
-    assert await broker.gate(chat, parked, released, G, 2) == GATE_GO
-    assert await broker.gate(chat, parked, first, G, 1) == GATE_DONE
+    assert await broker.gate(chat, parked, released, G, 2, PC) == GATE_GO
+    assert await broker.gate(chat, parked, first, G, 1, PC) == GATE_DONE
     await broker.commit(
         Commit(
-            group=G, acks=[(stream, released.entry_id)], settles=[Settle(chat, parked, 2, stream)]
+            group=G,
+            acks=[(stream, released.entry_id)],
+            settles=[Settle(chat, parked, 2, stream, PC)],
         )
     )
     [last] = await broker.read([stream], G, "c", 10, None)
     assert (last.payload, last.seq) == (b"p2", 3)
+    assert (await broker.depths([], [], [PC]))[PC] == 0
 
 
 async def test_promote_and_requeue_assign_new_places(broker: Broker, keys: Keys) -> None:

@@ -97,6 +97,7 @@ class Pipeline:
         last: dict[str, Any] = {}
 
         async def reached() -> bool:
+            last.clear()
             last.update(await self.status(message_id))
             return last["status"] == wanted
 

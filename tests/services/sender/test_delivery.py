@@ -119,15 +119,6 @@ async def test_generic_methods_pass_through(backend, namespace) -> None:
         await p.wait_idle()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: a result without a message_id is recorded as message id 0 "
-        "(services/sender/deliver.py _settle: sent_ids.append(result.message_id or 0)), "
-        "so GET /v1/messages/{id} reports telegram_message_id 0 for sendChatAction"
-    ),
-)
 async def test_chat_action_reports_no_message_id(namespace) -> None:
     async with running(None, namespace) as p:
         action = await p.submit(
@@ -318,15 +309,6 @@ async def test_send_at_waits_until_its_time(backend, namespace) -> None:
         await p.wait_idle()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: the SENT status record is merged over the RETRYING one and keeps its "
-        "'error' (services/sender/decision.py apply); GET /v1/messages/{id} shows it for "
-        "a sent message"
-    ),
-)
 async def test_message_sent_after_retries_reports_no_error(backend, namespace) -> None:
     faulty = SandboxConfig(fault_5xx_rate=1.0, limits_enabled=False)
     async with running(backend, namespace, faulty, **RETRY_FAST) as p:

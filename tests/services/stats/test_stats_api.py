@@ -199,13 +199,6 @@ async def test_dlq_limit_and_body_validation(stats_api) -> None:
     assert (doc["total_failed"], doc["stats"]["dlq"]) == (3, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: replay of all lists only REPLAY_PAGE=1000 dead letters (services/stats/dlq.py replay)"
-    ),
-)
 async def test_dlq_replay_all_replays_every_dead_letter(stats_api) -> None:
     url, ctx = stats_api
     await _bury(ctx, 1001)
@@ -215,14 +208,6 @@ async def test_dlq_replay_all_replays_every_dead_letter(stats_api) -> None:
     assert (answer["replayed"], stats["total_failed"], stats["stats"]["normal"]) == (1001, 0, 1001)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: queue_stats does not count messages parked behind an earlier one of their "
-        "chat (services/stats/depths.py)"
-    ),
-)
 async def test_total_queued_counts_messages_waiting_behind_their_chat(backend, namespace) -> None:
     faulty = SandboxConfig(fault_5xx_rate=1.0, limits_enabled=False)
     fast = {"TELEGRAM_MAX_RETRIES": 50, "TELEGRAM_BASE_DELAY": 0.05, "FLOODGATE_CHAT_RATE": 1000}
@@ -242,14 +227,6 @@ async def test_total_queued_counts_messages_waiting_behind_their_chat(backend, n
         assert (await p.wait_idle())["total_queued"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: describe() parses every payload unguarded; one unreadable dead letter makes"
-        " GET /v1/dlq answer 500 (services/stats/dlq.py)"
-    ),
-)
 async def test_dlq_lists_an_unreadable_entry(backend, namespace) -> None:
     async with running(backend, namespace) as p:
         junk = Commit(adds=[(p.ctx.keys.ingest, "junk", b"\xffnot json", "")])
@@ -269,14 +246,6 @@ async def test_dlq_lists_an_unreadable_entry(backend, namespace) -> None:
         assert (code, answer) == (200, {"dropped": item["id"]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: a JSON body that is not an object counts as 'no ids' and replays every dead"
-        " letter (services/stats/app.py replay_dlq)"
-    ),
-)
 async def test_dlq_replay_refuses_a_body_that_is_not_an_object(stats_api) -> None:
     url, ctx = stats_api
     ids = await _bury(ctx, 3)

@@ -1,0 +1,350 @@
+"""Limiter decisions per second from one process against one Redis.
+
+Every decision is a full `RedisLimiter.acquire` (shared/redis_limiter.py): the acquire.lua
+script checks both holds, trims the bot's and the chat's sliding logs and, since the rates are
+set far above what the bench can reach, grants and writes both logs (ZADD + PEXPIRE each).
+Bots and chats are drawn at random (default 200 bots x 5,000 chats), so calls spread over
+many keys the way a busy sender's do. Measured, each for --duration seconds:
+
+  sequential    one coroutine awaiting acquire() after acquire(): one round trip per decision
+  concurrent    --concurrency coroutines (default 256) calling acquire() at once; the
+                ScriptBatcher (shared/redis_batch.py) coalesces them into pipelines
+  memory        MemoryLimiter.acquire(), the embedded backend's, for reference
+
+and for context, what the client and the server can do without floodgate's code around them:
+
+  evalsha loop      plain `await client.evalsha(acquire.lua ...)` one after another (redis-py)
+  ping loop         plain `await client.ping()` one after another: the bare round trip
+  evalsha pipeline  redis-py pipelines of --concurrency EVALSHAs, one after another, no futures
+  redis-benchmark   the C client running the same EVALSHA: one connection with no pipelining,
+                    then 50 connections x pipelines of 16 (the server's own ceiling)
+
+The issue's target is 50,000 decisions/s from one process with pipelining or batching. The
+namespace is fresh (`lbench<hex>`) and all of its keys are deleted at the end. Run with Redis up:
+
+    .venv/bin/python bench/limiter_decisions.py
+    .venv/bin/python bench/limiter_decisions.py --only concurrent --duration 10   # for py-spy
+    .venv/bin/python bench/limiter_decisions.py --proto    # also bench/_limiter_proto.py
+
+The process uses uvloop like the services do (--no-uvloop for the default loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import shared.redis_batch as redis_batch
+from shared.keys import Keys
+from shared.limiter import Policy
+from shared.memory_limiter import MemoryLimiter
+from shared.redis_broker import connect
+from shared.redis_limiter import RedisLimiter
+from shared.scripts import lua
+
+MODES = ("sequential", "concurrent", "memory", "context")
+TARGET = 50_000
+# Far above anything one process reaches: every decision is a grant that writes both logs.
+POLICY = Policy(bot_rate=1e7, chat_rate=1e7, group_rate=1e9, margin_s=0.0)
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (3)")
+    p.add_argument("--concurrency", type=int, default=256, help="concurrent callers (256)")
+    p.add_argument("--bots", type=int, default=200, help="distinct bots (200)")
+    p.add_argument("--chats", type=int, default=5000, help="distinct chats per bot (5000)")
+    p.add_argument("--only", choices=MODES, action="append", help="run only these (repeatable)")
+    p.add_argument(
+        "--proto", action="store_true", help="also measure the prototype in bench/_limiter_proto.py"
+    )
+    p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return p.parse_args()
+
+
+class Picker:
+    """Random (bot, chat) pairs from a precomputed table, so drawing costs next to nothing."""
+
+    def __init__(self, bots: int, chats: int, size: int = 1 << 16) -> None:
+        rng = random.Random(1)
+        self._pairs = [
+            (9_000_000 + rng.randrange(bots), 1_000_000 + rng.randrange(chats)) for _ in range(size)
+        ]
+        self._mask = size - 1
+        self._i = 0
+
+    def __call__(self) -> tuple[int, int]:
+        self._i = (self._i + 1) & self._mask
+        return self._pairs[self._i]
+
+
+CPU: list[float] = [0.0]  # process CPU seconds of the last _timed run
+
+
+async def _timed(
+    workers: int, duration: float, one: Callable[[int, int], Awaitable[object]], pick: Picker
+) -> tuple[int, float]:
+    """Run ``workers`` loops of ``one`` for ``duration`` s; (calls, elapsed)."""
+    cpu = time.process_time()
+    done = 0
+    stop_at = time.perf_counter() + duration
+
+    async def loop() -> None:
+        nonlocal done
+        n = 0
+        while time.perf_counter() < stop_at:
+            bot, chat = pick()
+            await one(bot, chat)
+            n += 1
+        done += n
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(workers)))
+    CPU[0] = time.process_time() - cpu
+    return done, time.perf_counter() - started
+
+
+def _line(name: str, calls: int, elapsed: float, extra: str = "") -> None:
+    rate = calls / elapsed if elapsed else 0.0
+    cpu = f", bench CPU {CPU[0] / elapsed:.0%}" if elapsed else ""
+    print(f"{name:<34} {rate:>10,.0f} /s  ({calls:,} in {elapsed:.2f} s{cpu}){extra}", flush=True)
+
+
+class BatchCounter:
+    """Counts the pipelines the ScriptBatcher sends, by wrapping its module's runner."""
+
+    def __init__(self) -> None:
+        self.pipelines = 0
+        self.calls = 0
+        self._original = redis_batch.run_script_many
+
+    async def _counted(self, client, source, sha, calls):  # type: ignore[no-untyped-def]
+        self.pipelines += 1
+        self.calls += len(calls)
+        return await self._original(client, source, sha, calls)
+
+    def __enter__(self) -> BatchCounter:
+        redis_batch.run_script_many = self._counted  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        redis_batch.run_script_many = self._original
+
+
+async def _measure(args: argparse.Namespace, keys: Keys) -> None:
+    modes = set(args.only or MODES)
+    client = connect(args.redis_url)
+    pick = Picker(args.bots, args.chats)
+    limiter = RedisLimiter(client, keys, POLICY)
+    source = lua("acquire")
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    await client.script_load(source)
+    print(
+        f"{os.cpu_count()} cores; Redis {args.redis_url}; {args.bots} bots x {args.chats} chats;"
+        f" {args.duration:g} s per line; loop {type(asyncio.get_running_loop()).__module__}",
+        flush=True,
+    )
+    try:
+        await limiter.acquire(*pick())  # warm the pool and the script cache
+        if "sequential" in modes:
+            calls, elapsed = await _timed(1, args.duration, limiter.acquire, pick)
+            _line("(a) RedisLimiter, sequential", calls, elapsed)
+        if "concurrent" in modes:
+            granted = 0
+
+            async def acquire(bot: int, chat: int) -> None:
+                nonlocal granted
+                grant = await limiter.acquire(bot, chat)
+                granted += grant.granted
+
+            with BatchCounter() as batches:
+                calls, elapsed = await _timed(args.concurrency, args.duration, acquire, pick)
+            mean = batches.calls / batches.pipelines if batches.pipelines else 0
+            _line(
+                f"(b) RedisLimiter, {args.concurrency} concurrent",
+                calls,
+                elapsed,
+                f"  pipelines {batches.pipelines:,}, mean {mean:.0f} calls each,"
+                f" granted {granted / max(calls, 1):.0%}",
+            )
+            verdict = "meets" if calls / elapsed >= TARGET else "below"
+            print(f"{'':<34} {verdict} the {TARGET:,}/s target", flush=True)
+        if args.proto:
+            await _proto(args, client, keys, pick)
+        if "memory" in modes:
+            memory = MemoryLimiter(POLICY)
+            calls, elapsed = await _timed(1, args.duration, memory.acquire, pick)
+            _line("(c) MemoryLimiter, sequential", calls, elapsed)
+        if "context" in modes:
+            await _context(args, client, keys, sha, pick)
+    finally:
+        await client.aclose()
+
+
+def _script_call(keys: Keys, bot: int, chat: int, n: int) -> tuple[list[str], list[object]]:
+    return (
+        [
+            keys.bot_hold(bot),
+            keys.chat_hold(bot, chat),
+            keys.bot_window(bot),
+            keys.chat_window(bot, chat),
+        ],
+        [10_000_000, 1000.0, 10_000_000, 1000.0, f"ctx-{n}"],
+    )
+
+
+async def _context(args: argparse.Namespace, client, keys: Keys, sha: str, pick: Picker) -> None:
+    counter = iter(range(1 << 62))
+
+    async def evalsha(bot: int, chat: int) -> None:
+        k, a = _script_call(keys, bot, chat, next(counter))
+        await client.evalsha(sha, 4, *k, *a)
+
+    async def ping(_bot: int, _chat: int) -> None:
+        await client.ping()
+
+    calls, elapsed = await _timed(1, args.duration, evalsha, pick)
+    _line("evalsha loop (redis-py)", calls, elapsed)
+    calls, elapsed = await _timed(1, args.duration, ping, pick)
+    _line("ping loop (redis-py)", calls, elapsed)
+
+    size = args.concurrency
+    calls, stop_at, started = 0, time.perf_counter() + args.duration, time.perf_counter()
+    while time.perf_counter() < stop_at:
+        async with client.pipeline(transaction=False) as pipe:
+            for _ in range(size):
+                k, a = _script_call(keys, *pick(), next(counter))
+                pipe.evalsha(sha, 4, *k, *a)
+            await pipe.execute()
+        calls += size
+    _line(f"evalsha pipeline x{size} (redis-py)", calls, time.perf_counter() - started)
+    await _redis_benchmark(args, keys, sha)
+
+
+async def _redis_benchmark(args: argparse.Namespace, keys: Keys, sha: str) -> None:
+    exe = shutil.which("redis-benchmark")
+    url = urlparse(args.redis_url)
+    if exe is None:
+        print("redis-benchmark                    not installed; skipped")
+        return
+    base = keys.namespace + ":{bot:__rand_int__}:rb"
+    command = [
+        "EVALSHA",
+        sha,
+        "4",
+        f"{base}:hold",
+        f"{base}:hold:chat",
+        f"{base}:rl:bot",
+        f"{base}:rl:chat:__rand_int__",
+        "10000000",
+        "1000",
+        "10000000",
+        "1000",
+        "rb-__rand_int__",
+    ]
+    common = [exe, "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 6379), "-q"]
+    common += ["-n", str(int(60_000 * args.duration)), "-r", "200000"]
+    for label, extra in (
+        ("redis-benchmark evalsha, 1 conn", ["-c", "1", "-P", "1"]),
+        ("redis-benchmark evalsha, 50 x P16", ["-c", "50", "-P", "16"]),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            *common, *extra, *command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+        finally:
+            if proc.returncode is None:  # timed out or interrupted: do not leave it running
+                proc.kill()
+                await proc.wait()
+        rate = _benchmark_rate(out.decode(errors="replace"))
+        print(f"{label:<34} {rate:>10,.0f} /s", flush=True)
+
+
+def _benchmark_rate(out: str) -> float:
+    # "EVALSHA ...: 12345.67 requests per second, p50=..." (the last carriage-return frame)
+    for frame in reversed(out.replace("\r", "\n").splitlines()):
+        if "requests per second" in frame:
+            return float(frame.split(":")[-1].split("requests")[0].strip().replace(",", ""))
+    return 0.0
+
+
+async def _proto(args: argparse.Namespace, client, keys: Keys, pick: Picker) -> None:
+    from bench._limiter_proto import PROTOTYPES  # noqa: PLC0415
+
+    for name, make in PROTOTYPES.items():
+        proto = make(client, keys, POLICY)
+        try:
+            await proto.acquire(*pick())
+            calls, elapsed = await _timed(args.concurrency, args.duration, proto.acquire, pick)
+        finally:
+            await proto.aclose()
+        _line(f"(p) {name}, {args.concurrency} conc.", calls, elapsed)
+
+
+async def _cleanup(redis_url: str, namespace: str) -> int:
+    client = connect(redis_url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{namespace}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await client.delete(*batch)
+                batch = []
+        if batch:
+            deleted += await client.delete(*batch)
+    finally:
+        await client.aclose()
+    return deleted
+
+
+async def _main(args: argparse.Namespace) -> None:
+    me = asyncio.current_task()
+    assert me is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)
+    keys = Keys(f"lbench{secrets.token_hex(3)}")
+    try:
+        await _measure(args, keys)
+    finally:
+        deleted = await _cleanup(args.redis_url, keys.namespace)
+        print(f"deleted {deleted:,} keys of namespace {keys.namespace}")
+
+
+def main() -> int:
+    args = _args()
+    factory = None
+    if not args.no_uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop  # noqa: PLC0415
+
+            factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_main(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
