@@ -11,6 +11,7 @@ sliding logs, same answers) and changes only how calls reach Redis:
                   resolves the callers' futures in order (no per-command redis-py machinery)
   lean-many       like lean-pipeline, but one EVALSHA of acquire_many (below) carries every
                   decision queued in that loop turn: one script call instead of hundreds
+  lean-many x32   lean-many with at most 32 decisions per EVALSHA, so several are in flight
   lean-many/bot   lean-many with one EVALSHA per bot, as Redis Cluster requires (a script may
                   only touch one slot, and the limiter's keys are tagged per bot)
 """
@@ -183,7 +184,7 @@ class LeanPipeline(_LeanBase):
         super().__init__(client, keys, policy)
         self._source = lua("acquire")
         sha = hashlib.sha1(self._source.encode()).hexdigest()
-        self._head = b"*11\r\n$7\r\nEVALSHA\r\n" + _bulk(sha) + _bulk("4")
+        self._head = b"*12\r\n$7\r\nEVALSHA\r\n" + _bulk(sha) + _bulk("4")
 
     async def _start(self, *sources: str) -> None:
         await super()._start(self._source)
@@ -217,10 +218,13 @@ class LeanPipeline(_LeanBase):
 class LeanMany(_LeanBase):
     """One EVALSHA of ACQUIRE_MANY per loop turn (or per bot with ``per_bot``)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, policy: Policy, per_bot: bool) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, policy: Policy, per_bot: bool, chunk: int = 0
+    ) -> None:
         super().__init__(client, keys, policy)
         self._sha = _bulk(hashlib.sha1(ACQUIRE_MANY.encode()).hexdigest())
         self._per_bot = per_bot
+        self._chunk = chunk
 
     async def _start(self, *sources: str) -> None:
         await super()._start(ACQUIRE_MANY)
@@ -233,6 +237,8 @@ class LeanMany(_LeanBase):
             for item in batch:
                 groups.setdefault(item[0], []).append(item)
             calls = list(groups.values())
+        elif self._chunk:
+            calls = [batch[i : i + self._chunk] for i in range(0, len(batch), self._chunk)]
         else:
             calls = [batch]
         frames = b"".join(self._frame(call) for call in calls)
@@ -302,5 +308,6 @@ PROTOTYPES: dict[str, Callable[[redis.Redis, Keys, Policy], Any]] = {
     "small-batches (64)": lambda c, k, p: SmallBatches(c, k, p, 64),
     "lean-pipeline": LeanPipeline,
     "lean-many": lambda c, k, p: LeanMany(c, k, p, per_bot=False),
+    "lean-many x32": lambda c, k, p: LeanMany(c, k, p, per_bot=False, chunk=32),
     "lean-many/bot": lambda c, k, p: LeanMany(c, k, p, per_bot=True),
 }

@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -315,35 +316,53 @@ async def _refusals(session: aiohttp.ClientSession, sandbox_url: str) -> list[di
     return [r for r in doc["requests"] if r["status"] == 429]
 
 
+def _wait_s(stamps: list[float], limit: int, window_s: float, ts: float) -> float:
+    """Seconds until one more send fits a sliding window that saw ``stamps`` (sorted)."""
+    inside = [t for t in stamps if ts - window_s < t <= ts]
+    if len(inside) < limit:
+        return 0.0
+    return inside[len(inside) - limit] + window_s - ts
+
+
 def explain_429s(out: Outcome, verbose: bool) -> list[str]:
-    """Which window each 429 hit, inferred from the deliveries before it (1 s windows)."""
+    """Why each 429 came, replayed from the delivery log with the sandbox's default limits.
+
+    A 429 while an earlier 429's hold of that bot or chat was running counts as "during a
+    hold"; any other names the window that was full (the fuller one, as the sandbox decides).
+    """
+    policy = Policy()
     by_bot: dict[int, list[float]] = {}
     by_chat: dict[tuple[int, int], list[float]] = {}
-    for d in out.received.messages:
+    for d in sorted(out.received.messages, key=lambda d: d.ts):
         by_bot.setdefault(d.bot_id, []).append(d.ts)
         by_chat.setdefault((d.bot_id, d.chat_id), []).append(d.ts)
+    holds: dict[tuple[int, int | None], float] = {}
     scopes: Counter[str] = Counter()
     lines = []
-    for r in out.refusals:
+    for r in sorted(out.refusals, key=lambda r: r["ts"]):
         ts, bot, chat = r["ts"], r["bot_id"], r["chat_id"]
-        in_window = sum(1 for t in by_bot.get(bot, []) if ts - 1.0 < t <= ts)
-        before = [t for t in by_chat.get((bot, chat), []) if t <= ts]
-        gap = ts - max(before) if before else None
-        if gap is not None and gap < 1.0:
-            scope = "chat window"
-        elif in_window >= 30:
+        if max(holds.get((bot, None), 0.0), holds.get((bot, chat), 0.0)) > ts:
+            scopes["during a hold"] += 1
+            continue
+        bw, cw = policy.bot_window(bot), policy.chat_window(chat)
+        bot_wait = _wait_s(by_bot.get(bot, []), bw.limit, bw.ms / 1000, ts)
+        chat_wait = _wait_s(by_chat.get((bot, chat), []), cw.limit, cw.ms / 1000, ts)
+        if bot_wait <= 0 and chat_wait <= 0:
+            scope = "unexplained"
+        elif bot_wait >= chat_wait:
             scope = "bot window"
+            holds[(bot, None)] = ts + max(1, math.ceil(bot_wait))
         else:
-            scope = "hold (or unexplained)"
+            scope = "chat window"
+            holds[(bot, chat)] = ts + max(1, math.ceil(chat_wait))
         scopes[scope] += 1
         if verbose:
-            gap_text = f"{gap:.3f} s" if gap is not None else "none"
             lines.append(
-                f"  429 at t0+{ts - out.t0:6.2f} s bot {bot} chat {chat}: {in_window} bot sends in"
-                f" the previous 1 s; previous send to the chat {gap_text} earlier -> {scope}"
+                f"  429 at t0+{ts - out.t0:6.2f} s bot {bot} chat {chat}: {scope} full"
+                f" (bot could send in {bot_wait:.3f} s, chat in {chat_wait:.3f} s)"
             )
     if scopes:
-        lines.insert(0, f"429s by window (inferred): {dict(scopes)}")
+        lines.insert(0, f"429s replayed from the delivery log: {dict(scopes)}")
     return lines
 
 

@@ -49,6 +49,8 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import redis.asyncio as redis
+
 import shared.redis_batch as redis_batch
 from shared.keys import Keys
 from shared.limiter import Policy
@@ -96,14 +98,35 @@ class Picker:
         return self._pairs[self._i]
 
 
-CPU: list[float] = [0.0]  # process CPU seconds of the last _timed run
+class Usage:
+    """CPU seconds this process and the Redis server spent during one measurement."""
+
+    probe: redis.Redis | None = None
+    bench = 0.0
+    server = 0.0
+
+    @classmethod
+    async def _server_cpu(cls) -> float:
+        if cls.probe is None:
+            return 0.0
+        info = await cls.probe.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    @classmethod
+    async def start(cls) -> None:
+        cls.bench, cls.server = time.process_time(), await cls._server_cpu()
+
+    @classmethod
+    async def stop(cls) -> None:
+        cls.bench = time.process_time() - cls.bench
+        cls.server = await cls._server_cpu() - cls.server
 
 
 async def _timed(
     workers: int, duration: float, one: Callable[[int, int], Awaitable[object]], pick: Picker
 ) -> tuple[int, float]:
     """Run ``workers`` loops of ``one`` for ``duration`` s; (calls, elapsed)."""
-    cpu = time.process_time()
+    await Usage.start()
     done = 0
     stop_at = time.perf_counter() + duration
 
@@ -118,13 +141,18 @@ async def _timed(
 
     started = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(workers)))
-    CPU[0] = time.process_time() - cpu
-    return done, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    await Usage.stop()
+    return done, elapsed
 
 
 def _line(name: str, calls: int, elapsed: float, extra: str = "") -> None:
     rate = calls / elapsed if elapsed else 0.0
-    cpu = f", bench CPU {CPU[0] / elapsed:.0%}" if elapsed else ""
+    cpu = (
+        f", CPU bench {Usage.bench / elapsed:.0%} redis {Usage.server / elapsed:.0%}"
+        if elapsed
+        else ""
+    )
     print(f"{name:<34} {rate:>10,.0f} /s  ({calls:,} in {elapsed:.2f} s{cpu}){extra}", flush=True)
 
 
@@ -157,6 +185,7 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
     source = lua("acquire")
     sha = hashlib.sha1(source.encode()).hexdigest()
     await client.script_load(source)
+    Usage.probe = connect(args.redis_url)
     print(
         f"{os.cpu_count()} cores; Redis {args.redis_url}; {args.bots} bots x {args.chats} chats;"
         f" {args.duration:g} s per line; loop {type(asyncio.get_running_loop()).__module__}",
@@ -197,6 +226,7 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
             await _context(args, client, keys, sha, pick)
     finally:
         await client.aclose()
+        await Usage.probe.aclose()
 
 
 def _script_call(keys: Keys, bot: int, chat: int, n: int) -> tuple[list[str], list[object]]:
@@ -227,6 +257,7 @@ async def _context(args: argparse.Namespace, client, keys: Keys, sha: str, pick:
     _line("ping loop (redis-py)", calls, elapsed)
 
     size = args.concurrency
+    await Usage.start()
     calls, stop_at, started = 0, time.perf_counter() + args.duration, time.perf_counter()
     while time.perf_counter() < stop_at:
         async with client.pipeline(transaction=False) as pipe:
@@ -235,7 +266,9 @@ async def _context(args: argparse.Namespace, client, keys: Keys, sha: str, pick:
                 pipe.evalsha(sha, 4, *k, *a)
             await pipe.execute()
         calls += size
-    _line(f"evalsha pipeline x{size} (redis-py)", calls, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    await Usage.stop()
+    _line(f"evalsha pipeline x{size} (redis-py)", calls, elapsed)
     await _redis_benchmark(args, keys, sha)
 
 
@@ -314,6 +347,7 @@ async def _cleanup(redis_url: str, namespace: str) -> int:
             deleted += await client.delete(*batch)
     finally:
         await client.aclose()
+        await Usage.probe.aclose()
     return deleted
 
 

@@ -98,6 +98,10 @@ class Keys:
         """Sliding log of one bot's sends to one chat."""
         return f"{self.namespace}:{{bot:{bot_id}}}:rl:chat:{chat_id}"
 
+    def bot_adaptation(self, bot_id: int) -> str:
+        """Hash of a bot's adaptive rate factor after a 429, and when it was cut."""
+        return f"{self.namespace}:{{bot:{bot_id}}}:adapt"
+
     def bot_hold(self, bot_id: int) -> str:
         """Set while Telegram told the bot to wait (429 retry_after)."""
         return f"{self.namespace}:{{bot:{bot_id}}}:hold"

@@ -11,13 +11,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
+ADAPT_CUT = 0.5
+ADAPT_FLOOR = 0.25
+ADAPT_RECOVER_PER_S = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """A limiter decision: ``wait_ms`` 0 means the token was taken."""
+    """A limiter decision: ``wait_ms`` 0 means the token was taken.
+
+    ``factor`` is the share of its configured rate the bot may use now: below 1 for a while
+    after Telegram answered it 429, recovering step by step.
+    """
 
     wait_ms: int
     scope: str = ""
+    factor: float = 1.0
 
     @property
     def granted(self) -> bool:
@@ -79,4 +88,5 @@ class Limiter(Protocol):
         """Take a token for one send of ``bot_id`` to ``chat_id``, or say how long to wait."""
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
-        """After a 429: nothing of the bot (or of that chat) goes out for ``seconds``."""
+        """After a 429: nothing of the bot (or of that chat) goes out for ``seconds``; a whole
+        bot's hold also cuts its adaptive rate factor."""

@@ -10,7 +10,7 @@ import redis.asyncio as redis
 
 from shared.broker import BrokerUnavailable
 from shared.keys import Keys
-from shared.limiter import Grant, Policy
+from shared.limiter import ADAPT_CUT, ADAPT_FLOOR, ADAPT_RECOVER_PER_S, Grant, Policy
 from shared.redis_batch import UNREACHABLE, ScriptBatcher
 from shared.scripts import lua
 
@@ -34,6 +34,7 @@ class RedisLimiter:
             k.chat_hold(bot_id, chat_id),
             k.bot_window(bot_id),
             k.chat_window(bot_id, chat_id),
+            k.bot_adaptation(bot_id),
         ]
         args: list[int | float | str] = [
             bot.limit,
@@ -41,9 +42,11 @@ class RedisLimiter:
             chat.limit,
             chat.ms,
             f"{self._nonce}-{next(self._counter)}",
+            ADAPT_RECOVER_PER_S,
         ]
-        wait, scope = await self._acquire.call(keys, args)
-        return Grant(int(wait), scope.decode() if isinstance(scope, bytes) else str(scope))
+        wait, scope, permille = await self._acquire.call(keys, args)
+        scope = scope.decode() if isinstance(scope, bytes) else str(scope)
+        return Grant(int(wait), scope, int(permille) / 1000)
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         key = (
@@ -51,7 +54,13 @@ class RedisLimiter:
             if chat_id is None
             else self._keys.chat_hold(bot_id, chat_id)
         )
+        ms = max(1, int(seconds * 1000))
         try:
-            await self._hold(keys=[key], args=[max(1, int(seconds * 1000))])
+            if chat_id is None:
+                adapt = self._keys.bot_adaptation(bot_id)
+                args = [ms, ADAPT_CUT, ADAPT_FLOOR, ADAPT_RECOVER_PER_S]
+                await self._hold(keys=[key, adapt], args=args)
+            else:
+                await self._hold(keys=[key], args=[ms])
         except UNREACHABLE as exc:
             raise BrokerUnavailable(f"redis unreachable: {exc}") from exc

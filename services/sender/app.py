@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -19,7 +20,9 @@ from services.sender.pacer import Pacer
 from services.sender.settings import SenderSettings
 from shared.broker import BrokerUnavailable, Entry
 from shared.context import Context, policy_from
+from shared.fallback_limiter import FallbackLimiter, FallbackMetrics
 from shared.keys import SENDER_GROUP
+from shared.limiter import Grant, Limiter
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, repeat
 from shared.models import Envelope
 from shared.telegram import TelegramClient, new_session
@@ -27,6 +30,9 @@ from shared.telegram import TelegramClient, new_session
 log = logging.getLogger("floodgate.sender")
 
 PROMOTE_LIMIT = 1000
+# Which send queue a read tries first (0 high, 1 normal, 2 low): high most of the time, but
+# normal and low get the first pick now and then, so neither starves behind a busy queue above.
+READ_ORDERS = ((0, 1, 2),) * 5 + ((1, 0, 2),) * 2 + ((2, 0, 1),)
 ROOM_WAIT_S = 1.0
 
 
@@ -45,6 +51,7 @@ class SenderService:
         self._inflight = 0
         self._room = asyncio.Event()
         self._recovered = False
+        self._reads = itertools.count()
         self._committer = Committer(ctx, self._metrics, self._settled)
         self._lanes: Lanes[Entry] = Lanes(self._handle, self._hand_back, settings.concurrency)
         self._deliverer: Deliverer | None = None
@@ -60,13 +67,15 @@ class SenderService:
             client = TelegramClient(
                 session, self._ctx.settings.telegram_api_base, self._ctx.settings.telegram_timeout
             )
+            limiter = self._limiter()
             pacer = Pacer(
-                self._ctx.limiter,
+                limiter,
                 policy_from(self._ctx.settings),
                 self._ctx.settings.telegram_rate_limit_wait,
+                self._observe_grant,
             )
             self._deliverer = Deliverer(
-                self._ctx, client, self._metrics, pacer, self._settings.max_deliveries
+                self._ctx, client, self._metrics, pacer, limiter, self._settings.max_deliveries
             )
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -87,6 +96,21 @@ class SenderService:
                 await committer
         log.info("sender drained")
 
+    def _limiter(self) -> Limiter:
+        """The shared limiter, degrading to a local share of each rate while Redis is away."""
+        if self._ctx.backend != "redis":
+            return self._ctx.limiter
+        return FallbackLimiter(
+            self._ctx.limiter,
+            policy_from(self._ctx.settings),
+            self._settings.expected_replicas,
+            FallbackMetrics(self._ctx.registry),
+        )
+
+    def _observe_grant(self, bot_id: int, grant: Grant) -> None:
+        self._metrics.decisions.labels(grant.scope or "granted").inc()
+        self._metrics.bot_rate_factor.labels(str(bot_id)).set(grant.factor)
+
     def _settled(self, count: int) -> None:
         self._inflight -= count
         self._metrics.inflight.set(self._inflight)
@@ -102,8 +126,10 @@ class SenderService:
             return True
         if not self._recovered:
             return await self._recover(room)
+        order = READ_ORDERS[next(self._reads) % len(READ_ORDERS)]
+        streams = [ctx.keys.send_streams[i] for i in order]
         entries = await ctx.broker.read(
-            ctx.keys.send_streams, SENDER_GROUP, ctx.consumer, min(room, s.batch), s.block_ms
+            streams, SENDER_GROUP, ctx.consumer, min(room, s.batch), s.block_ms
         )
         self._dispatch(entries)
         return bool(entries)

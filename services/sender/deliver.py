@@ -15,7 +15,7 @@ from services.sender.pacer import Pacer
 from shared.broker import GATE_DONE, GATE_GO, Entry
 from shared.context import Context
 from shared.keys import SENDER_GROUP
-from shared.limiter import is_private
+from shared.limiter import Limiter, is_private
 from shared.models import Envelope, Priority, Status
 from shared.telegram import ApiResult, Outcome, TelegramClient
 
@@ -35,8 +35,10 @@ class Deliverer:
         client: TelegramClient,
         metrics: SenderMetrics,
         pacer: Pacer,
+        limiter: Limiter,
         max_deliveries: int,
     ) -> None:
+        self._limiter = limiter
         self._max_deliveries = max_deliveries
         self._ctx = ctx
         self._client = client
@@ -184,10 +186,10 @@ class Deliverer:
         waits, the per-second limits with short ones: holding the whole bot for a group's minute
         would stall every other chat of that bot.
         """
-        await self._ctx.limiter.hold(env.bot_id, env.chat_id, seconds)
+        await self._limiter.hold(env.bot_id, env.chat_id, seconds)
         self._metrics.holds.labels("chat").inc()
         if is_private(env.chat_id) or seconds <= BOT_HOLD_MAX_S:
-            await self._ctx.limiter.hold(env.bot_id, None, seconds)
+            await self._limiter.hold(env.bot_id, None, seconds)
             self._metrics.holds.labels("bot").inc()
 
     async def _record_progress(self, env: Envelope) -> None:

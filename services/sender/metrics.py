@@ -68,6 +68,18 @@ class SenderMetrics:
             "Time a worker waited in place for a send token.",
             registry=registry,
         )
+        self.decisions = Counter(
+            "floodgate_limiter_decisions_total",
+            "Limiter answers: granted, or denied by scope (bot, chat, bot_hold, chat_hold).",
+            ["scope"],
+            registry=registry,
+        )
+        self.bot_rate_factor = Gauge(
+            "floodgate_bot_rate_factor",
+            "Share of its configured rate a bot may use now (below 1 for a while after a 429).",
+            ["bot_id"],
+            registry=registry,
+        )
         self.holds = Counter(
             "floodgate_limiter_holds_total",
             "Holds started after a 429, by scope.",

@@ -18,9 +18,10 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.limiter import Limiter, Policy
+from shared.limiter import Grant, Limiter, Policy
 from shared.models import Priority
 
 AGEING_S = {Priority.HIGH: 0.0, Priority.NORMAL: 2.0, Priority.LOW: 10.0}
@@ -46,7 +47,14 @@ class _BotQueue:
 class Pacer:
     """Per-bot token queues of one sender process."""
 
-    def __init__(self, limiter: Limiter, policy: Policy, wait_s: float) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        policy: Policy,
+        wait_s: float,
+        observe: Callable[[int, Grant], None] = lambda bot, grant: None,
+    ) -> None:
+        self._observe = observe
         self._limiter = limiter
         self._policy = policy
         self._wait_s = wait_s
@@ -91,6 +99,7 @@ class Pacer:
                 except Exception as exc:  # the waiters decide what an outage means
                     self._fail_all(queue, exc)
                     return
+                self._observe(bot_id, grant)
                 if grant.granted or grant.scope in CHAT_SCOPES:
                     _remove(queue.heap, head)
                     if not head.future.done():

@@ -28,6 +28,13 @@ class SenderSettings(BaseSettings):
     promote_interval: float = Field(
         0.05, validation_alias=AliasChoices("FLOODGATE_SENDER_PROMOTE_INTERVAL"), gt=0
     )
+    expected_replicas: int = Field(
+        2,
+        validation_alias=AliasChoices("FLOODGATE_SENDER_REPLICAS"),
+        gt=0,
+        description="senders expected to run; while Redis is unreachable each limits itself "
+        "to this share of every bot's rate",
+    )
     max_deliveries: int = Field(
         5,
         validation_alias=AliasChoices("FLOODGATE_MAX_DELIVERIES"),

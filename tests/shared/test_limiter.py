@@ -7,11 +7,15 @@ import time
 
 import pytest
 import redis.asyncio as redis
+from prometheus_client import CollectorRegistry
 
+from shared.fallback_limiter import FallbackLimiter, FallbackMetrics
 from shared.keys import Keys
 from shared.limiter import Limiter, Policy, window_for
 from shared.memory_limiter import MemoryLimiter
+from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
+from tests.helpers import free_port
 
 POLICY = Policy(bot_rate=5, chat_rate=2, group_rate=3)
 
@@ -118,3 +122,29 @@ async def test_no_window_exceeds_limit_under_concurrency(
         inside = [u for u in granted[i:] if u - t < 0.98]
         assert len(inside) <= 10
     assert len(granted) >= 15
+
+
+async def test_bot_rate_adapts_after_a_429_and_recovers(limiter: Limiter) -> None:
+    """A bot-wide hold halves the bot's limit for a while; the factor recovers with time."""
+    await limiter.hold(5, None, 0.05)
+    await asyncio.sleep(0.06)
+    grants = [await limiter.acquire(5, chat) for chat in range(200, 210)]
+    assert sum(g.granted for g in grants) == 2  # 5 per second, halved and rounded down
+    assert 0.5 <= grants[0].factor < 0.52
+    await limiter.hold(5, None, 0.01)
+    await asyncio.sleep(0.02)
+    assert 0.25 <= (await limiter.acquire(5, 300)).factor < 0.27  # the floor
+
+
+async def test_fallback_limits_locally_while_redis_is_away(keys: Keys) -> None:
+    registry = CollectorRegistry()
+    dead = connect(f"redis://127.0.0.1:{free_port()}/0")
+    policy = Policy(bot_rate=10, chat_rate=100)
+    limiter = FallbackLimiter(
+        RedisLimiter(dead, keys, policy), policy, 2, FallbackMetrics(registry)
+    )
+    grants = [await limiter.acquire(1, c) for c in range(20)]
+    assert sum(g.granted for g in grants) == 5, "half of the rate for each of two replicas"
+    assert registry.get_sample_value("floodgate_limiter_fallback_active") == 1
+    assert registry.get_sample_value("floodgate_limiter_fallback_total") == 1
+    await dead.aclose()

@@ -1,0 +1,98 @@
+"""Degrading to a local limiter while Redis is unreachable.
+
+A sender that holds messages when Redis goes away can still send them: it switches to an
+in-memory limiter that allows each bot a conservative share of its rate (the rate divided by the
+expected number of replicas), logs and counts the switch, and goes back to the shared limiter as
+soon as Redis answers again. Holds after a 429 are kept locally meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from shared.broker import BrokerUnavailable
+from shared.limiter import Grant, Limiter, Policy
+from shared.memory_limiter import MemoryLimiter
+
+log = logging.getLogger("floodgate.limiter")
+
+PROBE_EVERY_S = 1.0
+
+
+class FallbackMetrics:
+    """How often and how long the sender limited on its own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.switches = Counter(
+            "floodgate_limiter_fallback_total",
+            "Switches to the local limiter because Redis was unreachable.",
+            registry=registry,
+        )
+        self.active = Gauge(
+            "floodgate_limiter_fallback_active",
+            "1 while this process limits on its own.",
+            registry=registry,
+        )
+
+
+class FallbackLimiter:
+    """``Limiter`` that prefers the shared one and falls back to a local share of each rate."""
+
+    def __init__(
+        self, shared: Limiter, policy: Policy, replicas: int, metrics: FallbackMetrics
+    ) -> None:
+        share = max(1, replicas)
+        local = dataclasses.replace(
+            policy,
+            bot_rate=policy.bot_rate / share,
+            overrides={bot: rate / share for bot, rate in policy.overrides.items()},
+        )
+        self._shared = shared
+        self._local = MemoryLimiter(local)
+        self._metrics = metrics
+        self._degraded_since: float | None = None
+        self._next_probe = 0.0
+
+    async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
+        if self._degraded_since is None or time.monotonic() >= self._next_probe:
+            try:
+                grant = await self._shared.acquire(bot_id, chat_id)
+            except BrokerUnavailable as exc:
+                self._degrade(exc)
+            else:
+                self._recover()
+                return grant
+        return await self._local.acquire(bot_id, chat_id)
+
+    async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
+        await self._local.hold(bot_id, chat_id, seconds)
+        try:
+            await self._shared.hold(bot_id, chat_id, seconds)
+        except BrokerUnavailable as exc:
+            self._degrade(exc)
+
+    def _degrade(self, exc: BrokerUnavailable) -> None:
+        self._next_probe = time.monotonic() + PROBE_EVERY_S
+        if self._degraded_since is not None:
+            return
+        self._degraded_since = time.monotonic()
+        self._metrics.switches.inc()
+        self._metrics.active.set(1)
+        log.warning(
+            "redis unreachable: limiting locally with a share of each rate",
+            extra={"reason": str(exc)},
+        )
+
+    def _recover(self) -> None:
+        if self._degraded_since is None:
+            return
+        log.info(
+            "redis back: shared limiter again",
+            extra={"local_for_s": round(time.monotonic() - self._degraded_since, 1)},
+        )
+        self._degraded_since = None
+        self._metrics.active.set(0)
