@@ -34,10 +34,27 @@ async def submit(
     return ids
 
 
+async def submit_bodies(
+    session: aiohttp.ClientSession, ingest_url: str, bodies: list[dict]
+) -> list[str]:
+    """Submit raw request bodies through the batch API; returns their ids."""
+    async with session.post(f"{ingest_url}/v1/messages/batch", json={"messages": bodies}) as resp:
+        assert resp.status == 202, await resp.text()
+        results = (await resp.json())["results"]
+    assert all(r["status"] == "queued" for r in results), results
+    return [r["id"] for r in results]
+
+
 async def wait_drained(
-    session: aiohttp.ClientSession, stats_url: str, sandbox_url: str, expected: int, timeout: float
+    session: aiohttp.ClientSession,
+    stats_url: str,
+    sandbox_url: str,
+    expected: int,
+    timeout: float,
+    expect_queued: int = 0,
 ) -> tuple[Received, dict]:
-    """Poll until the queues are empty and the sandbox holds ``expected`` tagged messages."""
+    """Poll until the sandbox holds ``expected`` tagged messages and at most ``expect_queued``
+    are still queued (0: the queues are empty)."""
     received = Received()
     deadline = time.monotonic() + timeout
     stats: dict = {}
@@ -45,7 +62,7 @@ async def wait_drained(
         await received.refresh(session, sandbox_url)
         async with session.get(f"{stats_url}/queue/stats") as resp:
             stats = await resp.json()
-        if stats["total_queued"] == 0 and len(received.by_tag()) >= expected:
+        if stats["total_queued"] <= expect_queued and len(received.by_tag()) >= expected:
             return received, stats
         await asyncio.sleep(0.25)
     raise AssertionError(f"not drained in {timeout} s: {stats}, delivered {len(received.by_tag())}")
