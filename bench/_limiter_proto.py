@@ -1,19 +1,21 @@
 """Prototypes of faster limiter batching, measured by ``bench/limiter_decisions.py --proto``.
 
-Not used by floodgate; each keeps the decision of shared/lua/acquire.lua (same keys, same
-sliding logs, same answers) and changes only how calls reach Redis:
+Not used by floodgate. Each prototype is a ``RedisLimiter`` whose ScriptBatcher (the object
+behind ``RedisLimiter._acquire``, with one method ``call(keys, args)``) is swapped for another
+batcher, so keys, arguments, the Lua decision and the parsing of its answer stay exactly the
+shipped ones (whatever shared/lua/acquire.lua is at the time); only the way calls reach Redis
+changes:
 
   small-batches   the shipped ScriptBatcher with MAX_BATCH 64 instead of 1000, so two pipelines
                   can be in flight and Python packs one while Redis runs the other
-  lean-pipeline   acquire.lua per decision, but the RESP frames are built from pre-encoded
-                  pieces and written to one dedicated connection as soon as the loop turns,
-                  without waiting for earlier replies; one reader task feeds hiredis and
-                  resolves the callers' futures in order (no per-command redis-py machinery)
-  lean-many       like lean-pipeline, but one EVALSHA of acquire_many (below) carries every
-                  decision queued in that loop turn: one script call instead of hundreds
+  lean-pipeline   one EVALSHA per decision, but the RESP frames are built directly and written to
+                  one dedicated connection as soon as the loop turns, without waiting for earlier
+                  replies; one reader task feeds hiredis and resolves the callers' futures in
+                  order (no per-command redis-py pipeline, encoder, parser or timeout machinery)
+  lean-many       like lean-pipeline, but one EVALSHA of a wrapper script runs acquire.lua for
+                  every decision queued in that loop turn: one script call instead of hundreds
   lean-many x32   lean-many with at most 32 decisions per EVALSHA, so several are in flight
-  lean-many/bot   lean-many with one EVALSHA per bot, as Redis Cluster requires (a script may
-                  only touch one slot, and the limiter's keys are tagged per bot)
+  lean-many/slot  lean-many with one EVALSHA per hash slot ({bot:<id>}), as Redis Cluster needs
 """
 
 from __future__ import annotations
@@ -21,87 +23,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared import redis_batch
 from shared.keys import Keys
-from shared.limiter import Grant, Policy, Window
+from shared.limiter import Policy
 from shared.redis_limiter import RedisLimiter
 from shared.scripts import lua
 
-# The body of acquire.lua, run once per decision in one script call. KEYS: 4 per decision (bot
-# hold, chat hold, bot log, chat log); ARGV[1]: member nonce, then 4 per decision (bot limit,
-# bot window ms, chat limit, chat window ms). Returns wait, scope, wait, scope, ...
-ACQUIRE_MANY = """
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local now = now_us / 1000
-local function wait_for(key, limit, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if redis.call('ZCARD', key) < limit then return 0 end
-  local oldest = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
-  return math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
+# acquire.lua becomes a function of its own KEYS and ARGV, called once per decision.
+# ARGV[1], ARGV[2]: keys and args per decision; then every decision's keys and args in turn.
+MANY_TEMPLATE = """
+local function one(KEYS, ARGV)
+%s
 end
-local function one(k, a, member)
-  local hold = redis.call('PTTL', KEYS[k + 1])
-  if hold > 0 then return hold, 'bot_hold' end
-  hold = redis.call('PTTL', KEYS[k + 2])
-  if hold > 0 then return hold, 'chat_hold' end
-  local bot_wait = wait_for(KEYS[k + 3], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
-  local chat_wait = wait_for(KEYS[k + 4], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))
-  if bot_wait > 0 or chat_wait > 0 then
-    if bot_wait >= chat_wait then return bot_wait, 'bot' end
-    return chat_wait, 'chat'
-  end
-  redis.call('ZADD', KEYS[k + 3], now, member)
-  redis.call('PEXPIRE', KEYS[k + 3], math.ceil(tonumber(ARGV[a + 2])) + 1000)
-  redis.call('ZADD', KEYS[k + 4], now, member)
-  redis.call('PEXPIRE', KEYS[k + 4], math.ceil(tonumber(ARGV[a + 4])) + 1000)
-  return 0, ''
-end
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
-for i = 0, #KEYS / 4 - 1 do
-  local wait, scope = one(i * 4, 1 + i * 4, tostring(now_us) .. ':' .. ARGV[1] .. '-' .. i)
-  out[#out + 1] = wait
-  out[#out + 1] = scope
+for i = 0, #KEYS / nk - 1 do
+  local keys, argv = {}, {}
+  for j = 1, nk do keys[j] = KEYS[i * nk + j] end
+  for j = 1, na do argv[j] = ARGV[2 + i * na + j] end
+  out[#out + 1] = one(keys, argv)
 end
 return out
 """
 
+Call = tuple[Sequence[str], Sequence[Any]]
 
-def _bulk(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
+
+def _bulk(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        raw = value
+    elif isinstance(value, float):
+        raw = repr(value).encode()
+    else:
+        raw = str(value).encode()
     return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 
-def _num(value: float) -> bytes:
-    return _bulk(repr(value) if isinstance(value, float) else str(value))
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
 
 
 class _Connection:
     """One connection to Redis: frames go out at once, replies come back in order."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._host = kwargs.get("host", "127.0.0.1")
+        self._port = int(kwargs.get("port", 6379))
+        self._db = int(kwargs.get("db", 0) or 0)
         self._waiting: deque[Callable[[Any], None]] = deque()
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        kwargs = redis.connection.parse_url(self._url)
-        reader, self._writer = await asyncio.open_connection(
-            kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379)
-        )
+        reader, self._writer = await asyncio.open_connection(self._host, self._port)
         self._task = asyncio.get_running_loop().create_task(self._read(reader))
-        db = int(kwargs.get("db", 0) or 0)
-        if db:
+        if self._db:
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self.send(b"*2\r\n$6\r\nSELECT\r\n" + _num(db), [done.set_result])
+            self.send(b"*2\r\n$6\r\nSELECT\r\n" + _bulk(self._db), [done.set_result])
             await done
 
     def send(self, frames: bytes, handlers: list[Callable[[Any], None]]) -> None:
@@ -128,148 +115,110 @@ class _Connection:
                 await self._task
 
 
-class _LeanBase:
-    """Calls queued during one loop turn are written together on the next turn."""
+def _as_redis_error(reply: Any) -> Exception | None:
+    if not isinstance(reply, Exception):
+        return None
+    text = str(reply)
+    return NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
 
-    def __init__(self, client: redis.Redis, keys: Keys, policy: Policy) -> None:
-        self._client, self._keys, self._policy = client, keys, policy
-        kw = client.connection_pool.connection_kwargs
-        self._conn = _Connection(f"redis://{kw.get('host')}:{kw.get('port')}/{kw.get('db', 0)}")
+
+class LeanBatcher:
+    """Drop-in for ScriptBatcher: calls queued in one loop turn go out on the next."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self._client = client
+        self._source = source
+        self._conn = _Connection(client.connection_pool.connection_kwargs)
         self._ready: asyncio.Future[None] | None = None
-        self._pending: list[tuple[int, int | str, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Call, asyncio.Future[Any]]] = []
         self._scheduled = False
-        self._counter = 0
-        self._bot_parts: dict[int, tuple[bytes, bytes, Window]] = {}
 
-    async def _start(self, *sources: str) -> None:
+    def _scripts(self) -> list[str]:
+        return [self._source]
+
+    async def _start(self) -> None:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
             await self._conn.start()
-            for source in sources:
+            for source in self._scripts():
                 await self._client.script_load(source)
             self._ready.set_result(None)
         await self._ready
 
-    def _bot(self, bot_id: int) -> tuple[bytes, bytes, Window]:
-        parts = self._bot_parts.get(bot_id)
-        if parts is None:
-            k = self._keys
-            window = self._policy.bot_window(bot_id)
-            parts = (_bulk(k.bot_hold(bot_id)), _bulk(k.bot_window(bot_id)), window)
-            self._bot_parts[bot_id] = parts
-        return parts
-
-    async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
+    async def call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self._ready is None or not self._ready.done():
             await self._start()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((bot_id, chat_id, future))
+        self._pending.append(((keys, args), future))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        wait, scope = await future
-        return Grant(int(wait), scope.decode() if isinstance(scope, bytes) else str(scope))
+        return await future
 
     def _flush(self) -> None:
-        raise NotImplementedError
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        sha = _bulk(_sha(self._source))
+        frames: list[bytes] = []
+        for (keys, args), _ in batch:
+            frames.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + len(args)))
+            frames += [sha, _bulk(len(keys)), *map(_bulk, keys), *map(_bulk, args)]
+        self._conn.send(b"".join(frames), [_resolver(f) for _, f in batch])
 
     async def aclose(self) -> None:
         await self._conn.close()
 
 
-class LeanPipeline(_LeanBase):
-    """acquire.lua once per decision, pre-encoded frames, continuous pipelining."""
+class LeanManyBatcher(LeanBatcher):
+    """One EVALSHA of MANY_TEMPLATE for many decisions: per loop turn, chunk or hash slot."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, policy: Policy) -> None:
-        super().__init__(client, keys, policy)
-        self._source = lua("acquire")
-        sha = hashlib.sha1(self._source.encode()).hexdigest()
-        self._head = b"*12\r\n$7\r\nEVALSHA\r\n" + _bulk(sha) + _bulk("4")
+    def __init__(self, client: redis.Redis, source: str, chunk: int, per_slot: bool) -> None:
+        super().__init__(client, source)
+        self._many = MANY_TEMPLATE % source
+        self._many_sha = _bulk(_sha(self._many))
+        self._chunk, self._per_slot = chunk, per_slot
 
-    async def _start(self, *sources: str) -> None:
-        await super()._start(self._source)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, []
-        frames: list[bytes] = []
-        handlers: list[Callable[[Any], None]] = []
-        k = self._keys
-        for bot_id, chat_id, future in batch:
-            bot_hold, bot_log, bot_w = self._bot(bot_id)
-            chat_w = self._policy.chat_window(chat_id)
-            self._counter += 1
-            frames += [
-                self._head,
-                bot_hold,
-                _bulk(k.chat_hold(bot_id, chat_id)),
-                bot_log,
-                _bulk(k.chat_window(bot_id, chat_id)),
-                _num(bot_w.limit),
-                _num(bot_w.ms),
-                _num(chat_w.limit),
-                _num(chat_w.ms),
-                _bulk(f"lean-{self._counter}"),
-            ]
-            handlers.append(_resolver(future))
-        self._conn.send(b"".join(frames), handlers)
-
-
-class LeanMany(_LeanBase):
-    """One EVALSHA of ACQUIRE_MANY per loop turn (or per bot with ``per_bot``)."""
-
-    def __init__(
-        self, client: redis.Redis, keys: Keys, policy: Policy, per_bot: bool, chunk: int = 0
-    ) -> None:
-        super().__init__(client, keys, policy)
-        self._sha = _bulk(hashlib.sha1(ACQUIRE_MANY.encode()).hexdigest())
-        self._per_bot = per_bot
-        self._chunk = chunk
-
-    async def _start(self, *sources: str) -> None:
-        await super()._start(ACQUIRE_MANY)
+    def _scripts(self) -> list[str]:
+        return [self._many]
 
     def _flush(self) -> None:
         self._scheduled = False
         batch, self._pending = self._pending, []
-        if self._per_bot:
-            groups: dict[int, list[tuple[int, int | str, asyncio.Future[Any]]]] = {}
+        if self._per_slot:
+            slots: dict[str, list[tuple[Call, asyncio.Future[Any]]]] = {}
             for item in batch:
-                groups.setdefault(item[0], []).append(item)
-            calls = list(groups.values())
+                slots.setdefault(_hash_tag(item[0][0][0]), []).append(item)
+            groups = list(slots.values())
         elif self._chunk:
-            calls = [batch[i : i + self._chunk] for i in range(0, len(batch), self._chunk)]
+            groups = [batch[i : i + self._chunk] for i in range(0, len(batch), self._chunk)]
         else:
-            calls = [batch]
-        frames = b"".join(self._frame(call) for call in calls)
-        self._conn.send(frames, [_spread([f for _, _, f in call]) for call in calls])
+            groups = [batch]
+        frames = b"".join(self._frame(group) for group in groups)
+        self._conn.send(frames, [_spread([f for _, f in group]) for group in groups])
 
-    def _frame(self, call: list[tuple[int, int | str, asyncio.Future[Any]]]) -> bytes:
-        k = self._keys
-        n = len(call)
-        self._counter += 1
+    def _frame(self, group: list[tuple[Call, asyncio.Future[Any]]]) -> bytes:
+        nk, na = len(group[0][0][0]), len(group[0][0][1])
         keys: list[bytes] = []
-        args: list[bytes] = [_bulk(f"many-{self._counter}")]
-        for bot_id, chat_id, _ in call:
-            bot_hold, bot_log, bot_w = self._bot(bot_id)
-            chat_w = self._policy.chat_window(chat_id)
-            keys += [
-                bot_hold,
-                _bulk(k.chat_hold(bot_id, chat_id)),
-                bot_log,
-                _bulk(k.chat_window(bot_id, chat_id)),
-            ]
-            args += [_num(bot_w.limit), _num(bot_w.ms), _num(chat_w.limit), _num(chat_w.ms)]
-        head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + 8 * n + 1) + self._sha + _num(4 * n)
-        return head + b"".join(keys) + b"".join(args)
+        args: list[bytes] = [_bulk(nk), _bulk(na)]
+        for (k, a), _ in group:
+            keys += map(_bulk, k)
+            args += map(_bulk, a)
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + len(args))
+        return head + self._many_sha + _bulk(len(keys)) + b"".join(keys) + b"".join(args)
+
+
+def _hash_tag(key: str) -> str:
+    found = re.search(r"\{([^}]*)\}", key)
+    return found.group(1) if found and found.group(1) else key
 
 
 def _resolver(future: asyncio.Future[Any]) -> Callable[[Any], None]:
     def done(reply: Any) -> None:
         if future.done():
             return
-        if isinstance(reply, Exception):  # NOSCRIPT after a flush, or a script error
-            future.set_exception(reply)
+        error = _as_redis_error(reply)
+        if error is not None:
+            future.set_exception(error)
         else:
             future.set_result(reply)
 
@@ -278,36 +227,57 @@ def _resolver(future: asyncio.Future[Any]) -> Callable[[Any], None]:
 
 def _spread(futures: list[asyncio.Future[Any]]) -> Callable[[Any], None]:
     def done(reply: Any) -> None:
+        error = _as_redis_error(reply)
         for i, future in enumerate(futures):
             if future.done():
                 continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
+            if error is not None:
+                future.set_exception(error)
             else:
-                future.set_result((reply[2 * i], reply[2 * i + 1]))
+                future.set_result(reply[i])
 
     return done
 
 
-class SmallBatches:
+class _Proto(RedisLimiter):
+    """RedisLimiter with another batcher behind ``_acquire``."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, policy: Policy, batcher: Any) -> None:
+        super().__init__(client, keys, policy)
+        self._acquire = batcher
+
+    async def aclose(self) -> None:
+        await self._acquire.aclose()
+
+
+class _SmallBatches(RedisLimiter):
     """The shipped RedisLimiter with ScriptBatcher's MAX_BATCH lowered while it is in use."""
 
     def __init__(self, client: redis.Redis, keys: Keys, policy: Policy, size: int) -> None:
-        self._limiter = RedisLimiter(client, keys, policy)
+        super().__init__(client, keys, policy)
         self._saved = redis_batch.MAX_BATCH
         redis_batch.MAX_BATCH = size
-
-    async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
-        return await self._limiter.acquire(bot_id, chat_id)
 
     async def aclose(self) -> None:
         redis_batch.MAX_BATCH = self._saved
 
 
+def _lean(client: redis.Redis, keys: Keys, policy: Policy) -> _Proto:
+    return _Proto(client, keys, policy, LeanBatcher(client, lua("acquire")))
+
+
+def _many(chunk: int, per_slot: bool) -> Callable[[redis.Redis, Keys, Policy], _Proto]:
+    def make(client: redis.Redis, keys: Keys, policy: Policy) -> _Proto:
+        batcher = LeanManyBatcher(client, lua("acquire"), chunk, per_slot)
+        return _Proto(client, keys, policy, batcher)
+
+    return make
+
+
 PROTOTYPES: dict[str, Callable[[redis.Redis, Keys, Policy], Any]] = {
-    "small-batches (64)": lambda c, k, p: SmallBatches(c, k, p, 64),
-    "lean-pipeline": LeanPipeline,
-    "lean-many": lambda c, k, p: LeanMany(c, k, p, per_bot=False),
-    "lean-many x32": lambda c, k, p: LeanMany(c, k, p, per_bot=False, chunk=32),
-    "lean-many/bot": lambda c, k, p: LeanMany(c, k, p, per_bot=True),
+    "small-batches (64)": lambda c, k, p: _SmallBatches(c, k, p, 64),
+    "lean-pipeline": _lean,
+    "lean-many": _many(0, per_slot=False),
+    "lean-many x32": _many(32, per_slot=False),
+    "lean-many/slot": _many(0, per_slot=True),
 }

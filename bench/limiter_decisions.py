@@ -1,10 +1,10 @@
 """Limiter decisions per second from one process against one Redis.
 
-Every decision is a full `RedisLimiter.acquire` (shared/redis_limiter.py): the acquire.lua
-script checks both holds, trims the bot's and the chat's sliding logs and, since the rates are
-set far above what the bench can reach, grants and writes both logs (ZADD + PEXPIRE each).
-Bots and chats are drawn at random (default 200 bots x 5,000 chats), so calls spread over
-many keys the way a busy sender's do. Measured, each for --duration seconds:
+Every decision is a full `RedisLimiter.acquire` (shared/redis_limiter.py), one run of
+shared/lua/acquire.lua: it checks the holds, trims the bot's and the chat's sliding logs and,
+since the rates are set far above what the bench can reach, grants and writes both logs. Bots
+and chats are drawn at random (default 200 bots x 5,000 chats), so calls spread over many keys
+the way a busy sender's do. Measured, each for --duration seconds:
 
   sequential    one coroutine awaiting acquire() after acquire(): one round trip per decision
   concurrent    --concurrency coroutines (default 256) calling acquire() at once; the
@@ -13,11 +13,16 @@ many keys the way a busy sender's do. Measured, each for --duration seconds:
 
 and for context, what the client and the server can do without floodgate's code around them:
 
-  evalsha loop      plain `await client.evalsha(acquire.lua ...)` one after another (redis-py)
+  evalsha loop      plain `await client.evalsha(...)` of the same script with the keys and args
+                    acquire() sends, one after another (redis-py)
   ping loop         plain `await client.ping()` one after another: the bare round trip
   evalsha pipeline  redis-py pipelines of --concurrency EVALSHAs, one after another, no futures
-  redis-benchmark   the C client running the same EVALSHA: one connection with no pipelining,
-                    then 50 connections x pipelines of 16 (the server's own ceiling)
+  redis-benchmark   the C client running the same EVALSHA (random bots and chats): one
+                    connection without pipelining, then 50 connections x pipelines of 16 (the
+                    server's own ceiling for this script)
+
+Each line shows the CPU this process and the Redis server used meanwhile (Redis's includes any
+other client of that server).
 
 The issue's target is 50,000 decisions/s from one process with pipelining or batching. The
 namespace is fresh (`lbench<hex>`) and all of its keys are deleted at the end. Run with Redis up:
@@ -63,6 +68,28 @@ MODES = ("sequential", "concurrent", "memory", "context")
 TARGET = 50_000
 # Far above anything one process reaches: every decision is a grant that writes both logs.
 POLICY = Policy(bot_rate=1e7, chat_rate=1e7, group_rate=1e9, margin_s=0.0)
+
+
+def code_version() -> str:
+    """The commit measured, and how many files outside bench/ differ from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    changed = [line for line in dirty if not line[3:].startswith("bench/")]
+    return f"{head} + {len(changed)} uncommitted files" if changed else head
 
 
 def _args() -> argparse.Namespace:
@@ -188,7 +215,8 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
     Usage.probe = connect(args.redis_url)
     print(
         f"{os.cpu_count()} cores; Redis {args.redis_url}; {args.bots} bots x {args.chats} chats;"
-        f" {args.duration:g} s per line; loop {type(asyncio.get_running_loop()).__module__}",
+        f" {args.duration:g} s per line; loop {type(asyncio.get_running_loop()).__module__};"
+        f" code {code_version()}",
         flush=True,
     )
     try:
@@ -229,24 +257,35 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
         await Usage.probe.aclose()
 
 
-def _script_call(keys: Keys, bot: int, chat: int, n: int) -> tuple[list[str], list[object]]:
-    return (
-        [
-            keys.bot_hold(bot),
-            keys.chat_hold(bot, chat),
-            keys.bot_window(bot),
-            keys.chat_window(bot, chat),
-        ],
-        [10_000_000, 1000.0, 10_000_000, 1000.0, f"ctx-{n}"],
-    )
+class _Captured(Exception):
+    """Raised by _Capture with the keys and args acquire() would have sent."""
+
+
+class _Capture:
+    """Stands in for RedisLimiter's ScriptBatcher to see what one acquire() sends."""
+
+    async def call(self, keys, args):  # type: ignore[no-untyped-def]
+        raise _Captured(list(keys), list(args))
+
+
+async def _script_call(limiter: RedisLimiter, bot: int, chat: int) -> tuple[list, list]:
+    """The EVALSHA keys and args of ``limiter.acquire(bot, chat)``, whatever acquire.lua is."""
+    limiter._acquire = _Capture()  # type: ignore[assignment]
+    try:
+        await limiter.acquire(bot, chat)
+    except _Captured as captured:
+        return captured.args[0], captured.args[1]
+    raise RuntimeError("RedisLimiter.acquire no longer goes through _acquire.call")
 
 
 async def _context(args: argparse.Namespace, client, keys: Keys, sha: str, pick: Picker) -> None:
-    counter = iter(range(1 << 62))
+    spy = RedisLimiter(client, keys, POLICY)
+    table = [await _script_call(spy, *pick()) for _ in range(8192)]
+    n = iter(range(1 << 62))
 
-    async def evalsha(bot: int, chat: int) -> None:
-        k, a = _script_call(keys, bot, chat, next(counter))
-        await client.evalsha(sha, 4, *k, *a)
+    async def evalsha(_bot: int, _chat: int) -> None:
+        k, a = table[next(n) & 8191]
+        await client.evalsha(sha, len(k), *k, *a)
 
     async def ping(_bot: int, _chat: int) -> None:
         await client.ping()
@@ -262,37 +301,33 @@ async def _context(args: argparse.Namespace, client, keys: Keys, sha: str, pick:
     while time.perf_counter() < stop_at:
         async with client.pipeline(transaction=False) as pipe:
             for _ in range(size):
-                k, a = _script_call(keys, *pick(), next(counter))
-                pipe.evalsha(sha, 4, *k, *a)
+                k, a = table[next(n) & 8191]
+                pipe.evalsha(sha, len(k), *k, *a)
             await pipe.execute()
         calls += size
     elapsed = time.perf_counter() - started
     await Usage.stop()
     _line(f"evalsha pipeline x{size} (redis-py)", calls, elapsed)
-    await _redis_benchmark(args, keys, sha)
+    bot, chat = 424_242_424, 737_373_737
+    k, a = await _script_call(spy, bot, chat)
+    await _redis_benchmark(args, [sha, len(k), *k, *a], (str(bot), str(chat)))
 
 
-async def _redis_benchmark(args: argparse.Namespace, keys: Keys, sha: str) -> None:
+async def _redis_benchmark(args: argparse.Namespace, call: list, ids: tuple[str, str]) -> None:
     exe = shutil.which("redis-benchmark")
     url = urlparse(args.redis_url)
     if exe is None:
         print("redis-benchmark                    not installed; skipped")
         return
-    base = keys.namespace + ":{bot:__rand_int__}:rb"
-    command = [
-        "EVALSHA",
-        sha,
-        "4",
-        f"{base}:hold",
-        f"{base}:hold:chat",
-        f"{base}:rl:bot",
-        f"{base}:rl:chat:__rand_int__",
-        "10000000",
-        "1000",
-        "10000000",
-        "1000",
-        "rb-__rand_int__",
-    ]
+    # The captured call with its bot and chat ids drawn at random by redis-benchmark.
+    command = ["EVALSHA"]
+    for part in call:
+        text = (
+            part if isinstance(part, str) else repr(part) if isinstance(part, float) else str(part)
+        )
+        for ident in ids:
+            text = text.replace(ident, "__rand_int__")
+        command.append(text)
     common = [exe, "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 6379), "-q"]
     common += ["-n", str(int(60_000 * args.duration)), "-r", "200000"]
     for label, extra in (

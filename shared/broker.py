@@ -87,7 +87,9 @@ class Commit:
     a delay set, due ``delay_ms`` after the backend's clock; ``dead`` moves messages to the
     dead-letter queue; ``settles`` advance chats' order and release their next parked message;
     ``idempotency`` claims ``(key, message_id)`` before the adds, and if a key is taken the add
-    carrying the same message id is skipped and the existing id reported.
+    carrying the same message id is skipped and the existing id reported; ``records`` write
+    ``(record key, message id, fields)`` of status records first (skipped for a taken id), kept
+    ``record_ttl`` seconds from now, or with None for the lifetime they were created with.
     """
 
     group: str = ""
@@ -97,10 +99,18 @@ class Commit:
     dead: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     idempotency: list[tuple[str, str]] = field(default_factory=list)
     settles: list[Settle] = field(default_factory=list)
+    records: list[tuple[str, str, Mapping[str, str]]] = field(default_factory=list)
+    record_ttl: int | None = None
 
     def __bool__(self) -> bool:
         return bool(
-            self.acks or self.adds or self.delays or self.dead or self.idempotency or self.settles
+            self.acks
+            or self.adds
+            or self.delays
+            or self.dead
+            or self.idempotency
+            or self.settles
+            or self.records
         )
 
 

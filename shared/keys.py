@@ -82,8 +82,9 @@ class Keys:
         return f"{self._pipeline}:parked:count"
 
     def record(self, message_id: str) -> str:
-        """Hash with the status of one accepted message."""
-        return f"{self.namespace}:msg:{message_id}"
+        """Hash with the status of one accepted message (in the pipeline's slot, so the scripts
+        that move a message write its status in the same step)."""
+        return f"{self._pipeline}:msg:{message_id}"
 
     def idempotency(self, bot_id: int, key: str) -> str:
         """String holding the id first accepted under an idempotency key."""

@@ -186,6 +186,8 @@ class MemoryBroker:
 
     async def commit(self, commit: Commit) -> dict[str, str]:
         taken = self._claim_keys(commit.idempotency)
+        fresh = {key: fields for key, ident, fields in commit.records if ident not in taken}
+        self._put(fresh, commit.record_ttl)
         for name, entry_id in commit.acks:
             self._ack(name, commit.group, entry_id)
         for name, message_id, payload, chat in commit.adds:
@@ -262,6 +264,9 @@ class MemoryBroker:
         return counts
 
     async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
+        self._put(records, ttl)
+
+    def _put(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
         now = time.monotonic()
         for key, fields in records.items():
             current = self._records.get(key)

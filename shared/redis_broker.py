@@ -307,6 +307,10 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
     args: list[str | bytes | int] = [commit.group, ORDER_TTL]
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
+    for key, message_id, fields in commit.records:
+        args += ["rec", ref(key), message_id, commit.record_ttl or 0, len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
     for stream, entry_id in commit.acks:
         args += ["ack", ref(stream), entry_id]
     for stream, message_id, payload, chat in commit.adds:

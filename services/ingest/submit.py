@@ -31,18 +31,17 @@ class Accepted:
 async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted]:
     """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away.
 
-    The status record is written first, then one atomic script claims the idempotency keys and
-    appends to the ingest stream, so a message is in the stream exactly when its 202 is sent.
+    One atomic script claims the idempotency keys, writes the status records and appends to the
+    ingest stream, so a message is in the stream exactly when its 202 is sent.
     """
     now = time.time()
-    commit = Commit()
-    records: dict[str, dict[str, str]] = {}
+    commit = Commit(record_ttl=ctx.settings.record_ttl)
     planned: list[tuple[str, str]] = []
     for req in requests:
         message_id = new_message_id()
         envelope = envelope_from_request(req, message_id, now)
         priority = decide_priority(envelope).value
-        records[ctx.keys.record(message_id)] = {
+        record = {
             "status": Status.QUEUED.value,
             "priority": priority,
             "attempts": "0",
@@ -50,12 +49,12 @@ async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted
             "chat_id": str(envelope.chat_id),
             "accepted_at": f"{now:.6f}",
         }
+        commit.records.append((ctx.keys.record(message_id), message_id, record))
         if req.idempotency_key is not None:
             key = ctx.keys.idempotency(req.bot_id, req.idempotency_key)
             commit.idempotency.append((key, message_id))
         commit.adds.append((ctx.keys.ingest, message_id, envelope.dumps(), ""))
         planned.append((message_id, priority))
-    await ctx.broker.put_records(records, ctx.settings.record_ttl)
     taken = await ctx.broker.commit(commit)
     return [
         Accepted(taken.get(ident, ident), priority, ident in taken) for ident, priority in planned

@@ -67,7 +67,8 @@ class SchedulerService:
         if not entries:
             return
         plan = plan_batch(self._ctx.keys, entries, max_deliveries=self._settings.max_deliveries)
-        await self._ctx.broker.put_records(plan.records, self._ctx.settings.record_ttl)
+        plan.commit.records = [(key, "", fields) for key, fields in plan.records.items()]
+        plan.commit.record_ttl = self._ctx.settings.record_ttl
         await self._ctx.broker.commit(plan.commit)
         for priority, count in plan.routed.items():
             self._metrics.routed.labels(priority.value).inc(count)

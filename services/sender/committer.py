@@ -1,4 +1,4 @@
-"""Writing decisions back in batches: status records first, then one atomic commit."""
+"""Writing decisions back in batches: status records and stream changes in one atomic commit."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ MAX_BATCH = 512
 class Committer:
     """Collects decisions and settles them in Redis; keeps retrying a batch while Redis is away.
 
-    A decision's status record is written before its entry is acknowledged, so an entry claimed
-    again after a crash finds the message marked sent and does not send it twice.
+    A decision's status record is written in the same atomic step that acknowledges its entry, so
+    an entry claimed again after a crash finds the message marked sent and does not send it twice.
     """
 
     def __init__(
@@ -65,7 +65,7 @@ class Committer:
         backoff = BACKOFF_FIRST
         while True:
             try:
-                await self._ctx.broker.put_records(records, None)
+                commit.records = [(key, "", fields) for key, fields in records.items()]
                 await self._ctx.broker.commit(commit)
                 break
             except BrokerUnavailable as exc:

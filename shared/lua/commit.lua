@@ -9,6 +9,9 @@
 --   delay <key#> <ms> <member>             add to a delay set, due ms after the server clock
 --   dead <message id> <member> <meta>      move to the dead-letter queue
 --   settle <chat#> <parked#> <seq> <stream#> <count#>
+--   rec <key#> <message id> <ttl s, 0 keeps the lifetime> <n> <field> <value> ...
+--                                          write status record fields (skipped for a message
+--                                          whose idempotency key was taken)
 --                                          message seq of a chat is done (sent or dead): advance
 --                                          the chat's cursor and release its next parked message
 local t = redis.call('TIME')
@@ -78,6 +81,14 @@ while i <= #ARGV do
     settle(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], tonumber(ARGV[i + 3]),
       KEYS[tonumber(ARGV[i + 4])], KEYS[tonumber(ARGV[i + 5])])
     i = i + 6
+  elseif op == 'rec' then
+    local n = tonumber(ARGV[i + 4])
+    if not taken[ARGV[i + 2]] then
+      local key = KEYS[tonumber(ARGV[i + 1])]
+      redis.call('HSET', key, unpack(ARGV, i + 5, i + 4 + 2 * n))
+      if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', key, tonumber(ARGV[i + 3])) end
+    end
+    i = i + 5 + 2 * n
   else
     return redis.error_reply('commit: unknown op ' .. tostring(op))
   end
