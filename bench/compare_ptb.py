@@ -25,8 +25,12 @@ Printed per system, from what the sandbox recorded: time from t0 to the last del
 the least the limits allow (Workload.least_seconds), 429 answers, sends made while a 429 hold
 was running, out-of-order deliveries (within (bot, chat, priority) for floodgate, (bot, chat)
 for PTB: a message delivered after one submitted later), messages lost (submitted, never
-delivered), duplicates, and latency from t0 to delivery (p50/p99) by priority. A markdown
-version of the table follows, for the README. Exit status 1 if floodgate lost a message.
+delivered), duplicates, and latency from t0 to delivery (p50/p99) by priority. One more row
+counts reorderings per (bot, chat) for floodgate too: there a higher priority overtaking a
+lower one is intended. Notes below the table: floodgate's sender counters (deferrals, holds,
+parked turns) and every system's 429s replayed from the delivery log (which window was full,
+or whether the bot or chat was already on hold). A markdown version of the table follows, for
+the README. Exit status 1 if floodgate lost a message.
 
 Needs `python-telegram-bot[rate-limiter]` in the venv for the PTB half.
 """

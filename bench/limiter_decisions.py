@@ -211,7 +211,6 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
     limiter = RedisLimiter(client, keys, POLICY)
     source = lua("acquire")
     sha = hashlib.sha1(source.encode()).hexdigest()
-    await client.script_load(source)
     Usage.probe = connect(args.redis_url)
     print(
         f"{os.cpu_count()} cores; Redis {args.redis_url}; {args.bots} bots x {args.chats} chats;"
@@ -220,6 +219,7 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
         flush=True,
     )
     try:
+        await client.script_load(source)
         await limiter.acquire(*pick())  # warm the pool and the script cache
         if "sequential" in modes:
             calls, elapsed = await _timed(1, args.duration, limiter.acquire, pick)
@@ -382,7 +382,6 @@ async def _cleanup(redis_url: str, namespace: str) -> int:
             deleted += await client.delete(*batch)
     finally:
         await client.aclose()
-        await Usage.probe.aclose()
     return deleted
 
 

@@ -42,6 +42,7 @@ class MemoryLimiter:
         self._logs: dict[tuple[int, int | str | None], _Log] = {}
         self._holds: dict[tuple[int, int | str | None], float] = {}
         self._adapt: dict[int, tuple[float, float]] = {}
+        self._sweep_at = SWEEP_AT
 
     def _factor(self, bot_id: int, now: float) -> float:
         cut = self._adapt.get(bot_id)
@@ -75,7 +76,7 @@ class MemoryLimiter:
             return Grant(chat_wait, "chat", factor)
         bot_log.times.append(now)
         chat_log.times.append(now)
-        if len(self._logs) > SWEEP_AT:
+        if len(self._logs) > self._sweep_at:
             self._sweep(now)
         return Grant(0, "", factor)
 
@@ -88,6 +89,8 @@ class MemoryLimiter:
             del self._logs[key]
         for key in [k for k, until in self._holds.items() if until < now]:
             del self._holds[key]
+        # sweep again only when the active chats have doubled, so the sweeps cost O(1) a call
+        self._sweep_at = max(SWEEP_AT, 2 * len(self._logs))
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         key = (bot_id, chat_id)

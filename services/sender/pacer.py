@@ -72,13 +72,20 @@ class Pacer:
     async def take(self, bot_id: int, chat_id: int | str, priority: Priority) -> int:
         """0 once the message holds a token; else milliseconds to park it before trying again."""
         queue = self._bots.setdefault(bot_id, _BotQueue())
-        if len(queue.heap) >= self._cap(bot_id):
-            return int((len(queue.heap) + 1) * self._interval_s(bot_id) * 1000) + 1
         now = time.monotonic()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(
             now + AGEING_S[priority], next(self._order), chat_id, now + self._wait_s, future
         )
+        if len(queue.heap) >= self._cap(bot_id):
+            park_ms = int((len(queue.heap) + 1) * self._interval_s(bot_id) * 1000) + 1
+            least = max(queue.heap)
+            if least < waiter:
+                return park_ms
+            # the newcomer is more urgent than someone waiting: that one parks instead
+            _remove(queue.heap, least)
+            if not least.future.done():
+                least.future.set_result(park_ms)
         heapq.heappush(queue.heap, waiter)
         if not queue.pumping:
             queue.pumping = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -106,6 +107,53 @@ async def test_429_holds_the_bot_on_every_replica(redis_url: str) -> None:
         assert during == [], f"{len(during)} requests inside the hold, e.g. {during[:3]}"
         assert 'floodgate_limiter_holds_total{scope="bot"}' in metrics
         assert "floodgate_bot_rate_factor" in metrics
+    finally:
+        for proc in [*procs, sandbox]:
+            proc.terminate()
+
+
+async def test_high_priority_overtakes_a_backlog(redis_url: str) -> None:
+    """Behind 2,000 queued normal messages of one bot (a minute of its rate), a high message
+    goes out within a few of the bot's token intervals."""
+    sandbox = floodgate("sandbox", ["sandbox"], {})
+    env = _env(sandbox, redis_url)
+    procs = [
+        floodgate("ingest", ["run", "ingest"], env),
+        floodgate("scheduler", ["run", "scheduler"], env),
+        floodgate("sender", ["run", "sender"], env),
+    ]
+    backlog = [{"bot_id": BOT, "chat_id": 20_000 + i, "text": f"bulk-{i}"} for i in range(2000)]
+    try:
+        await sandbox.wait_healthy()
+        await _start(procs)
+        async with aiohttp.ClientSession() as session:
+            await submit_bodies(session, procs[0].url, backlog[:1000])
+            await submit_bodies(session, procs[0].url, backlog[1000:])
+            await asyncio.sleep(3.0)  # the sender is busy with the backlog at 30 a second
+            sent_at = time.time()
+            await submit_bodies(
+                session,
+                procs[0].url,
+                [{"bot_id": BOT, "chat_id": 1, "text": "urgent", "priority": "high"}],
+            )
+            deadline = time.monotonic() + 10
+            urgent = []
+            while not urgent and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                async with session.get(
+                    f"{sandbox.url}/_sandbox/messages", params={"chat_id": "1"}
+                ) as resp:
+                    urgent = (await resp.json())["messages"]
+            async with session.get(f"{sandbox.url}/_sandbox/stats") as resp:
+                stats = await resp.json()
+        assert urgent, "the high message was not delivered within 10 s"
+        waited = urgent[0]["ts"] - sent_at
+        print(
+            f"\nhigh behind a backlog of {2000 - stats['delivered'] + 1}:"
+            f" delivered after {waited:.3f} s"
+        )
+        assert waited < 0.5, f"high message waited {waited:.2f} s (token interval 0.033 s)"
+        assert stats["429"] == 0
     finally:
         for proc in [*procs, sandbox]:
             proc.terminate()

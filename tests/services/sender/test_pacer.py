@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from services.sender.pacer import Pacer
-from shared.limiter import Policy
+from shared.limiter import Grant, Policy
 from shared.memory_limiter import MemoryLimiter
 from shared.models import Priority
 
@@ -58,3 +58,34 @@ async def test_over_capacity_parks_at_once() -> None:
     extra = await pacer.take(1, 99, Priority.NORMAL)
     assert extra >= 8 * 1000
     await asyncio.gather(*waiting)
+
+
+class _Stalled:
+    """A limiter that has not answered yet: the pump waits on its first call."""
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+
+    async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
+        return await self.answer
+
+    async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
+        return None
+
+
+async def test_full_queue_parks_the_least_urgent_not_the_newcomer() -> None:
+    policy = Policy(bot_rate=1, chat_rate=1000)
+    limiter = _Stalled()
+    pacer = Pacer(limiter, policy, wait_s=5.0)  # room for 8 waiters
+    normals = [asyncio.create_task(pacer.take(1, c, Priority.NORMAL)) for c in range(8)]
+    await asyncio.sleep(0.01)
+    urgent = asyncio.create_task(pacer.take(1, 99, Priority.HIGH))
+    await asyncio.sleep(0.01)
+    assert [t.done() for t in normals] == [False] * 7 + [True], "the newest normal parked"
+    assert normals[-1].result() > 0
+    late = await pacer.take(1, 100, Priority.LOW)
+    assert late > 0, "a less urgent newcomer parks at once"
+    limiter.answer.set_result(Grant(0))
+    assert await urgent == 0
+    for task in normals[:-1]:
+        task.cancel()
