@@ -15,6 +15,7 @@ from shared.limiter import (
 )
 
 SWEEP_AT = 50_000
+BURST_MIN = 8
 
 
 class _Log:
@@ -32,6 +33,16 @@ class _Log:
             return 0
         oldest = self.times[len(self.times) - window.limit]
         return max(1, int(oldest + window.ms - now + 0.999))
+
+    def burst_wait_ms(self, now: float, window: Window) -> int:
+        """Wait before a quarter of the window's sends fit in its last quarter (see acquire.lua)."""
+        burst = -(-window.limit // 4)
+        if window.limit < BURST_MIN or len(self.times) < burst:
+            return 0
+        recent = self.times[len(self.times) - burst]
+        if recent <= now - window.ms / 4:
+            return 0
+        return max(1, int(recent + window.ms / 4 - now + 0.999))
 
 
 class MemoryLimiter:
@@ -68,7 +79,7 @@ class MemoryLimiter:
         chat_log = self._logs.setdefault((bot_id, chat_id), _Log())
         window = self._policy.bot_window(bot_id)
         window = Window(max(1, int(window.limit * factor)), window.ms)
-        bot_wait = bot_log.wait_ms(now, window)
+        bot_wait = bot_log.wait_ms(now, window) or bot_log.burst_wait_ms(now, window)
         chat_wait = chat_log.wait_ms(now, self._policy.chat_window(chat_id))
         if bot_wait or chat_wait:
             if bot_wait >= chat_wait:

@@ -29,7 +29,20 @@ local function wait_for(key, limit, window)
   return math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
 end
 
-local bot_wait = wait_for(KEYS[3], math.max(1, math.floor(tonumber(ARGV[1]) * factor)), tonumber(ARGV[2]))
+-- A bot's window is also spread over its quarters (a quarter of the sends per quarter window),
+-- so a cold start does not fire the whole window at once: a burst that leaves together arrives
+-- spread out and can break the window at Telegram's end by more than the margin.
+local function burst_wait(key, limit, window)
+  local burst = math.ceil(limit / 4)
+  if limit < 8 then return 0 end
+  local recent = redis.call('ZRANGE', key, -burst, -burst, 'WITHSCORES')
+  if #recent == 0 or tonumber(recent[2]) <= now - window / 4 then return 0 end
+  return math.max(1, math.ceil(tonumber(recent[2]) + window / 4 - now))
+end
+
+local bot_limit = math.max(1, math.floor(tonumber(ARGV[1]) * factor))
+local bot_wait = wait_for(KEYS[3], bot_limit, tonumber(ARGV[2]))
+if bot_wait == 0 then bot_wait = burst_wait(KEYS[3], bot_limit, tonumber(ARGV[2])) end
 local chat_wait = wait_for(KEYS[4], tonumber(ARGV[3]), tonumber(ARGV[4]))
 if bot_wait > 0 or chat_wait > 0 then
   if bot_wait >= chat_wait then return {bot_wait, 'bot', permille} end
