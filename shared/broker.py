@@ -145,6 +145,10 @@ class Broker(Protocol):
     ) -> list[Entry]:
         """Take over entries other consumers left unacknowledged for ``min_idle_ms``."""
 
+    async def touch(self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset the idle time of entries this consumer still works on, so no other consumer
+        claims them while they wait their turn here (the delivery counters do not move)."""
+
     async def commit(self, commit: Commit) -> dict[str, str]:
         """Apply ``commit`` atomically; return {message id: existing id} for taken keys."""
 

@@ -154,7 +154,13 @@ class MemoryBroker:
         s = self._stream(stream)
         grp = s.groups.get(group, _Group())
         mine = [i for i, (owner, _) in grp.pending.items() if owner == consumer][:count]
-        return [self._entry(stream, s, i) for i in mine if i in s.entries]
+        for i in mine:
+            grp.deliveries[i] = grp.deliveries.get(i, 1) + 1
+        return [
+            replace(self._entry(stream, s, i), deliveries=grp.deliveries[i])
+            for i in mine
+            if i in s.entries
+        ]
 
     @staticmethod
     def _entry(name: str, stream: _Stream, entry_id: str) -> Entry:
@@ -183,6 +189,14 @@ class MemoryBroker:
                 replace(self._entry(stream, s, entry_id), deliveries=grp.deliveries[entry_id])
             )
         return claimed
+
+    async def touch(self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        grp = self._stream(stream).groups.get(group)
+        if grp is None:
+            return
+        for entry_id in entry_ids:
+            if entry_id in grp.pending:
+                grp.pending[entry_id] = (consumer, time.monotonic())
 
     async def commit(self, commit: Commit) -> dict[str, str]:
         taken = self._claim_keys(commit.idempotency)
@@ -217,8 +231,6 @@ class MemoryBroker:
         if released is not None:
             self._parked_total -= 1
             self._xadd(settle.stream, released, seq=state.cur + 1)
-        elif state.cur >= state.seq and not state.parked:
-            del self._chats[settle.chat_state]
 
     async def gate(
         self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str

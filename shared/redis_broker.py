@@ -149,7 +149,8 @@ class RedisBroker:
         self, stream: str, group: str, consumer: str, count: int
     ) -> list[Entry]:
         raw = await self._read_group({stream: "0"}, group, consumer, count, None)
-        return [e for s, items in raw for e in _entries(s.decode(), items, redelivered=True)]
+        entries = [e for s, items in raw for e in _entries(s.decode(), items, redelivered=True)]
+        return await self._with_deliveries(stream, group, entries)
 
     @_unavailable
     async def claim_stale(
@@ -188,6 +189,11 @@ class RedisBroker:
             for r in rows
         }
         return [replace(e, deliveries=counts.get(e.entry_id, e.deliveries)) for e in entries]
+
+    @_unavailable
+    async def touch(self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        if entry_ids:
+            await self._redis.xclaim(stream, group, consumer, 0, list(entry_ids), justid=True)
 
     @_unavailable
     async def commit(self, commit: Commit) -> dict[str, str]:

@@ -48,7 +48,7 @@ class SenderService:
         self._claim_idle = settings.claim_idle(
             ctx.settings.telegram_timeout, ctx.settings.telegram_rate_limit_wait
         )
-        self._inflight = 0
+        self._held: dict[str, set[str]] = {}
         self._room = asyncio.Event()
         self._recovered = False
         self._reads = itertools.count()
@@ -88,6 +88,15 @@ class SenderService:
                     tg.create_task(
                         repeat("sender.claim", self._claim, stop, errors, self._claim_idle / 4000)
                     ),
+                    tg.create_task(
+                        repeat(
+                            "sender.heartbeat",
+                            self._heartbeat,
+                            stop,
+                            errors,
+                            self._claim_idle / 3000,
+                        )
+                    ),
                 ]
                 await stop.wait()
                 await asyncio.gather(*loops)
@@ -111,8 +120,13 @@ class SenderService:
         self._metrics.decisions.labels(grant.scope or "granted").inc()
         self._metrics.bot_rate_factor.labels(str(bot_id)).set(grant.factor)
 
-    def _settled(self, count: int) -> None:
-        self._inflight -= count
+    @property
+    def _inflight(self) -> int:
+        return sum(len(ids) for ids in self._held.values())
+
+    def _settled(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            self._held.get(decision.entry.stream, set()).discard(decision.entry.entry_id)
         self._metrics.inflight.set(self._inflight)
         self._room.set()
 
@@ -149,11 +163,24 @@ class SenderService:
         return True
 
     def _dispatch(self, entries: list[Entry]) -> None:
+        """Hand entries to their chats' lanes; one this process already holds (claimed back
+        from itself after a long wait) is not run twice."""
         assert self._tg is not None
         for entry in entries:
-            self._inflight += 1
+            held = self._held.setdefault(entry.stream, set())
+            if entry.entry_id in held:
+                continue
+            held.add(entry.entry_id)
             self._lanes.submit(self._tg, _lane_key(entry), entry)
         self._metrics.inflight.set(self._inflight)
+
+    async def _heartbeat(self) -> bool:
+        """Keep the entries this process holds from looking abandoned to the other senders."""
+        ctx = self._ctx
+        for stream, ids in list(self._held.items()):
+            if ids:
+                await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, list(ids))
+        return False
 
     async def _handle(self, entry: Entry) -> None:
         """Deliver one entry, riding out a Redis outage in place so the chat's order holds."""

@@ -26,7 +26,7 @@ class Committer:
     """
 
     def __init__(
-        self, ctx: Context, metrics: SenderMetrics, settled: Callable[[int], None]
+        self, ctx: Context, metrics: SenderMetrics, settled: Callable[[list[Decision]], None]
     ) -> None:
         self._ctx = ctx
         self._metrics = metrics
@@ -78,4 +78,4 @@ class Committer:
         for decision in batch:
             if decision.verdict is Verdict.SENT:
                 self._metrics.sent.labels(decision.priority.value).inc()
-        self._settled(len(batch))
+        self._settled(batch)

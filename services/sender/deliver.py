@@ -58,21 +58,17 @@ class Deliverer:
             )
         if entry.seq is not None:
             env.seq = entry.seq
+        # Only the chat's next message may settle it, dead or sent: a later one dead-lettered
+        # first would move the chat's cursor past an earlier one still deferred.
+        turn = await self._gate(entry, env)
+        if turn is not None:
+            return Decision(entry, env, turn)
         if entry.deliveries > self._max_deliveries:
             error = f"delivered {entry.deliveries} times without settling; its consumers keep dying"
             return self._dead(entry, env, error, "poison")
         token = self._ctx.bots.get(env.bot_id)
         if token is None:
-            return Decision(
-                entry,
-                env,
-                Verdict.DEAD,
-                error=f"bot {env.bot_id} is not configured",
-                reason="unknown_bot",
-            )
-        turn = await self._gate(entry, env)
-        if turn is not None:
-            return Decision(entry, env, turn)
+            return self._dead(entry, env, f"bot {env.bot_id} is not configured", "unknown_bot")
         if entry.redelivered and await self._resume(env):
             return Decision(entry, env, Verdict.ALREADY_SENT)
         return await self._send_parts(entry, env, token)
