@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shared.broker import (
@@ -19,7 +20,7 @@ from shared.broker import (
     Entry,
     unroute,
 )
-from shared.redis_batch import UNREACHABLE, ScriptBatcher
+from shared.redis_batch import UNREACHABLE, ScriptBatcher, drop_connections
 from shared.scripts import lua
 
 P = ParamSpec("P")
@@ -41,6 +42,8 @@ def _unavailable(
         try:
             return await fn(*args, **kwargs)
         except UNREACHABLE as exc:
+            if isinstance(exc, RedisConnectionError) and args:
+                await drop_connections(cast(Any, args[0]).client)
             raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
         except ResponseError as exc:
             if str(exc).startswith(REFUSING):

@@ -32,7 +32,8 @@ async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted
     """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away.
 
     One atomic script claims the idempotency keys, writes the status records and appends to the
-    ingest stream, so a message is in the stream exactly when its 202 is sent.
+    ingest stream, giving each message its place in its chat's order, so a message is in the
+    stream exactly when its 202 is sent.
     """
     now = time.time()
     commit = Commit(record_ttl=ctx.settings.record_ttl)
@@ -40,7 +41,8 @@ async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted
     for req in requests:
         message_id = new_message_id()
         envelope = envelope_from_request(req, message_id, now)
-        priority = decide_priority(envelope).value
+        envelope.priority = decide_priority(envelope)
+        priority = envelope.priority.value
         record = {
             "status": Status.QUEUED.value,
             "priority": priority,
@@ -53,7 +55,15 @@ async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted
         if req.idempotency_key is not None:
             key = ctx.keys.idempotency(req.bot_id, req.idempotency_key)
             commit.idempotency.append((key, message_id))
-        commit.adds.append((ctx.keys.ingest, message_id, envelope.dumps(), ""))
+        # The chat's order is fixed here, where messages are accepted one after another, so any
+        # number of schedulers cannot swap two of them. A message for later takes its place
+        # when its time comes instead, so it holds up nothing sent before then.
+        chat = (
+            ""
+            if envelope.send_at
+            else ctx.keys.chat_state(req.bot_id, envelope.order_key, envelope.priority)
+        )
+        commit.adds.append((ctx.keys.ingest, message_id, envelope.dumps(), chat))
         planned.append((message_id, priority))
     taken = await ctx.broker.commit(commit)
     return [

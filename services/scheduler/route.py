@@ -10,7 +10,7 @@ import orjson
 from pydantic import ValidationError
 
 from services.scheduler.split import split_text
-from shared.broker import Commit, Entry, routed
+from shared.broker import Commit, Entry, Settle, routed
 from shared.keys import SCHEDULER_GROUP, Keys
 from shared.models import Envelope, Priority, Status
 from shared.priority import decide_priority
@@ -39,16 +39,29 @@ def plan_batch(
     now = time.time() if now is None else now
     for entry in entries:
         plan.commit.acks.append((entry.stream, entry.entry_id))
-        if entry.deliveries > max_deliveries:
-            _poison(plan, entry, f"delivered {entry.deliveries} times without being routed")
-            continue
         try:
             envelope = Envelope.loads(entry.payload)
         except ValidationError as exc:
             _poison(plan, entry, str(exc))
             continue
+        if entry.seq is not None:
+            envelope.seq = entry.seq
+        if entry.deliveries > max_deliveries:
+            _poison(plan, entry, f"delivered {entry.deliveries} times without being routed")
+            _release_turn(plan, keys, envelope)
+            continue
         _route(plan, keys, envelope, now)
     return plan
+
+
+def _release_turn(plan: Plan, keys: Keys, envelope: Envelope) -> None:
+    """A message dead-lettered here had its place in its chat: give the turn to the next."""
+    if envelope.seq is None:
+        return
+    priority = decide_priority(envelope)
+    chat, parked = keys.order(envelope.bot_id, envelope.order_key, priority)
+    settle = Settle(chat, parked, envelope.seq, keys.send(priority), keys.parked_count)
+    plan.commit.settles.append(settle)
 
 
 def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
@@ -73,7 +86,9 @@ def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
         plan.commit.delays.append((keys.delayed("scheduled"), delay_ms, member))
         plan.delayed += 1
         return
-    plan.commit.adds.append((keys.send(priority), envelope.id, envelope.dumps(), chat))
+    # a message placed in its chat's order at ingest keeps that place (its payload carries it)
+    placed = "" if envelope.seq is not None else chat
+    plan.commit.adds.append((keys.send(priority), envelope.id, envelope.dumps(), placed))
     plan.routed[priority] = plan.routed.get(priority, 0) + 1
 
 

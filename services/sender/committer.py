@@ -11,7 +11,11 @@ from services.sender.metrics import SenderMetrics
 from shared.broker import BrokerUnavailable, Commit
 from shared.context import Context
 from shared.keys import SENDER_GROUP
-from shared.loops import BACKOFF_FIRST, BACKOFF_MAX
+from shared.loops import BACKOFF_FIRST
+
+# Settling is cheap and what it holds (sent marks) is what a crash would turn into duplicates:
+# retry often while Redis is away.
+SETTLE_BACKOFF_MAX = 1.0
 
 log = logging.getLogger("floodgate.sender")
 
@@ -74,7 +78,7 @@ class Committer:
                     "cannot settle batch, retrying", extra={"count": len(batch), "reason": str(exc)}
                 )
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = min(backoff * 2, SETTLE_BACKOFF_MAX)
         for decision in batch:
             if decision.verdict is Verdict.SENT:
                 self._metrics.sent.labels(decision.priority.value).inc()

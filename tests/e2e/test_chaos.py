@@ -225,6 +225,9 @@ def _check(
     assert stats["total_queued"] == 0
     assert stats["stats"]["dlq"] == len(doomed)
     duplicates = sum(len(v) - 1 for v in by_tag.values())
+    first = min(m.ts for m in received.messages)
+    dup_at = sorted(round(d.ts - first, 2) for v in by_tag.values() if len(v) > 1 for d in v[1:])
+    REPORT["duplicates_at_s"] = dup_at[:10]  # type: ignore[assignment]
     kills = 5 + 1
     REPORT.update(
         messages=len(ids),

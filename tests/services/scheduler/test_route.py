@@ -75,3 +75,18 @@ def test_entry_that_keeps_killing_consumers_is_dead_lettered() -> None:
     assert plan.poison == 1
     assert b"delivered 6 times" in plan.commit.dead[0][2]
     assert plan.commit.adds == []
+
+
+def test_place_given_at_ingest_is_kept() -> None:
+    entry = Entry(KEYS.ingest, "1-4", _env().dumps(), seq=7)
+    plan = plan_batch(KEYS, [entry])
+    [(_, _, payload, chat)] = plan.commit.adds
+    assert chat == "", "no new place in the chat's order"
+    assert Envelope.loads(payload).seq == 7
+
+
+def test_poison_with_a_place_hands_the_turn_on() -> None:
+    entry = Entry(KEYS.ingest, "1-5", _env().dumps(), redelivered=True, deliveries=9, seq=3)
+    plan = plan_batch(KEYS, [entry], max_deliveries=5)
+    [settle] = plan.commit.settles
+    assert (settle.chat_state, settle.seq) == (KEYS.chat_state(1, 5, Priority.NORMAL), 3)
