@@ -37,8 +37,8 @@ async def drop_connections(client: redis.Redis) -> None:
         await client.connection_pool.disconnect()
 
 
-MAX_BATCH = 1000
-MAX_IN_FLIGHT = 2
+MAX_BATCH = 32
+MAX_IN_FLIGHT = 8
 
 
 async def run_script_many(

@@ -10,7 +10,15 @@ import redis.asyncio as redis
 
 from shared.broker import BrokerUnavailable
 from shared.keys import Keys
-from shared.limiter import ADAPT_CUT, ADAPT_FLOOR, ADAPT_RECOVER_PER_S, Grant, Policy
+from shared.limiter import (
+    ADAPT_CUT,
+    ADAPT_FLOOR,
+    ADAPT_RECOVER_PER_S,
+    Grant,
+    Policy,
+    Window,
+    is_private,
+)
 from shared.redis_batch import UNREACHABLE, ScriptBatcher
 from shared.scripts import lua
 
@@ -24,11 +32,19 @@ class RedisLimiter:
         self._acquire = ScriptBatcher(client, lua("acquire"))
         self._hold = client.register_script(lua("hold"))
         self._nonce = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._bot_windows: dict[int, Window] = {}
+        self._private, self._group = policy.chat_window(1), policy.chat_window(-1)
         self._counter = itertools.count()
+
+    def _windows(self, bot_id: int, chat_id: int | str) -> tuple[Window, Window]:
+        bot = self._bot_windows.get(bot_id)
+        if bot is None:
+            bot = self._bot_windows[bot_id] = self._policy.bot_window(bot_id)
+        return bot, self._private if is_private(chat_id) else self._group
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         k = self._keys
-        bot, chat = self._policy.bot_window(bot_id), self._policy.chat_window(chat_id)
+        bot, chat = self._windows(bot_id, chat_id)
         keys = [
             k.bot_hold(bot_id),
             k.chat_hold(bot_id, chat_id),
