@@ -53,7 +53,10 @@ class SenderService:
         self._recovered = False
         self._reads = itertools.count()
         self._committer = Committer(ctx, self._metrics, self._settled)
-        self._lanes: Lanes[Entry] = Lanes(self._handle, self._hand_back, settings.concurrency)
+        # Every held message may have a lane: waiting for a token costs nothing but a future, and
+        # a lane slot held while waiting would make a high message queue behind normal ones for
+        # a slot. Calls to Telegram are bounded by the session's connection pool instead.
+        self._lanes: Lanes[Entry] = Lanes(self._handle, self._hand_back, settings.prefetch)
         self._deliverer: Deliverer | None = None
         self._tg: asyncio.TaskGroup | None = None
 

@@ -15,7 +15,7 @@ class SenderSettings(BaseSettings):
         128,
         validation_alias=AliasChoices("FLOODGATE_SENDER_CONCURRENCY"),
         gt=0,
-        description="Bot API calls in flight at once in this process",
+        description="Bot API calls in flight at once in this process (connection pool size)",
     )
     prefetch: int = Field(
         512,
