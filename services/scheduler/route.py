@@ -47,7 +47,9 @@ def plan_batch(
         if entry.seq is not None:
             envelope.seq = entry.seq
         if entry.deliveries > max_deliveries:
-            _poison(plan, entry, f"delivered {entry.deliveries} times without being routed")
+            reason = f"delivered {entry.deliveries} times without being routed"
+            _poison(plan, entry, reason, envelope.id)
+            plan.records[keys.record(envelope.id)] = {"status": Status.DEAD.value, "error": reason}
             _release_turn(plan, keys, envelope)
             continue
         _route(plan, keys, envelope, now)
@@ -92,8 +94,8 @@ def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
     plan.routed[priority] = plan.routed.get(priority, 0) + 1
 
 
-def _poison(plan: Plan, entry: Entry, reason: str) -> None:
-    ident = f"poison-{entry.entry_id}"
+def _poison(plan: Plan, entry: Entry, reason: str, message_id: str = "") -> None:
+    ident = message_id or f"poison-ingest-{entry.entry_id}"
     meta = orjson.dumps({"error": f"unreadable entry: {reason[:500]}", "stage": "scheduler"})
     plan.commit.dead.append((ident, routed(Priority.NORMAL, entry.payload), meta))
     plan.poison += 1

@@ -39,6 +39,7 @@ class Decision:
     delay_ms: int = 0
     error: str = ""
     reason: str = ""
+    raw: bytes | None = None  # an entry that could not be read: kept as it came
 
     @property
     def priority(self) -> Priority:
@@ -61,7 +62,7 @@ def apply(
     if verdict is Verdict.ALREADY_SENT:
         return
     record: dict[str, str] = {"updated_at": now, "attempts": str(env.attempts)}
-    member = routed(decision.priority, env.dumps())
+    member = routed(decision.priority, decision.raw if decision.raw is not None else env.dumps())
     match verdict:
         case Verdict.SENT:
             ids = ",".join(str(i) for i in env.sent_ids)

@@ -50,11 +50,17 @@ class Deliverer:
         try:
             env = Envelope.loads(entry.payload)
         except ValidationError as exc:
+            stream = entry.stream.rsplit(":", 1)[-1]
             poison = Envelope(
-                id=f"poison-{entry.entry_id}", bot_id=0, method="?", params={}, accepted_at=0
+                id=f"poison-{stream}-{entry.entry_id}",
+                bot_id=0,
+                method="?",
+                params={},
+                accepted_at=0,
             )
+            error = f"unreadable entry: {exc}"[:500]
             return Decision(
-                entry, poison, Verdict.DEAD, error=f"unreadable entry: {exc}"[:500], reason="poison"
+                entry, poison, Verdict.DEAD, error=error, reason="poison", raw=entry.payload
             )
         if entry.seq is not None:
             env.seq = entry.seq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,18 +56,27 @@ async def replay(broker: Broker, keys: Keys, ids: Sequence[str] | None, ttl: int
     """
     if ids is not None:
         return await _replay_page(broker, keys, set(ids), ttl, 1_000_000)
+    # only what was dead when the replay began: a letter that dies again meanwhile stays
+    cutoff = int(time.time() * 1000)
     moved = 0
     while True:
-        page = await _replay_page(broker, keys, None, ttl, REPLAY_PAGE)
+        page = await _replay_page(broker, keys, None, ttl, REPLAY_PAGE, cutoff)
         moved += page
         if page == 0:
             return moved
 
 
 async def _replay_page(
-    broker: Broker, keys: Keys, wanted: set[str] | None, ttl: int, limit: int
+    broker: Broker,
+    keys: Keys,
+    wanted: set[str] | None,
+    ttl: int,
+    limit: int,
+    cutoff_ms: int | None = None,
 ) -> int:
     letters = await broker.dlq_list(limit)
+    if cutoff_ms is not None:
+        letters = [letter for letter in letters if letter.dead_at_ms <= cutoff_ms]
     items: list[tuple[str, bytes]] = []
     for letter in letters:
         if wanted is not None and letter.message_id not in wanted:

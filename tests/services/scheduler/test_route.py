@@ -64,7 +64,7 @@ def test_unreadable_entry_is_dead_lettered() -> None:
     plan = plan_batch(KEYS, [Entry(KEYS.ingest, "1-9", b"garbage")])
     assert plan.poison == 1
     [(ident, _, meta)] = plan.commit.dead
-    assert ident == "poison-1-9"
+    assert ident == "poison-ingest-1-9"
     assert b"unreadable" in meta
     assert plan.commit.acks == [(KEYS.ingest, "1-9")]
 
