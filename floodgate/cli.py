@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     from floodgate.dlq_cli import add_arguments as dlq_arguments  # noqa: PLC0415
 
     dlq_arguments(dlq)
+
+    webhook = sub.add_parser(
+        "webhook", help="register, remove or show the bots' webhooks (setWebhook) with Telegram"
+    )
+    from floodgate.webhook_cli import add_arguments as webhook_arguments  # noqa: PLC0415
+
+    webhook_arguments(webhook)
     return parser
 
 
@@ -84,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from floodgate.dlq_cli import main as run_dlq  # noqa: PLC0415
 
             return run_dlq(args)
+        case "webhook":
+            from floodgate.webhook_cli import main as run_webhook  # noqa: PLC0415
+
+            return run_webhook(args)
     return 2
 
 

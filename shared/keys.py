@@ -111,6 +111,10 @@ class Keys:
         """Set while Telegram told the bot to wait before writing to one chat."""
         return f"{self.namespace}:{{bot:{bot_id}}}:hold:chat:{chat_id}"
 
+    def update_seen(self, bot_id: int, update_id: int) -> str:
+        """Marks an update as stored, so Telegram's retries of it are stored once."""
+        return f"{self._pipeline}:update:{bot_id}:{update_id}"
+
     @property
     def updates(self) -> str:
         """Stream of normalized inbound updates, for applications."""

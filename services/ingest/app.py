@@ -10,7 +10,9 @@ from aiohttp import web
 from services.ingest.handlers import Handlers
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
-from shared.context import Context
+from services.ingest.webhook import WebhookHandler, WebhookMetrics
+from shared.context import ConfigError, Context
+from shared.webhooks import parse_pairs, secrets_for
 
 
 class IngestService:
@@ -21,6 +23,18 @@ class IngestService:
     def __init__(self, ctx: Context, settings: IngestSettings) -> None:
         self._ctx = ctx
         self._handlers = Handlers(ctx, settings, IngestMetrics(ctx.registry))
+        try:
+            configured = parse_pairs(settings.webhook_secrets, "FLOODGATE_WEBHOOK_SECRETS")
+            usernames = parse_pairs(settings.bot_usernames, "FLOODGATE_BOT_USERNAMES")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self._webhook = WebhookHandler(
+            ctx,
+            secrets_for(ctx.bots, configured),
+            {bot: name.lstrip("@") for bot, name in usernames.items()},
+            settings.max_update_bytes,
+            WebhookMetrics(ctx.registry),
+        )
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         h = self._handlers
@@ -28,6 +42,7 @@ class IngestService:
             web.post("/v1/messages", h.post_message),
             web.post("/v1/messages/batch", h.post_batch),
             web.get("/v1/messages/{id}", h.get_message),
+            web.post("/webhook/telegram/{bot_id}", self._webhook.receive),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:

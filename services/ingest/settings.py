@@ -14,6 +14,20 @@ class IngestSettings(BaseSettings):
     max_body_bytes: int = Field(
         1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_BODY_BYTES"), gt=0
     )
+    webhook_secrets: str = Field(
+        "",
+        validation_alias=AliasChoices("FLOODGATE_WEBHOOK_SECRETS"),
+        description="per-bot webhook secrets, '123=secret,...'; a bot without one uses a "
+        "secret derived from its token (what `floodgate webhook set` registers)",
+    )
+    bot_usernames: str = Field(
+        "",
+        validation_alias=AliasChoices("FLOODGATE_BOT_USERNAMES"),
+        description="per-bot @usernames, '123=my_bot,...', to recognise mentions",
+    )
+    max_update_bytes: int = Field(
+        1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_UPDATE_BYTES"), gt=0
+    )
     max_batch_body_bytes: int = Field(
         16 * 1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_BATCH_BODY_BYTES"), gt=0
     )

@@ -1,0 +1,99 @@
+"""``POST /webhook/telegram/{bot_id}``: Telegram updates in, normalized updates out.
+
+Telegram retries an update until it gets a 2xx (for up to 24 h), so the answer is 200 only once
+the update is stored: the update_id is claimed (for 24 h) and the normalized update appended to
+``{namespace}:updates`` in one atomic step, which also makes a repeated update_id a no-op.
+
+To register the webhooks: ``floodgate webhook set --url https://your.host`` calls setWebhook for
+every configured bot with ``{url}/webhook/telegram/{bot_id}`` and the bot's secret.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+
+from services.ingest.errors import field_errors, problem, summary
+from services.ingest.handlers import BodyError, read_json
+from shared.broker import BrokerUnavailable, Commit
+from shared.context import Context
+from shared.updates import Update, normalize
+from shared.webhooks import matches
+
+log = logging.getLogger("floodgate.ingest")
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
+
+
+class WebhookMetrics:
+    """Updates received, by outcome."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.updates = Counter(
+            "floodgate_updates_received_total",
+            "Telegram updates received by webhook, by outcome (stored, duplicate, refused).",
+            ["outcome"],
+            registry=registry,
+        )
+
+
+class WebhookHandler:
+    """Receives the updates of every configured bot."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        secrets: dict[int, str],
+        usernames: dict[int, str],
+        max_bytes: int,
+        metrics: WebhookMetrics,
+    ) -> None:
+        self._ctx = ctx
+        self._secrets = secrets
+        self._usernames = usernames
+        self._max_bytes = max_bytes
+        self._metrics = metrics
+
+    async def receive(self, request: web.Request) -> web.Response:
+        """Check the bot and its secret, validate, store once, answer 200."""
+        raw_bot = request.match_info["bot_id"]
+        bot_id = int(raw_bot) if raw_bot.isdigit() else -1
+        if bot_id not in self._secrets:
+            self._metrics.updates.labels("refused").inc()
+            return problem(404, f"unknown bot_id {raw_bot}")
+        if not matches(self._secrets[bot_id], request.headers.get(SECRET_HEADER)):
+            self._metrics.updates.labels("refused").inc()
+            return problem(401, f"missing or wrong {SECRET_HEADER}")
+        try:
+            doc = await read_json(request, self._max_bytes)
+            update = Update.model_validate(doc)
+        except BodyError as exc:
+            self._metrics.updates.labels("refused").inc()
+            return exc.response
+        except ValidationError as exc:
+            self._metrics.updates.labels("refused").inc()
+            errors = field_errors(exc)
+            return web.json_response({"error": summary(errors), "errors": errors}, status=422)
+        return await self._store(bot_id, update)
+
+    async def _store(self, bot_id: int, update: Update) -> web.Response:
+        normalized = normalize(update, bot_id, self._usernames.get(bot_id))
+        ident = f"u{bot_id}:{update.update_id}"
+        commit = Commit(
+            idempotency=[(self._ctx.keys.update_seen(bot_id, update.update_id), ident)],
+            adds=[(self._ctx.keys.updates, ident, orjson.dumps(normalized.model_dump()), "")],
+        )
+        try:
+            taken = await self._ctx.broker.commit(commit)
+        except BrokerUnavailable as exc:
+            log.warning(
+                "update not stored, Telegram will retry",
+                extra={"bot_id": bot_id, "reason": str(exc)},
+            )
+            return problem(503, "queue unavailable: not stored, retry")
+        self._metrics.updates.labels("duplicate" if taken else "stored").inc()
+        return web.json_response({"ok": True, "duplicate": bool(taken)})
