@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     from floodgate.webhook_cli import add_arguments as webhook_arguments  # noqa: PLC0415
 
     webhook_arguments(webhook)
+
+    db = sub.add_parser("db", help="the PostgreSQL message store (DATABASE_URL)")
+    db.add_argument("action", choices=["migrate"], help="apply the SQL migrations not yet applied")
     return parser
 
 
@@ -91,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from floodgate.dlq_cli import main as run_dlq  # noqa: PLC0415
 
             return run_dlq(args)
+        case "db":
+            from floodgate.db_cli import main as run_db  # noqa: PLC0415
+
+            return run_db(args)
         case "webhook":
             from floodgate.webhook_cli import main as run_webhook  # noqa: PLC0415
 
