@@ -111,6 +111,11 @@ class Keys:
         """Set while Telegram told the bot to wait before writing to one chat."""
         return f"{self.namespace}:{{bot:{bot_id}}}:hold:chat:{chat_id}"
 
+    def urgent(self, bot_id: int, chat_id: int | str, message_id: int) -> str:
+        """Marks an incoming message that mentioned the bot or replied to it: answers to it are
+        high priority."""
+        return f"{self._pipeline}:urgent:{bot_id}:{chat_id}:{message_id}"
+
     def update_seen(self, bot_id: int, update_id: int) -> str:
         """Marks an update as stored, so Telegram's retries of it are stored once."""
         return f"{self._pipeline}:update:{bot_id}:{update_id}"

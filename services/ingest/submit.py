@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 from shared.broker import Commit
 from shared.context import Context
-from shared.models import SendRequest, Status, envelope_from_request, new_message_id
+from shared.models import (
+    Envelope,
+    Kind,
+    Priority,
+    SendRequest,
+    Status,
+    envelope_from_request,
+    new_message_id,
+)
 from shared.priority import decide_priority
 
 
@@ -28,6 +36,29 @@ class Accepted:
         return doc
 
 
+def _reply_target(envelope: Envelope) -> int | None:
+    """The message a request answers, when the request leaves the priority to floodgate."""
+    if envelope.priority is not None or envelope.kind not in {None, Kind.REPLY}:
+        return None
+    target = envelope.params.get("reply_to_message_id")
+    if target is None:
+        target = (envelope.params.get("reply_parameters") or {}).get("message_id")
+    return target if isinstance(target, int) else None
+
+
+async def answers_to_urgent(ctx: Context, envelopes: Sequence[Envelope]) -> set[str]:
+    """Ids of the requests that answer an incoming message which mentioned the bot or replied
+    to it: those go out as high priority. Ingest marked such messages in Redis when their
+    updates arrived (kept 24 h, the hot path)."""
+    asks = [(env, _reply_target(env)) for env in envelopes]
+    asks = [(env, target) for env, target in asks if target is not None]
+    if not asks:
+        return set()
+    keys = [ctx.keys.urgent(env.bot_id, env.chat_id, target) for env, target in asks]
+    found = await ctx.broker.get_records(keys)
+    return {env.id for (env, _), hit in zip(asks, found, strict=True) if hit}
+
+
 async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted]:
     """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away.
 
@@ -38,10 +69,11 @@ async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted
     now = time.time()
     commit = Commit(record_ttl=ctx.settings.record_ttl)
     planned: list[tuple[str, str]] = []
-    for req in requests:
-        message_id = new_message_id()
-        envelope = envelope_from_request(req, message_id, now)
-        envelope.priority = decide_priority(envelope)
+    envelopes = [envelope_from_request(req, new_message_id(), now) for req in requests]
+    urgent = await answers_to_urgent(ctx, envelopes)
+    for req, envelope in zip(requests, envelopes, strict=True):
+        message_id = envelope.id
+        envelope.priority = Priority.HIGH if message_id in urgent else decide_priority(envelope)
         priority = envelope.priority.value
         record = {
             "status": Status.QUEUED.value,

@@ -26,6 +26,8 @@ from shared.webhooks import matches
 
 log = logging.getLogger("floodgate.ingest")
 
+URGENT_TTL = 24 * 3600  # answers usually follow within minutes; older ones go by the store
+
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
 
 
@@ -86,7 +88,12 @@ class WebhookHandler:
         commit = Commit(
             idempotency=[(self._ctx.keys.update_seen(bot_id, update.update_id), ident)],
             adds=[(self._ctx.keys.updates, ident, orjson.dumps(normalized.model_dump()), "")],
+            record_ttl=URGENT_TTL,
         )
+        if (normalized.mentions_bot or normalized.replies_to_bot) and normalized.message_id:
+            chat = normalized.chat_id if normalized.chat_id is not None else 0
+            key = self._ctx.keys.urgent(bot_id, chat, normalized.message_id)
+            commit.records.append((key, ident, {"update_id": str(update.update_id)}))
         try:
             taken = await self._ctx.broker.commit(commit)
         except BrokerUnavailable as exc:

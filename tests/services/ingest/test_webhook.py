@@ -264,3 +264,36 @@ async def test_webhook_set_then_users_reach_the_stream(
             assert got[0]["chat_id"] == -500
             assert got[0]["mentions_bot"] is True
         await ctx.close()
+
+
+async def test_answers_to_mentions_and_replies_go_high(inbound) -> None:
+    url, _ = inbound
+    mention = _msg(
+        GROUP, "@helper_bot help", entities=[{"type": "mention", "offset": 0, "length": 11}]
+    )
+    reply = {
+        **_msg(GROUP, "ok"),
+        "message_id": 11,
+        "reply_to_message": {"message_id": 7, "date": 1, "chat": GROUP, "from": BOT_USER},
+    }
+    plain = {**_msg(GROUP, "just chatting"), "message_id": 12}
+    for n, message in enumerate((mention, reply, plain), start=100):
+        assert (await _post(url, {"update_id": n, "message": message}))[0] == 200
+
+    async def answer(to: int, **extra) -> str:
+        body = {
+            "bot_id": BOT,
+            "chat_id": GROUP["id"],
+            "text": "answer",
+            "reply_to_message_id": to,
+            **extra,
+        }
+        async with aiohttp.ClientSession() as s, s.post(f"{url}/v1/messages", json=body) as resp:
+            assert resp.status == 202
+            return (await resp.json())["priority"]
+
+    assert await answer(10) == "high", "answer to a mention"
+    assert await answer(11) == "high", "answer to a reply to the bot"
+    assert await answer(12) == "normal", "answer to a plain message"
+    assert await answer(10, priority="low") == "low", "an explicit priority wins"
+    assert await answer(10, kind="background") == "low"
