@@ -81,7 +81,8 @@ class Settle:
 class Commit:
     """Changes one consumer applies atomically: all of them take effect, or none.
 
-    ``acks`` acknowledge (and delete) consumed entries of the consumer's group; ``adds`` append
+    ``acks`` acknowledge (and delete) consumed entries of the consumer's group; ``seen``
+    acknowledge without deleting (for streams other groups read as well); ``adds`` append
     ``(stream, message id, payload, chat state key or "")`` to streams, giving the entry the
     chat's next sequence number when a chat state key is named; ``delays`` put routed members in
     a delay set, due ``delay_ms`` after the backend's clock; ``dead`` moves messages to the
@@ -99,6 +100,7 @@ class Commit:
     dead: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     idempotency: list[tuple[str, str]] = field(default_factory=list)
     settles: list[Settle] = field(default_factory=list)
+    seen: list[tuple[str, str]] = field(default_factory=list)
     records: list[tuple[str, str, Mapping[str, str]]] = field(default_factory=list)
     record_ttl: int | None = None
 
@@ -111,6 +113,7 @@ class Commit:
             or self.idempotency
             or self.settles
             or self.records
+            or self.seen
         )
 
 

@@ -121,6 +121,11 @@ class Keys:
         return f"{self._pipeline}:update:{bot_id}:{update_id}"
 
     @property
+    def events(self) -> str:
+        """Stream of settled outgoing messages (sent or dead), for the message store."""
+        return f"{self._pipeline}:events"
+
+    @property
     def updates(self) -> str:
         """Stream of normalized inbound updates, for applications."""
         return f"{self.namespace}:updates"

@@ -204,6 +204,8 @@ class MemoryBroker:
         self._put(fresh, commit.record_ttl)
         for name, entry_id in commit.acks:
             self._ack(name, commit.group, entry_id)
+        for name, entry_id in commit.seen:
+            self._seen(name, commit.group, entry_id)
         for name, message_id, payload, chat in commit.adds:
             if message_id not in taken:
                 self._xadd(name, payload, chat)
@@ -215,6 +217,12 @@ class MemoryBroker:
         for settle in commit.settles:
             self._settle(settle)
         return taken
+
+    def _seen(self, name: str, group: str, entry_id: str) -> None:
+        grp = self._stream(name).groups.get(group)
+        if grp is not None:
+            grp.pending.pop(entry_id, None)
+            grp.deliveries.pop(entry_id, None)
 
     def _ack(self, name: str, group: str, entry_id: str) -> None:
         stream = self._stream(name)

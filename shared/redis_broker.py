@@ -322,6 +322,8 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
             args += [name, value]
     for stream, entry_id in commit.acks:
         args += ["ack", ref(stream), entry_id]
+    for stream, entry_id in commit.seen:
+        args += ["seen", ref(stream), entry_id]
     for stream, message_id, payload, chat in commit.adds:
         args += ["add", ref(stream), message_id, payload, ref(chat) if chat else 0]
     for delay_set, delay_ms, member in commit.delays:

@@ -50,8 +50,7 @@ async def answers_to_urgent(ctx: Context, envelopes: Sequence[Envelope]) -> set[
     """Ids of the requests that answer an incoming message which mentioned the bot or replied
     to it: those go out as high priority. Ingest marked such messages in Redis when their
     updates arrived (kept 24 h, the hot path)."""
-    asks = [(env, _reply_target(env)) for env in envelopes]
-    asks = [(env, target) for env, target in asks if target is not None]
+    asks = [(env, target) for env in envelopes if (target := _reply_target(env)) is not None]
     if not asks:
         return set()
     keys = [ctx.keys.urgent(env.bot_id, env.chat_id, target) for env, target in asks]

@@ -36,6 +36,8 @@ class Committer:
         self._metrics = metrics
         self._settled = settled
         self._queue: asyncio.Queue[Decision | None] = asyncio.Queue()
+        # with a message store configured, settled messages are announced for its recorder
+        self._events = ctx.settings.database_url is not None
 
     def put(self, decision: Decision) -> None:
         """Queue a decision for the next batch."""
@@ -65,7 +67,7 @@ class Committer:
     async def _write(self, batch: list[Decision]) -> None:
         commit, records = Commit(group=SENDER_GROUP), dict[str, dict[str, str]]()
         for decision in batch:
-            apply(self._ctx.keys, decision, commit, records)
+            apply(self._ctx.keys, decision, commit, records, self._events)
         backoff = BACKOFF_FIRST
         while True:
             try:

@@ -48,9 +48,14 @@ class Decision:
 
 
 def apply(
-    keys: Keys, decision: Decision, commit: Commit, records: dict[str, dict[str, str]]
+    keys: Keys,
+    decision: Decision,
+    commit: Commit,
+    records: dict[str, dict[str, str]],
+    events: bool = False,
 ) -> None:
-    """Add what ``decision`` writes to a batch: the status record, and the commit's changes."""
+    """Add what ``decision`` writes to a batch: the status record, and the commit's changes;
+    with ``events``, a sent or dead message is also announced for the message store."""
     env, now, verdict = decision.envelope, f"{time.time():.3f}", decision.verdict
     if verdict is Verdict.PARKED:
         return
@@ -85,6 +90,26 @@ def apply(
             record["status"] = Status.SCHEDULED.value
             commit.adds.append((keys.send(decision.priority), env.id, env.dumps(), ""))
     records[keys.record(env.id)] = record
+    if events and verdict in {Verdict.SENT, Verdict.DEAD}:
+        commit.adds.append((keys.events, env.id, _event(decision), ""))
+
+
+def _event(decision: Decision) -> bytes:
+    env = decision.envelope
+    return orjson.dumps(
+        {
+            "id": env.id,
+            "bot_id": env.bot_id,
+            "chat_id": env.chat_id,
+            "status": "sent" if decision.verdict is Verdict.SENT else "dead",
+            "priority": decision.priority.value,
+            "telegram_message_id": env.sent_ids[0] if env.sent_ids else None,
+            "reply_to_message_id": env.params.get("reply_to_message_id"),
+            "text": "\n\n".join(env.parts) if env.parts else env.params.get("caption"),
+            "error": decision.error or None,
+            "accepted_at": env.accepted_at,
+        }
+    )
 
 
 def _dead_meta(decision: Decision, now: float) -> bytes:

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
 
 from services.stats.depths import queue_stats
 from services.stats.dlq import describe, replay
 from services.stats.metrics import StatsMetrics
+from services.stats.recorder import Recorder
 from services.stats.settings import StatsSettings
 from shared.broker import BrokerUnavailable
 from shared.context import Context
-from shared.loops import repeat
+from shared.loops import repeat, sleep_or_stop
+from shared.migrations import migrate
+
+log = logging.getLogger("floodgate.stats")
 
 DEFAULT_DLQ_LIMIT = 100
+STORE_RETRY_S = 2.0
 MAX_DLQ_LIMIT = 10_000
 
 
@@ -44,14 +51,44 @@ class StatsService:
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Refresh the depth gauges until stop."""
-        await repeat(
-            "stats.refresh",
-            self._refresh,
-            stop,
-            self._metrics.errors,
-            self._settings.refresh_interval,
-        )
+        """Refresh the depth gauges, and record messages in the store if one is configured."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(
+                repeat(
+                    "stats.refresh",
+                    self._refresh,
+                    stop,
+                    self._metrics.errors,
+                    self._settings.refresh_interval,
+                )
+            )
+            if self._ctx.settings.database_url:
+                tg.create_task(self._record(self._ctx.settings.database_url, stop))
+
+    async def _record(self, url: str, stop: asyncio.Event) -> None:
+        pool = await self._connect(url, stop)
+        if pool is None:
+            return
+        try:
+            recorder = Recorder(self._ctx, pool)
+            await recorder.start()
+            await repeat("stats.record", recorder.step, stop, self._metrics.errors)
+        finally:
+            await pool.close()
+
+    async def _connect(self, url: str, stop: asyncio.Event) -> asyncpg.Pool | None:
+        """A pool with the schema migrated; retried while PostgreSQL is away."""
+        while not stop.is_set():
+            try:
+                pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=10)
+                async with pool.acquire() as conn:
+                    await migrate(conn)
+                return pool
+            except (OSError, asyncpg.PostgresError) as exc:
+                self._metrics.errors.labels("stats.record").inc()
+                log.warning("message store unreachable, retrying", extra={"reason": str(exc)})
+                await sleep_or_stop(stop, STORE_RETRY_S)
+        return None
 
     async def _refresh(self) -> bool:
         doc = await queue_stats(self._ctx.broker, self._ctx.keys)

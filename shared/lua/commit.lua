@@ -3,6 +3,7 @@
 -- ARGV[1]: consumer group; ARGV[2]: lifetime of per-chat order state, seconds; then records:
 --   idem <key#> <message id> <ttl s>       claim an idempotency key (skip the add of that id if taken)
 --   ack  <key#> <entry id>                 acknowledge and delete a consumed entry
+--   seen <key#> <entry id>                 acknowledge only (a stream other groups read too)
 --   add  <key#> <message id> <payload> <chat#>
 --                                          append to a stream; with a chat state key (chat# > 0)
 --                                          the entry gets the chat's next sequence number
@@ -62,6 +63,9 @@ while i <= #ARGV do
     local key = KEYS[tonumber(ARGV[i + 1])]
     redis.call('XACK', key, group, ARGV[i + 2])
     redis.call('XDEL', key, ARGV[i + 2])
+    i = i + 3
+  elseif op == 'seen' then
+    redis.call('XACK', KEYS[tonumber(ARGV[i + 1])], group, ARGV[i + 2])
     i = i + 3
   elseif op == 'add' then
     if not taken[ARGV[i + 2]] then

@@ -1,0 +1,139 @@
+"""Recording every message, in and out, in the PostgreSQL store, in batches.
+
+The recorder reads the normalized updates and the sender's settled-message events in a consumer
+group of its own and writes them with one ``executemany`` per table per batch. While PostgreSQL
+is away the entries stay pending in Redis and the record catches up when it returns; delivery
+never waits for the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.broker import Commit, Entry
+from shared.context import Context
+
+log = logging.getLogger("floodgate.store")
+
+GROUP = "store"
+BATCH = 500
+BLOCK_MS = 1000
+
+UPSERT_BOT = "INSERT INTO bots (id) VALUES ($1) ON CONFLICT (id) DO NOTHING"
+UPSERT_CHAT = """
+INSERT INTO chats (bot_id, telegram_chat_id, type) VALUES ($1, $2, $3)
+ON CONFLICT (bot_id, telegram_chat_id) DO UPDATE SET type = COALESCE(EXCLUDED.type, chats.type)
+"""
+INSERT_IN = """
+INSERT INTO messages (direction, bot_id, chat_db_id, telegram_message_id,
+                      reply_to_telegram_message_id, sender_id, text, mentions_bot, replies_to_bot,
+                      created_at)
+SELECT 'in', $1, c.id, $3, $4, $5, $6, $7, $8, to_timestamp($9)
+FROM chats c WHERE c.bot_id = $1 AND c.telegram_chat_id = $2
+"""
+UPSERT_OUT = """
+INSERT INTO messages (message_uid, direction, bot_id, chat_db_id, telegram_message_id,
+                      reply_to_telegram_message_id, text, status, priority, created_at, updated_at)
+SELECT $1, 'out', $2, c.id, $4, $5, $6, $7, $8, to_timestamp($9), now()
+FROM chats c WHERE c.bot_id = $2 AND c.telegram_chat_id = $3
+ON CONFLICT (message_uid) DO UPDATE
+SET status = EXCLUDED.status, telegram_message_id = EXCLUDED.telegram_message_id,
+    updated_at = now()
+"""
+
+
+class Recorder:
+    """Moves updates and settled messages from Redis into PostgreSQL."""
+
+    def __init__(self, ctx: Context, pool: asyncpg.Pool) -> None:
+        self._ctx = ctx
+        self._pool = pool
+
+    async def start(self) -> None:
+        """Create the consumer groups at the start of both streams."""
+        for stream in (self._ctx.keys.updates, self._ctx.keys.events):
+            await self._ctx.broker.ensure_group(stream, GROUP)
+
+    async def step(self) -> bool:
+        """Record one batch; True if there was anything to record."""
+        keys, broker, me = self._ctx.keys, self._ctx.broker, self._ctx.consumer
+        entries: list[Entry] = []
+        for stream in (keys.updates, keys.events):
+            entries += await broker.read_own_pending(stream, GROUP, me, BATCH)
+        if not entries:
+            entries = await broker.read([keys.updates, keys.events], GROUP, me, BATCH, BLOCK_MS)
+        if not entries:
+            return False
+        await self._write(entries)
+        commit = Commit(group=GROUP)
+        for entry in entries:
+            if entry.stream == keys.events:
+                commit.acks.append((entry.stream, entry.entry_id))
+            else:
+                commit.seen.append((entry.stream, entry.entry_id))
+        await broker.commit(commit)
+        return True
+
+    async def _write(self, entries: Sequence[Entry]) -> None:
+        incoming, outgoing = [], []
+        for entry in entries:
+            doc = orjson.loads(entry.payload)
+            if not isinstance(doc.get("chat_id"), int):
+                continue  # @channel usernames and updates without a chat are not recorded
+            if entry.stream == self._ctx.keys.events:
+                outgoing.append(doc)
+            elif doc.get("chat_id") is not None and doc.get("message_id") is not None:
+                incoming.append(doc)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _chats(conn, incoming + outgoing)
+            if incoming:
+                await conn.executemany(INSERT_IN, [_in_row(d) for d in incoming])
+            if outgoing:
+                await conn.executemany(UPSERT_OUT, [_out_row(d) for d in outgoing])
+
+
+async def _chats(conn: asyncpg.Connection, docs: list[dict[str, Any]]) -> None:
+    bots = sorted({(d["bot_id"],) for d in docs})
+    types: dict[tuple[int, int], str | None] = {}
+    for d in docs:
+        key = (d["bot_id"], d["chat_id"])
+        types[key] = d.get("chat_type") or types.get(key)
+    # sorted, so that concurrent recorders take the rows' locks in the same order
+    chats = [(bot, chat, kind) for (bot, chat), kind in sorted(types.items())]
+    if bots:
+        await conn.executemany(UPSERT_BOT, bots)
+    if chats:
+        await conn.executemany(UPSERT_CHAT, chats)
+
+
+def _in_row(d: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        d["bot_id"],
+        d["chat_id"],
+        d["message_id"],
+        d.get("reply_to_message_id"),
+        d.get("sender_id"),
+        d.get("text"),
+        d.get("mentions_bot", False),
+        d.get("replies_to_bot", False),
+        d.get("date") or 0,
+    )
+
+
+def _out_row(d: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        d["id"],
+        d["bot_id"],
+        int(d["chat_id"]),
+        d.get("telegram_message_id"),
+        d.get("reply_to_message_id"),
+        d.get("text"),
+        d["status"],
+        d.get("priority"),
+        d.get("accepted_at") or 0,
+    )

@@ -1,0 +1,140 @@
+"""The recorder: updates and settled messages land in PostgreSQL, and catch up after an outage."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+import pytest
+
+from services.stats.recorder import Recorder
+from shared.broker import Commit
+from shared.context import Context, build_context
+from shared.migrations import migrate
+from shared.settings import CommonSettings
+from tests.shared.test_store import DATABASE_URL
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[asyncpg.Pool]:
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(DATABASE_URL)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    pg = await asyncpg.create_pool(
+        DATABASE_URL, min_size=1, max_size=2, server_settings={"search_path": schema}
+    )
+    async with pg.acquire() as conn:
+        await migrate(conn)
+    yield pg
+    await pg.close()
+    await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    await admin.close()
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def ctx(request, redis_url: str, namespace: str, redis_client) -> AsyncIterator[Context]:
+    url = redis_url if request.param == "redis" else None
+    context = build_context(
+        CommonSettings(REDIS_URL=url, FLOODGATE_NAMESPACE=namespace), allow_memory=True
+    )
+    yield context
+    await context.close()
+
+
+def _update(n: int, **extra) -> bytes:
+    doc = {
+        "bot_id": 5,
+        "update_id": n,
+        "kind": "message",
+        "chat_id": -77,
+        "chat_type": "group",
+        "message_id": 100 + n,
+        "sender_id": 9,
+        "text": f"in {n}",
+        "mentions_bot": n == 1,
+        "replies_to_bot": False,
+        "date": 1_790_000_000,
+        **extra,
+    }
+    return orjson.dumps(doc)
+
+
+def _event(n: int) -> bytes:
+    return orjson.dumps(
+        {
+            "id": f"m{n}",
+            "bot_id": 5,
+            "chat_id": -77,
+            "status": "sent",
+            "priority": "high",
+            "telegram_message_id": 500 + n,
+            "reply_to_message_id": 101,
+            "text": f"out {n}",
+            "accepted_at": 1_790_000_001.5,
+        }
+    )
+
+
+async def _publish(ctx: Context, n: int) -> None:
+    await ctx.broker.commit(
+        Commit(
+            adds=[
+                (ctx.keys.updates, f"u{n}", _update(n), ""),
+                (ctx.keys.events, f"m{n}", _event(n), ""),
+            ]
+        )
+    )
+
+
+async def _rows(pool: asyncpg.Pool) -> list[tuple]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT m.direction, m.telegram_message_id, m.text, m.mentions_bot, m.status,"
+            " c.telegram_chat_id FROM messages m JOIN chats c ON c.id = m.chat_db_id"
+            " ORDER BY m.direction, m.telegram_message_id"
+        )
+    return [tuple(r) for r in rows]
+
+
+async def test_records_in_and_out(ctx: Context, pool: asyncpg.Pool) -> None:
+    recorder = Recorder(ctx, pool)
+    await recorder.start()
+    for n in (1, 2):
+        await _publish(ctx, n)
+    assert await recorder.step() is True
+    assert await _rows(pool) == [
+        ("in", 101, "in 1", True, None, -77),
+        ("in", 102, "in 2", False, None, -77),
+        ("out", 501, "out 1", False, "sent", -77),
+        ("out", 502, "out 2", False, "sent", -77),
+    ]
+    depths = await ctx.broker.depths([ctx.keys.events], [])
+    assert depths[ctx.keys.events] == 0, "recorded events are deleted"
+    await ctx.broker.ensure_group(ctx.keys.updates, "app-of-its-own")
+    app = await ctx.broker.read([ctx.keys.updates], "app-of-its-own", "x", 10, None)
+    assert len(app) == 2, "updates stay for the applications' own groups"
+
+
+async def test_store_outage_catches_up(ctx: Context, pool: asyncpg.Pool) -> None:
+    recorder = Recorder(ctx, pool)
+    await recorder.start()
+    await _publish(ctx, 1)
+    async with pool.acquire() as conn:
+        await conn.execute("ALTER TABLE messages RENAME TO messages_away")
+    with pytest.raises(asyncpg.PostgresError):
+        await recorder.step()
+    async with pool.acquire() as conn:
+        await conn.execute("ALTER TABLE messages_away RENAME TO messages")
+    await _publish(ctx, 2)
+    while await recorder.step():
+        pass
+    assert [r[:2] for r in await _rows(pool)] == [
+        ("in", 101),
+        ("in", 102),
+        ("out", 501),
+        ("out", 502),
+    ]
