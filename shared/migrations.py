@@ -58,7 +58,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                     migration.name,
                 )
             log.info(
-                "migration applied", extra={"version": migration.version, "name": migration.name}
+                "migration applied",
+                extra={"version": migration.version, "migration": migration.name},
             )
             applied_now.append(migration.version)
     finally:
