@@ -162,6 +162,9 @@ class Broker(Protocol):
         before (acknowledge it, do not send); ``GATE_PARKED`` if an earlier message of the chat
         is still under way: the entry is then acknowledged and waits in ``parked``."""
 
+    async def lease(self, key: str, holder: str, ms: int) -> bool:
+        """Take the lease ``key`` for ``ms`` if it is free or already ``holder``'s."""
+
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
         """Move due members of a delay set to their send stream; return how many moved."""
 

@@ -120,6 +120,14 @@ class Keys:
         """Marks an update as stored, so Telegram's retries of it are stored once."""
         return f"{self._pipeline}:update:{bot_id}:{update_id}"
 
+    def poll_lease(self, bot_id: int) -> str:
+        """Held by the one ingest replica polling a bot's getUpdates."""
+        return f"{self._pipeline}:poll:{bot_id}:lease"
+
+    def poll_offset(self, bot_id: int) -> str:
+        """Hash: the next getUpdates offset of a bot (field ``next``)."""
+        return f"{self._pipeline}:poll:{bot_id}:offset"
+
     @property
     def events(self) -> str:
         """Stream of settled outgoing messages (sent or dead), for the message store."""

@@ -265,6 +265,14 @@ class MemoryBroker:
                 self._strings[key] = (message_id, now + IDEMPOTENCY_TTL)
         return taken
 
+    async def lease(self, key: str, holder: str, ms: int) -> bool:
+        now = time.monotonic()
+        held = self._strings.get(key)
+        if held is not None and held[1] > now and held[0] != holder:
+            return False
+        self._strings[key] = (holder, now + ms / 1000)
+        return True
+
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
         target = dict(zip("hnl", send_streams, strict=True))
         due = self._sets.setdefault(delay_set, _DelaySet()).pop_due(_now_ms(), limit)

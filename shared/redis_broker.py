@@ -93,6 +93,7 @@ class RedisBroker:
         self._promote = client.register_script(lua("promote"))
         self._requeue = client.register_script(lua("dlq_requeue"))
         self._gate = ScriptBatcher(client, lua("gate"))
+        self._lease = client.register_script(lua("lease"))
 
     @property
     def client(self) -> redis.Redis:
@@ -215,6 +216,10 @@ class RedisBroker:
             [seq, group, entry.entry_id, entry.payload, ORDER_TTL],
         )
         return verdict
+
+    @_unavailable
+    async def lease(self, key: str, holder: str, ms: int) -> bool:
+        return bool(await self._lease(keys=[key], args=[holder, ms]))
 
     @_unavailable
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:

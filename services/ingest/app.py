@@ -9,9 +9,11 @@ from aiohttp import web
 
 from services.ingest.handlers import Handlers
 from services.ingest.metrics import IngestMetrics
+from services.ingest.poller import Poller
 from services.ingest.settings import IngestSettings
 from services.ingest.webhook import WebhookHandler, WebhookMetrics
 from shared.context import ConfigError, Context
+from shared.telegram import TelegramClient, new_session
 from shared.webhooks import parse_pairs, secrets_for
 
 
@@ -28,13 +30,17 @@ class IngestService:
             usernames = parse_pairs(settings.bot_usernames, "FLOODGATE_BOT_USERNAMES")
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        self._settings = settings
+        self._usernames = {bot: name.lstrip("@") for bot, name in usernames.items()}
+        self._updates = WebhookMetrics(ctx.registry)
         self._webhook = WebhookHandler(
             ctx,
             secrets_for(ctx.bots, configured),
-            {bot: name.lstrip("@") for bot, name in usernames.items()},
+            self._usernames,
             settings.max_update_bytes,
-            WebhookMetrics(ctx.registry),
+            self._updates,
         )
+        self._polled = self._polling_bots(settings.polling_bots)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         h = self._handlers
@@ -45,7 +51,37 @@ class IngestService:
             web.post("/webhook/telegram/{bot_id}", self._webhook.receive),
         ]
 
+    def _polling_bots(self, spec: str) -> list[int]:
+        if spec.strip() == "all":
+            return sorted(self._ctx.bots)
+        try:
+            wanted = [int(part) for part in spec.split(",") if part.strip()]
+        except ValueError as exc:
+            raise ConfigError("FLOODGATE_POLLING_BOTS: 'all' or bot ids, comma-separated") from exc
+        unknown = [bot for bot in wanted if bot not in self._ctx.bots]
+        if unknown:
+            raise ConfigError(f"FLOODGATE_POLLING_BOTS: bots not in FLOODGATE_BOTS: {unknown}")
+        return wanted
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Ingest has no loop of its own: it stops with the HTTP site."""
-        await self._ctx.broker.ensure_group(self._ctx.keys.ingest, "scheduler")
-        await stop.wait()
+        """Poll the bots that get their updates by getUpdates; otherwise nothing to do."""
+        if not self._polled:
+            await stop.wait()
+            return
+        s = self._settings
+        async with new_session(len(self._polled) + 2) as session:
+            client = TelegramClient(
+                session, self._ctx.settings.telegram_api_base, s.poll_timeout + 10
+            )
+            async with asyncio.TaskGroup() as tg:
+                for bot in self._polled:
+                    poller = Poller(
+                        self._ctx,
+                        bot,
+                        client,
+                        self._usernames.get(bot),
+                        s.poll_timeout,
+                        s.poll_lease_ms,
+                        self._updates,
+                    )
+                    tg.create_task(poller.run(stop))

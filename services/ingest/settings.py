@@ -28,6 +28,18 @@ class IngestSettings(BaseSettings):
     max_update_bytes: int = Field(
         1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_UPDATE_BYTES"), gt=0
     )
+    polling_bots: str = Field(
+        "",
+        validation_alias=AliasChoices("FLOODGATE_POLLING_BOTS"),
+        description="bots that get their updates by getUpdates long polling instead of a "
+        "webhook: 'all' or '123,456'",
+    )
+    poll_timeout: float = Field(
+        25.0, validation_alias=AliasChoices("FLOODGATE_POLL_TIMEOUT"), gt=0, le=50
+    )
+    poll_lease_ms: int = Field(
+        30_000, validation_alias=AliasChoices("FLOODGATE_POLL_LEASE_MS"), gt=0
+    )
     max_batch_body_bytes: int = Field(
         16 * 1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_BATCH_BODY_BYTES"), gt=0
     )

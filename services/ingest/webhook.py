@@ -31,6 +31,23 @@ URGENT_TTL = 24 * 3600  # answers usually follow within minutes; older ones go b
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
 
 
+def add_update(
+    ctx: Context, commit: Commit, bot_id: int, update: Update, username: str | None
+) -> None:
+    """Add storing one update to ``commit``: claimed by its update_id, so it is stored once
+    however often it arrives; published normalized; a message that mentions or replies to the
+    bot marked, so that answers to it go out first. The commit's ``record_ttl`` must be
+    ``URGENT_TTL``."""
+    normalized = normalize(update, bot_id, username)
+    ident = f"u{bot_id}:{update.update_id}"
+    commit.idempotency.append((ctx.keys.update_seen(bot_id, update.update_id), ident))
+    commit.adds.append((ctx.keys.updates, ident, orjson.dumps(normalized.model_dump()), ""))
+    if (normalized.mentions_bot or normalized.replies_to_bot) and normalized.message_id:
+        chat = normalized.chat_id if normalized.chat_id is not None else 0
+        key = ctx.keys.urgent(bot_id, chat, normalized.message_id)
+        commit.records.append((key, ident, {"update_id": str(update.update_id)}))
+
+
 class WebhookMetrics:
     """Updates received, by outcome."""
 
@@ -83,17 +100,8 @@ class WebhookHandler:
         return await self._store(bot_id, update)
 
     async def _store(self, bot_id: int, update: Update) -> web.Response:
-        normalized = normalize(update, bot_id, self._usernames.get(bot_id))
-        ident = f"u{bot_id}:{update.update_id}"
-        commit = Commit(
-            idempotency=[(self._ctx.keys.update_seen(bot_id, update.update_id), ident)],
-            adds=[(self._ctx.keys.updates, ident, orjson.dumps(normalized.model_dump()), "")],
-            record_ttl=URGENT_TTL,
-        )
-        if (normalized.mentions_bot or normalized.replies_to_bot) and normalized.message_id:
-            chat = normalized.chat_id if normalized.chat_id is not None else 0
-            key = self._ctx.keys.urgent(bot_id, chat, normalized.message_id)
-            commit.records.append((key, ident, {"update_id": str(update.update_id)}))
+        commit = Commit(record_ttl=URGENT_TTL)
+        add_update(self._ctx, commit, bot_id, update, self._usernames.get(bot_id))
         try:
             taken = await self._ctx.broker.commit(commit)
         except BrokerUnavailable as exc:
