@@ -40,7 +40,11 @@ async def database() -> AsyncIterator[str]:
     await admin.close()
 
 
-async def test_users_mention_bots_and_get_answers_first(redis_url: str, database: str) -> None:
+@pytest.mark.parametrize("mode", ["webhook", "polling"])
+async def test_users_mention_bots_and_get_answers_first(
+    redis_url: str, database: str, mode: str
+) -> None:
+    """Over webhooks; or by polling, with two ingest replicas of which one is restarted."""
     sandbox = floodgate("sandbox", ["sandbox", "--seed", "4"], {})
     env = {
         "REDIS_URL": redis_url,
@@ -50,8 +54,18 @@ async def test_users_mention_bots_and_get_answers_first(redis_url: str, database
         "FLOODGATE_BOT_USERNAMES": ",".join(f"{b}=bot{b}" for b in BOTS),
         "FLOODGATE_NAMESPACE": f"in{secrets.token_hex(4)}",
     }
+    if mode == "polling":
+        env |= {
+            "FLOODGATE_POLLING_BOTS": "all",
+            "FLOODGATE_POLL_TIMEOUT": "1",
+            "FLOODGATE_POLL_LEASE_MS": "3000",
+        }
     procs = [floodgate(n, ["run", n], env) for n in ("ingest", "scheduler", "sender", "stats")]
     ingest = procs[0]
+    if mode == "polling":
+        procs.append(
+            floodgate("ingest-2", ["run", "ingest"], {**env, "FLOODGATE_CONSUMER": "ingest-2"})
+        )
     responder = Proc(
         "responder",
         [
@@ -89,7 +103,16 @@ async def test_users_mention_bots_and_get_answers_first(redis_url: str, database
                 await submit_bodies(session, ingest.url, backlog[start : start + 500])
             await asyncio.sleep(0.5)
             said_at = time.time()
-            mentions = await _users_talk(session, sandbox.url)
+            mentions = await _users_talk(session, sandbox.url, range(50))
+            if mode == "polling":
+                procs[-1].kill()  # the second replica dies; the first, or its restart, goes on
+                procs.append(
+                    floodgate(
+                        "ingest-2b", ["run", "ingest"], {**env, "FLOODGATE_CONSUMER": "ingest-2"}
+                    )
+                )
+                await procs[-1].wait_healthy()
+            mentions += await _users_talk(session, sandbox.url, range(50, 100))
             received = await _until(session, sandbox.url, len(backlog) + mentions, 120)
         answers = [m for m in received.messages if m.text.startswith("answer-")]
         bulk = [m for m in received.messages if m.text.startswith("bulk-")]
@@ -113,10 +136,10 @@ async def test_users_mention_bots_and_get_answers_first(redis_url: str, database
             proc.terminate()
 
 
-async def _users_talk(session: aiohttp.ClientSession, sandbox_url: str) -> int:
-    """100 users, each writing once in one of 20 groups; every other one mentions the bot."""
+async def _users_talk(session: aiohttp.ClientSession, sandbox_url: str, users: range) -> int:
+    """Users writing once each in one of 20 groups; every other one mentions the bot."""
     mentions = 0
-    for user in range(100):
+    for user in users:
         bot = BOTS[user % len(BOTS)]
         mention = user % 2 == 0
         mentions += mention
