@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from services.ingest.handlers import Handlers
+from services.ingest.lookup import StoreLookup
 from services.ingest.metrics import IngestMetrics
 from services.ingest.poller import Poller
 from services.ingest.settings import IngestSettings
@@ -24,7 +25,9 @@ class IngestService:
 
     def __init__(self, ctx: Context, settings: IngestSettings) -> None:
         self._ctx = ctx
-        self._handlers = Handlers(ctx, settings, IngestMetrics(ctx.registry))
+        url = ctx.settings.database_url
+        self._lookup = StoreLookup(url) if url else None
+        self._handlers = Handlers(ctx, settings, IngestMetrics(ctx.registry), self._lookup)
         try:
             configured = parse_pairs(settings.webhook_secrets, "FLOODGATE_WEBHOOK_SECRETS")
             usernames = parse_pairs(settings.bot_usernames, "FLOODGATE_BOT_USERNAMES")
@@ -64,7 +67,14 @@ class IngestService:
         return wanted
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll the bots that get their updates by getUpdates; otherwise nothing to do."""
+        """Poll the bots that get their updates by getUpdates, until stop."""
+        try:
+            await self._poll(stop)
+        finally:
+            if self._lookup is not None:
+                await self._lookup.close()
+
+    async def _poll(self, stop: asyncio.Event) -> None:
         if not self._polled:
             await stop.wait()
             return

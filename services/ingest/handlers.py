@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from services.ingest.errors import field_errors, problem, summary
+from services.ingest.lookup import StoreLookup
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 from services.ingest.submit import Accepted, submit
@@ -50,7 +51,14 @@ async def read_json(request: web.Request, limit: int) -> Any:
 class Handlers:
     """The routes of ``/v1/messages``."""
 
-    def __init__(self, ctx: Context, settings: IngestSettings, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        settings: IngestSettings,
+        metrics: IngestMetrics,
+        lookup: StoreLookup | None = None,
+    ) -> None:
+        self._lookup = lookup
         self._ctx = ctx
         self._settings = settings
         self._metrics = metrics
@@ -131,7 +139,7 @@ class Handlers:
 
     async def _accept(self, requests: list[SendRequest]) -> list[Accepted] | None:
         try:
-            accepted = await submit(self._ctx, requests)
+            accepted = await submit(self._ctx, requests, self._lookup)
         except BrokerUnavailable as exc:
             log.warning(
                 "queue unavailable, refused with 503",

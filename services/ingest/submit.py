@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.ingest.lookup import StoreLookup
 from shared.broker import Commit
 from shared.context import Context
 from shared.models import (
@@ -46,19 +47,32 @@ def _reply_target(envelope: Envelope) -> int | None:
     return target if isinstance(target, int) else None
 
 
-async def answers_to_urgent(ctx: Context, envelopes: Sequence[Envelope]) -> set[str]:
+async def answers_to_urgent(
+    ctx: Context, envelopes: Sequence[Envelope], lookup: StoreLookup | None = None
+) -> set[str]:
     """Ids of the requests that answer an incoming message which mentioned the bot or replied
     to it: those go out as high priority. Ingest marked such messages in Redis when their
-    updates arrived (kept 24 h, the hot path)."""
+    updates arrived (kept 24 h, the hot path); older ones are looked up in the store."""
     asks = [(env, target) for env in envelopes if (target := _reply_target(env)) is not None]
     if not asks:
         return set()
     keys = [ctx.keys.urgent(env.bot_id, env.chat_id, target) for env, target in asks]
     found = await ctx.broker.get_records(keys)
-    return {env.id for (env, _), hit in zip(asks, found, strict=True) if hit}
+    urgent = {env.id for (env, _), hit in zip(asks, found, strict=True) if hit}
+    misses = [
+        (env, target)
+        for (env, target), hit in zip(asks, found, strict=True)
+        if not hit and isinstance(env.chat_id, int)
+    ]
+    if lookup is not None and misses:
+        answers = await lookup.urgent([(e.bot_id, int(e.chat_id), t) for e, t in misses])
+        urgent |= {env.id for (env, _), hit in zip(misses, answers, strict=True) if hit}
+    return urgent
 
 
-async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted]:
+async def submit(
+    ctx: Context, requests: Sequence[SendRequest], lookup: StoreLookup | None = None
+) -> list[Accepted]:
     """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away.
 
     One atomic script claims the idempotency keys, writes the status records and appends to the
@@ -69,7 +83,7 @@ async def submit(ctx: Context, requests: Sequence[SendRequest]) -> list[Accepted
     commit = Commit(record_ttl=ctx.settings.record_ttl)
     planned: list[tuple[str, str]] = []
     envelopes = [envelope_from_request(req, new_message_id(), now) for req in requests]
-    urgent = await answers_to_urgent(ctx, envelopes)
+    urgent = await answers_to_urgent(ctx, envelopes, lookup)
     for req, envelope in zip(requests, envelopes, strict=True):
         message_id = envelope.id
         envelope.priority = Priority.HIGH if message_id in urgent else decide_priority(envelope)
