@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import secrets
 from collections.abc import AsyncIterator
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 
@@ -14,10 +16,13 @@ from floodgate import webhook_cli
 from sandbox import SandboxConfig, start_sandbox
 from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
+from services.stats.recorder import Recorder
 from shared.context import Context, build_context
+from shared.migrations import migrate
 from shared.settings import CommonSettings
 from shared.webhooks import derived_secret
 from tests.helpers import TOKENS, eventually, serving
+from tests.shared.test_store import DATABASE_URL
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -297,3 +302,63 @@ async def test_answers_to_mentions_and_replies_go_high(inbound) -> None:
     assert await answer(12) == "normal", "answer to a plain message"
     assert await answer(10, priority="low") == "low", "an explicit priority wins"
     assert await answer(10, kind="background") == "low"
+
+
+MENTION_AT_4 = {"type": "mention", "offset": 4, "length": 11}
+POST = {"message_id": 3, "date": 1, "chat": CHANNEL, "sender_chat": CHANNEL, "text": "news"}
+
+
+async def test_posted_updates_become_stored_rows(inbound) -> None:
+    """The same payloads, through the recorder into PostgreSQL: one row per message update."""
+    url, ctx = inbound
+    updates = [
+        {"update_id": 1, "message": _msg(PRIVATE, "hi")},
+        {
+            "update_id": 2,
+            "message": _msg(
+                GROUP, "hey @helper_bot!", entities=[{"type": "mention", "offset": 4, "length": 11}]
+            ),
+        },
+        {"update_id": 3, "edited_message": {**_msg(SUPER, "fixed"), "message_id": 11}},
+        {
+            "update_id": 4,
+            "channel_post": {
+                "message_id": 3,
+                "date": 1,
+                "chat": CHANNEL,
+                "sender_chat": CHANNEL,
+                "text": "news",
+            },
+        },
+        {"update_id": 5, "my_chat_member": {"chat": GROUP, "from": USER, "date": 1}},
+    ]
+    for update in updates:
+        assert (await _post(url, update))[0] == 200
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(DATABASE_URL)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    pool = await asyncpg.create_pool(
+        DATABASE_URL, min_size=1, max_size=2, server_settings={"search_path": schema}
+    )
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        recorder = Recorder(ctx, pool)
+        await recorder.start()
+        while await recorder.step():
+            pass
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT c.telegram_chat_id, c.type, m.text, m.mentions_bot FROM messages m"
+                " JOIN chats c ON c.id = m.chat_db_id WHERE m.direction = 'in' ORDER BY m.id"
+            )
+        assert [tuple(r) for r in rows] == [
+            (42, "private", "hi", False),
+            (-100, "group", "hey @helper_bot!", True),
+            (SUPER["id"], "supergroup", "fixed", False),
+            (CHANNEL["id"], "channel", "news", False),
+        ]
+    finally:
+        await pool.close()
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
