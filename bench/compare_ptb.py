@@ -47,7 +47,6 @@ import math
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -59,6 +58,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import code_version
 from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order, percentile, sandbox_stats
 from floodgate.workload import Workload, build_workload
@@ -68,28 +68,6 @@ from tests.procs import Proc, floodgate
 PRIORITIES = ("high", "normal", "low")
 REPLAY_SLACK_S = 0.005
 SUBMIT_BATCH = 1000  # the batch API's maximum; sent one after another to keep the order
-
-
-def code_version() -> str:
-    """The commit measured, and how many files outside bench/ differ from it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    changed = [line for line in dirty if not line[3:].startswith("bench/")]
-    return f"{head} + {len(changed)} uncommitted files" if changed else head
 
 
 def _args() -> argparse.Namespace:

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis.asyncio as redis
 
 import shared.redis_batch as redis_batch
+from bench._common import code_version
 from shared.keys import Keys
 from shared.limiter import Policy
 from shared.memory_limiter import MemoryLimiter
@@ -68,28 +69,6 @@ MODES = ("sequential", "concurrent", "memory", "context")
 TARGET = 50_000
 # Far above anything one process reaches: every decision is a grant that writes both logs.
 POLICY = Policy(bot_rate=1e7, chat_rate=1e7, group_rate=1e9, margin_s=0.0)
-
-
-def code_version() -> str:
-    """The commit measured, and how many files outside bench/ differ from it."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    changed = [line for line in dirty if not line[3:].startswith("bench/")]
-    return f"{head} + {len(changed)} uncommitted files" if changed else head
 
 
 def _args() -> argparse.Namespace:
