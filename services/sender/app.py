@@ -78,7 +78,13 @@ class SenderService:
                 self._observe_grant,
             )
             self._deliverer = Deliverer(
-                self._ctx, client, self._metrics, pacer, limiter, self._settings.max_deliveries
+                self._ctx,
+                client,
+                self._metrics,
+                pacer,
+                limiter,
+                self._settings.max_deliveries,
+                self._settings.concurrency,
             )
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -37,7 +38,9 @@ class Deliverer:
         pacer: Pacer,
         limiter: Limiter,
         max_deliveries: int,
+        concurrency: int,
     ) -> None:
+        self._calls = asyncio.Semaphore(concurrency)
         self._limiter = limiter
         self._max_deliveries = max_deliveries
         self._ctx = ctx
@@ -113,8 +116,12 @@ class Deliverer:
             if wait_ms:
                 self._metrics.deferred.labels("limiter").inc()
                 return Decision(entry, env, Verdict.DEFER, delay_ms=wait_ms)
-            started = time.perf_counter()
-            result = await self._client.call(token, env.method, _params(env))
+            # Wait for a free call slot before the request's timeout starts: a request queued
+            # for a pooled connection would time out while waiting, after which its message is
+            # retried, and sent twice if the queued request went out after all.
+            async with self._calls:
+                started = time.perf_counter()
+                result = await self._client.call(token, env.method, _params(env))
             self._metrics.api_seconds.observe(time.perf_counter() - started)
             self._metrics.responses.labels(result.status_class).inc()
             decision = await self._settle(entry, env, result)
