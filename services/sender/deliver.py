@@ -78,7 +78,10 @@ class Deliverer:
         token = self._ctx.bots.get(env.bot_id)
         if token is None:
             return self._dead(entry, env, f"bot {env.bot_id} is not configured", "unknown_bot")
-        if entry.redelivered and await self._resume(env):
+        # A message seen before, or one of several parts (a part may have gone out before a
+        # hand-back or a crash), first checks what was already sent.
+        several = env.parts is not None and len(env.parts) > 1
+        if (entry.redelivered or several) and await self._resume(env):
             return Decision(entry, env, Verdict.ALREADY_SENT)
         return await self._send_parts(entry, env, token)
 
