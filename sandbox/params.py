@@ -72,14 +72,10 @@ def chat_id_param(params: Params, name: str = "chat_id") -> int:
     value = params.get(name)
     if value is None or value == "":
         raise bad_request(f"{name} is empty")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise ApiError(400, "Bad Request: chat not found", outcome="missing")
+    number = _as_int(value)
+    if number is None:
+        raise ApiError(400, "Bad Request: chat not found", outcome="missing")
+    return number
 
 
 def int_param(params: Params, name: str) -> int | None:
@@ -87,14 +83,22 @@ def int_param(params: Params, name: str) -> int | None:
     value = params.get(name)
     if value is None or value == "":
         return None
+    number = _as_int(value)
+    if number is None:
+        raise bad_request(f"invalid {name} specified")
+    return number
+
+
+def _as_int(value: object) -> int | None:
+    """An integer, or a string holding one (form and query values); None for anything else."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
         try:
             return int(value.strip())
         except ValueError:
-            pass
-    raise bad_request(f"invalid {name} specified")
+            return None
+    return None
 
 
 def str_param(params: Params, name: str) -> str | None:

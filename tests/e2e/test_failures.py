@@ -35,6 +35,17 @@ def _env(sandbox: Proc, redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+def _pipeline(env: dict[str, str], sender: str) -> list[Proc]:
+    """Ingest, scheduler, stats and one sender named (and consuming as) ``sender``."""
+    services = [floodgate(n, ["run", n], env) for n in ("ingest", "scheduler", "stats")]
+    return [*services, floodgate(sender, ["run", "sender"], {**env, "FLOODGATE_CONSUMER": sender})]
+
+
+async def _healthy(*procs: Proc) -> None:
+    for proc in procs:
+        await proc.wait_healthy()
+
+
 def _bodies(n: int, prefix: str) -> list[dict]:
     return [{"bot_id": BOT, "chat_id": 7000 + i, "text": f"{prefix}-{i}"} for i in range(n)]
 
@@ -51,15 +62,10 @@ async def test_killed_sender_is_taken_over_by_another(redis_url: str) -> None:
     claims its entries after the idle time and delivers them."""
     sandbox = floodgate("sandbox", ["sandbox", "--no-limits", "--latency-ms", "1500"], {})
     env = _env(sandbox, redis_url)
-    ingest, scheduler, stats = (
-        floodgate(n, ["run", n], env) for n in ("ingest", "scheduler", "stats")
-    )
-    victim = floodgate("victim", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": "victim"})
-    procs = [ingest, scheduler, stats, victim]
+    procs = _pipeline(env, "victim")
+    ingest, _, stats, victim = procs
     try:
-        await sandbox.wait_healthy()
-        for proc in procs:
-            await proc.wait_healthy()
+        await _healthy(sandbox, *procs)
         async with aiohttp.ClientSession() as session:
             await submit_bodies(session, ingest.url, _bodies(50, "k"))
             await asyncio.sleep(0.7)  # the victim has read them and waits for the slow sandbox
@@ -89,15 +95,10 @@ async def test_restarted_sender_rereads_its_own_pending(redis_url: str) -> None:
     env = _env(
         sandbox, redis_url, FLOODGATE_SENDER_CLAIM_IDLE_MS="600000"
     )  # no claims: only the re-read
-    ingest, scheduler, stats = (
-        floodgate(n, ["run", n], env) for n in ("ingest", "scheduler", "stats")
-    )
-    sender = floodgate("sender", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": "stable"})
-    procs = [ingest, scheduler, stats, sender]
+    procs = _pipeline(env, "stable")
+    ingest, _, stats, sender = procs
     try:
-        await sandbox.wait_healthy()
-        for proc in procs:
-            await proc.wait_healthy()
+        await _healthy(sandbox, *procs)
         async with aiohttp.ClientSession() as session:
             await submit_bodies(session, ingest.url, _bodies(30, "r"))
             await asyncio.sleep(0.5)
@@ -173,15 +174,10 @@ async def _until_ready(session: aiohttp.ClientSession, procs: list[Proc]) -> Non
 async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(redis_url: str) -> None:
     sandbox = floodgate("sandbox", ["sandbox", "--no-limits", "--latency-ms", "800"], {})
     env = _env(sandbox, redis_url, FLOODGATE_SENDER_CONCURRENCY="10")
-    ingest, scheduler, stats = (
-        floodgate(n, ["run", n], env) for n in ("ingest", "scheduler", "stats")
-    )
-    first = floodgate("first", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": "first"})
-    procs = [ingest, scheduler, stats, first]
+    procs = _pipeline(env, "first")
+    ingest, _, stats, first = procs
     try:
-        await sandbox.wait_healthy()
-        for proc in procs:
-            await proc.wait_healthy()
+        await _healthy(sandbox, *procs)
         async with aiohttp.ClientSession() as session:
             await submit_bodies(session, ingest.url, _bodies(60, "t"))
             await asyncio.sleep(0.5)
