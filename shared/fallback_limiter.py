@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.broker import BrokerUnavailable
 from shared.limiter import Grant, Limiter, Policy
-from shared.memory_limiter import MemoryLimiter
+from shared.memory_limiter import TICKET_PREFIX, MemoryLimiter
 
 log = logging.getLogger("floodgate.limiter")
 
@@ -67,6 +67,15 @@ class FallbackLimiter:
                 self._recover()
                 return grant
         return await self._local.acquire(bot_id, chat_id)
+
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+        if ticket.startswith(TICKET_PREFIX):
+            await self._local.sent(bot_id, chat_id, ticket)
+            return
+        try:
+            await self._shared.sent(bot_id, chat_id, ticket)
+        except BrokerUnavailable as exc:  # the token stays counted from its grant
+            self._degrade(exc)
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         await self._local.hold(bot_id, chat_id, seconds)

@@ -21,12 +21,16 @@ class Grant:
     """A limiter decision: ``wait_ms`` 0 means the token was taken.
 
     ``factor`` is the share of its configured rate the bot may use now: below 1 for a while
-    after Telegram answered it 429, recovering step by step.
+    after Telegram answered it 429, recovering step by step. ``ticket`` names the token taken,
+    for ``Limiter.sent`` once its call is over. ``room`` is how many more sends the bot's
+    window takes at this moment, so a caller with a crowd waiting knows how many to ask for.
     """
 
     wait_ms: int
     scope: str = ""
     factor: float = 1.0
+    ticket: str = ""
+    room: int = 0
 
     @property
     def granted(self) -> bool:
@@ -86,6 +90,15 @@ class Limiter(Protocol):
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         """Take a token for one send of ``bot_id`` to ``chat_id``, or say how long to wait."""
+
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+        """The call made with this token is over: count it from now on, not from its grant.
+
+        A send reaches Telegram some time after its token was granted, and how long after
+        varies with the load. Moving the token to the moment its answer came (which is after
+        Telegram saw it) makes every token in a log lie at or after its arrival, so the logs
+        never undercount a window as Telegram sees it, without a fixed margin for the jitter.
+        """
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         """After a 429: nothing of the bot (or of that chat) goes out for ``seconds``; a whole

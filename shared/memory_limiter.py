@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 
@@ -15,34 +16,32 @@ from shared.limiter import (
 )
 
 SWEEP_AT = 50_000
-BURST_MIN = 8
+TICKET_PREFIX = "local-"  # tells the fallback limiter whose token it is
 
 
 class _Log:
-    """Times of the sends in the current window, oldest first."""
+    """The sends in the current window as (time, ticket), oldest first."""
 
-    __slots__ = ("times",)
+    __slots__ = ("sends",)
 
     def __init__(self) -> None:
-        self.times: deque[float] = deque()
+        self.sends: deque[tuple[float, str]] = deque()
 
     def wait_ms(self, now: float, window: Window) -> int:
-        while self.times and self.times[0] <= now - window.ms:
-            self.times.popleft()
-        if len(self.times) < window.limit:
+        while self.sends and self.sends[0][0] <= now - window.ms:
+            self.sends.popleft()
+        if len(self.sends) < window.limit:
             return 0
-        oldest = self.times[len(self.times) - window.limit]
+        oldest = self.sends[len(self.sends) - window.limit][0]
         return max(1, int(oldest + window.ms - now + 0.999))
 
-    def burst_wait_ms(self, now: float, window: Window) -> int:
-        """Wait before a quarter of the window's sends fit in its last quarter (see acquire.lua)."""
-        burst = -(-window.limit // 4)
-        if window.limit < BURST_MIN or len(self.times) < burst:
-            return 0
-        recent = self.times[len(self.times) - burst]
-        if recent <= now - window.ms / 4:
-            return 0
-        return max(1, int(recent + window.ms / 4 - now + 0.999))
+    def move_to(self, now: float, ticket: str) -> None:
+        """Count ``ticket``'s send from ``now``, which no logged time is after (see sent.lua)."""
+        for i in range(len(self.sends) - 1, -1, -1):  # a call just over: its token is recent
+            if self.sends[i][1] == ticket:
+                del self.sends[i]
+                break
+        self.sends.append((now, ticket))
 
 
 class MemoryLimiter:
@@ -54,6 +53,7 @@ class MemoryLimiter:
         self._holds: dict[tuple[int, int | str | None], float] = {}
         self._adapt: dict[int, tuple[float, float]] = {}
         self._sweep_at = SWEEP_AT
+        self._tickets = itertools.count(1)
 
     def _factor(self, bot_id: int, now: float) -> float:
         cut = self._adapt.get(bot_id)
@@ -79,23 +79,29 @@ class MemoryLimiter:
         chat_log = self._logs.setdefault((bot_id, chat_id), _Log())
         window = self._policy.bot_window(bot_id)
         window = Window(max(1, int(window.limit * factor)), window.ms)
-        bot_wait = bot_log.wait_ms(now, window) or bot_log.burst_wait_ms(now, window)
+        bot_wait = bot_log.wait_ms(now, window)
         chat_wait = chat_log.wait_ms(now, self._policy.chat_window(chat_id))
         if bot_wait or chat_wait:
             if bot_wait >= chat_wait:
                 return Grant(bot_wait, "bot", factor)
-            return Grant(chat_wait, "chat", factor)
-        bot_log.times.append(now)
-        chat_log.times.append(now)
+            return Grant(chat_wait, "chat", factor, room=window.limit - len(bot_log.sends))
+        ticket = f"{TICKET_PREFIX}{next(self._tickets)}"
+        bot_log.sends.append((now, ticket))
+        chat_log.sends.append((now, ticket))
         if len(self._logs) > self._sweep_at:
             self._sweep(now)
-        return Grant(0, "", factor)
+        return Grant(0, "", factor, ticket, window.limit - len(bot_log.sends))
+
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+        now = time.monotonic() * 1000
+        for key in ((bot_id, None), (bot_id, chat_id)):
+            self._logs.setdefault(key, _Log()).move_to(now, ticket)
 
     def _sweep(self, now: float) -> None:
         """Forget chats whose logs hold nothing recent, so memory follows the active chats."""
         longest = 60_000 * self._policy.window_scale + self._policy.margin_s * 1000
         for key in [
-            k for k, log in self._logs.items() if not log.times or log.times[-1] < now - longest
+            k for k, log in self._logs.items() if not log.sends or log.sends[-1][0] < now - longest
         ]:
             del self._logs[key]
         for key in [k for k, until in self._holds.items() if until < now]:

@@ -30,6 +30,7 @@ class RedisLimiter:
         self._keys = keys
         self._policy = policy
         self._acquire = ScriptBatcher(client, lua("acquire"))
+        self._sent = ScriptBatcher(client, lua("sent"))
         self._hold = client.register_script(lua("hold"))
         self._nonce = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._bot_windows: dict[int, Window] = {}
@@ -57,12 +58,18 @@ class RedisLimiter:
             bot.ms,
             chat.limit,
             chat.ms,
-            f"{self._nonce}-{next(self._counter)}",
+            ticket := f"{self._nonce}-{next(self._counter)}",
             ADAPT_RECOVER_PER_S,
         ]
-        wait, scope, permille = await self._acquire.call(keys, args)
+        wait, scope, permille, room = await self._acquire.call(keys, args)
         scope = scope.decode() if isinstance(scope, bytes) else str(scope)
-        return Grant(int(wait), scope, int(permille) / 1000)
+        ticket = "" if int(wait) else ticket
+        return Grant(int(wait), scope, int(permille) / 1000, ticket, max(0, int(room)))
+
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+        bot, chat = self._windows(bot_id, chat_id)
+        keys = [self._keys.bot_window(bot_id), self._keys.chat_window(bot_id, chat_id)]
+        await self._sent.call(keys, [ticket, bot.ms, chat.ms])
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         key = (

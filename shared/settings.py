@@ -38,10 +38,13 @@ class CommonSettings(BaseSettings):
     chat_rate: float = Field(1.0, validation_alias=_env("FLOODGATE_CHAT_RATE"), gt=0)
     group_rate: float = Field(20.0, validation_alias=_env("FLOODGATE_GROUP_RATE"), gt=0)
     limit_margin: float = Field(
-        0.03,
+        0.0,
         validation_alias=_env("FLOODGATE_LIMIT_MARGIN"),
         ge=0,
-        description="seconds added to every limiter window, against network jitter",
+        description=(
+            "seconds added to every limiter window; tokens already count from the end of their"
+            " call, so this is only extra room"
+        ),
     )
     window_scale: float = Field(
         1.0,

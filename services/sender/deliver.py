@@ -13,10 +13,10 @@ from services.sender.backoff import full_jitter
 from services.sender.decision import Decision, Verdict
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
-from shared.broker import GATE_DONE, GATE_GO, Entry
+from shared.broker import GATE_DONE, GATE_GO, BrokerUnavailable, Entry
 from shared.context import Context
 from shared.keys import SENDER_GROUP
-from shared.limiter import Limiter, is_private
+from shared.limiter import Grant, Limiter, is_private
 from shared.models import Envelope, Priority, Status
 from shared.telegram import ApiResult, Outcome, TelegramClient
 
@@ -115,17 +115,20 @@ class Deliverer:
 
     async def _send_parts(self, entry: Entry, env: Envelope, token: str) -> Decision:
         while True:
-            wait_ms = await self._token(env)
-            if wait_ms:
+            grant = await self._token(env)
+            if not grant.granted:
                 self._metrics.deferred.labels("limiter").inc()
-                return Decision(entry, env, Verdict.DEFER, delay_ms=wait_ms)
+                return Decision(entry, env, Verdict.DEFER, delay_ms=grant.wait_ms)
             # Wait for a free call slot before the request's timeout starts: a request queued
             # for a pooled connection would time out while waiting, after which its message is
             # retried, and sent twice if the queued request went out after all.
-            async with self._calls:
-                started = time.perf_counter()
-                result = await self._client.call(token, env.method, _params(env))
-            self._metrics.api_seconds.observe(time.perf_counter() - started)
+            try:
+                async with self._calls:
+                    started = time.perf_counter()
+                    result = await self._client.call(token, env.method, _params(env))
+                    self._metrics.api_seconds.observe(time.perf_counter() - started)
+            finally:
+                await self._sent(env, grant)
             self._metrics.responses.labels(result.status_class).inc()
             decision = await self._settle(entry, env, result)
             if decision is not None:
@@ -183,13 +186,22 @@ class Deliverer:
         )
         return Decision(entry, env, Verdict.DEAD, error=error, reason=reason)
 
-    async def _token(self, env: Envelope) -> int:
-        """0 once a token is taken; else how long to park the message, in ms."""
+    async def _token(self, env: Envelope) -> Grant:
+        """The token, once taken; else a refusal that says how long to park the message."""
         started = time.monotonic()
-        wait_ms = await self._pacer.take(env.bot_id, env.chat_id, env.priority or Priority.NORMAL)
-        if not wait_ms:
+        grant = await self._pacer.take(env.bot_id, env.chat_id, env.priority or Priority.NORMAL)
+        if grant.granted:
             self._metrics.limiter_wait.observe(time.monotonic() - started)
-        return wait_ms
+        return grant
+
+    async def _sent(self, env: Envelope, grant: Grant) -> None:
+        """Count the token from the end of its call (see ``Limiter.sent``)."""
+        if not grant.ticket:
+            return
+        try:
+            await self._limiter.sent(env.bot_id, env.chat_id, grant.ticket)
+        except BrokerUnavailable:  # counted from its grant instead: the margin covers it
+            log.debug("token not moved: redis unreachable", extra={"message_id": env.id})
 
     async def _hold(self, env: Envelope, seconds: float) -> None:
         """A 429 holds the chat; it holds the whole bot too unless a group's minute limit is meant.

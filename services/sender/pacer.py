@@ -1,11 +1,14 @@
 """Handing out each bot's send tokens to this process's waiting messages, most urgent first.
 
 Every message that wants to go asks the pacer of its bot. One pump per busy bot asks the shared
-limiter for a token on behalf of the most urgent waiter, so a high-priority message takes the
+limiter for tokens on behalf of the most urgent waiters, so a high-priority message takes the
 bot's next token even behind a crowd of normal ones, and limiter calls for a bot are not
-multiplied by the number of waiting workers. Urgency ages: a waiter's key is its arrival time
-plus an offset by priority, so a low message that has waited long enough goes before a normal
-one that just came, and no priority starves.
+multiplied by the number of waiting workers. Each grant says how much room the bot's window has
+left, and the next round trip asks for that many at once: a window that opens is used at once,
+as Telegram allows, instead of one round trip per token.
+
+Urgency ages: a waiter's key is its arrival time plus an offset by priority, so a low message
+that has waited long enough goes before a normal one that just came, and no priority starves.
 
 A message that cannot have a token within TELEGRAM_RATE_LIMIT_WAIT is told how long to park
 instead: the limiter's wait plus one token interval for every waiter ahead of it, so parked
@@ -26,6 +29,7 @@ from shared.models import Priority
 
 AGEING_S = {Priority.HIGH: 0.0, Priority.NORMAL: 2.0, Priority.LOW: 10.0}
 MIN_WAITERS = 8
+MAX_ASK = 64  # tokens asked for in one round trip
 CHAT_SCOPES = frozenset({"chat", "chat_hold"})
 
 
@@ -35,7 +39,7 @@ class _Waiter:
     order: int
     chat_id: int | str = field(compare=False)
     deadline: float = field(compare=False)
-    future: asyncio.Future[int] = field(compare=False)
+    future: asyncio.Future[Grant] = field(compare=False)
 
 
 class _BotQueue:
@@ -69,11 +73,12 @@ class Pacer:
     def _cap(self, bot_id: int) -> int:
         return max(MIN_WAITERS, int(self._wait_s / self._interval_s(bot_id)))
 
-    async def take(self, bot_id: int, chat_id: int | str, priority: Priority) -> int:
-        """0 once the message holds a token; else milliseconds to park it before trying again."""
+    async def take(self, bot_id: int, chat_id: int | str, priority: Priority) -> Grant:
+        """The token once the message holds one; else a grant that says how long to park it
+        before trying again."""
         queue = self._bots.setdefault(bot_id, _BotQueue())
         now = time.monotonic()
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(
             now + AGEING_S[priority], next(self._order), chat_id, now + self._wait_s, future
         )
@@ -81,11 +86,11 @@ class Pacer:
             park_ms = int((len(queue.heap) + 1) * self._interval_s(bot_id) * 1000) + 1
             least = max(queue.heap)
             if least < waiter:
-                return park_ms
+                return Grant(park_ms, "queue")
             # the newcomer is more urgent than someone waiting: that one parks instead
             _remove(queue.heap, least)
             if not least.future.done():
-                least.future.set_result(park_ms)
+                least.future.set_result(Grant(park_ms, "queue"))
         heapq.heappush(queue.heap, waiter)
         if not queue.pumping:
             queue.pumping = True
@@ -95,26 +100,38 @@ class Pacer:
         return await future
 
     async def _pump(self, bot_id: int, queue: _BotQueue) -> None:
+        room = 1
         try:
             while queue.heap:
-                head = queue.heap[0]
-                if head.future.done():
-                    heapq.heappop(queue.heap)
+                heads = [w for w in heapq.nsmallest(room, queue.heap) if not w.future.done()]
+                if not heads:
+                    _drop_done(queue)
                     continue
+                # One round trip asks for as many tokens as the window has room for, most
+                # urgent first, so a window that opens goes out together, as Telegram allows.
                 try:
-                    grant = await self._limiter.acquire(bot_id, head.chat_id)
+                    grants = await asyncio.gather(
+                        *(self._limiter.acquire(bot_id, w.chat_id) for w in heads)
+                    )
                 except Exception as exc:  # the waiters decide what an outage means
                     self._fail_all(queue, exc)
                     return
-                self._observe(bot_id, grant)
-                if grant.granted or grant.scope in CHAT_SCOPES:
-                    _remove(queue.heap, head)
-                    if not head.future.done():
-                        head.future.set_result(grant.wait_ms)
+                room, refused = 1, None
+                for waiter, grant in zip(heads, grants, strict=True):
+                    self._observe(bot_id, grant)
+                    if grant.granted or grant.scope in CHAT_SCOPES:
+                        _remove(queue.heap, waiter)
+                        if not waiter.future.done():
+                            waiter.future.set_result(grant)
+                        room = min(MAX_ASK, max(1, grant.room))
+                    elif refused is None:
+                        refused = grant
+                if refused is None:
                     continue
-                self._park_late(bot_id, queue, grant.wait_ms)
+                room = 1
+                self._park_late(bot_id, queue, refused.wait_ms)
                 if queue.heap:
-                    await asyncio.sleep(grant.wait_ms / 1000)
+                    await asyncio.sleep(refused.wait_ms / 1000)
         finally:
             queue.pumping = False
 
@@ -127,7 +144,7 @@ class Pacer:
             if waiter.future.done():
                 continue
             if waiter.deadline < ready_at + position * interval_ms / 1000:
-                waiter.future.set_result(int(wait_ms + position * interval_ms) + 1)
+                waiter.future.set_result(Grant(int(wait_ms + position * interval_ms) + 1, "bot"))
             else:
                 kept.append(waiter)
         heapq.heapify(kept)
@@ -139,6 +156,11 @@ class Pacer:
             if not waiter.future.done():
                 waiter.future.set_exception(exc)
         queue.heap.clear()
+
+
+def _drop_done(queue: _BotQueue) -> None:
+    queue.heap[:] = [w for w in queue.heap if not w.future.done()]
+    heapq.heapify(queue.heap)
 
 
 def _remove(heap: list[_Waiter], waiter: _Waiter) -> None:

@@ -95,23 +95,36 @@ async def test_per_bot_override(keys: Keys, redis_client: redis.Redis) -> None:
     assert policy.bot_window(9).limit == 50
     for lim in (RedisLimiter(redis_client, keys, policy), MemoryLimiter(policy)):
         granted = [(await lim.acquire(9, c)).granted for c in range(60)]
-        assert sum(granted) == 13, "a quarter of the window at once (burst smoothing)"
+        assert sum(granted) == 50, "the whole window at once, as Telegram allows"
         granted = [(await lim.acquire(8, c)).granted for c in range(10)]
         assert sum(granted) == 2
 
 
-async def test_burst_spread_over_quarters(keys: Keys, redis_client: redis.Redis) -> None:
-    """A bot's window is not fired at once: a quarter per quarter window, then the rest."""
-    fast = Policy(bot_rate=40, chat_rate=1000)
-    for lim in (RedisLimiter(redis_client, keys, fast), MemoryLimiter(fast)):
-        await _quarters(lim)
+async def test_grants_say_how_much_room_is_left(limiter: Limiter) -> None:
+    rooms = [(await limiter.acquire(1, chat)).room for chat in range(100, 105)]
+    assert rooms == [4, 3, 2, 1, 0]
+    assert [(await limiter.acquire(2, 7)).granted for _ in range(2)] == [True, True]
+    refused = await limiter.acquire(2, 7)  # two a second per private chat
+    assert (refused.scope, refused.room) == ("chat", 3), "a chat refusal tells the bot's room"
 
 
-async def _quarters(lim: Limiter) -> None:
-    first = [(await lim.acquire(1, c)).granted for c in range(20)]
-    assert sum(first) == 10
-    await asyncio.sleep(0.26)
-    assert sum([(await lim.acquire(1, c)).granted for c in range(20, 40)]) == 10
+async def test_a_token_counts_from_the_end_of_its_call(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    """``sent`` moves a token to the moment its call ended: the window runs from there."""
+    policy = Policy(bot_rate=2, chat_rate=1000, window_scale=0.2)  # 2 per 200 ms
+    for lim in (RedisLimiter(redis_client, keys, policy), MemoryLimiter(policy)):
+        first, second = await lim.acquire(1, 10), await lim.acquire(1, 11)
+        assert first.granted
+        assert second.granted
+        assert first.ticket != second.ticket
+        await asyncio.sleep(0.12)
+        await lim.sent(1, 10, first.ticket)  # its answer came 120 ms after the grant
+        await asyncio.sleep(0.1)
+        assert (await lim.acquire(1, 12)).granted, "the second token left the window"
+        refused = await lim.acquire(1, 13)
+        assert refused.scope == "bot"
+        assert 80 <= refused.wait_ms <= 105, "the first token stays until 200 ms after its call"
 
 
 async def test_no_window_exceeds_limit_under_concurrency(
@@ -162,4 +175,6 @@ async def test_fallback_limits_locally_while_redis_is_away(keys: Keys) -> None:
     assert sum(g.granted for g in grants) == 5, "half of the rate for each of two replicas"
     assert registry.get_sample_value("floodgate_limiter_fallback_active") == 1
     assert registry.get_sample_value("floodgate_limiter_fallback_total") == 1
+    ticket = next(g.ticket for g in grants if g.granted)
+    await limiter.sent(1, 0, ticket)  # a local token is moved in the local logs
     await dead.aclose()

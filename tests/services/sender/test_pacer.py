@@ -20,7 +20,7 @@ async def test_high_takes_the_next_token_behind_a_crowd() -> None:
     order: list[str] = []
 
     async def want(name: str, priority: Priority) -> None:
-        assert await pacer.take(1, 7, priority) == 0
+        assert (await pacer.take(1, 7, priority)).granted
         order.append(name)
 
     crowd = [asyncio.create_task(want(f"n{i}", Priority.NORMAL)) for i in range(9)]
@@ -33,7 +33,8 @@ async def test_high_takes_the_next_token_behind_a_crowd() -> None:
 async def test_waiters_past_their_deadline_park_in_turn_order() -> None:
     policy = Policy(bot_rate=2, chat_rate=1000)
     pacer = Pacer(MemoryLimiter(policy), policy, wait_s=0.3)
-    results = await asyncio.gather(*(pacer.take(1, c, Priority.NORMAL) for c in range(6)))
+    grants = await asyncio.gather(*(pacer.take(1, c, Priority.NORMAL) for c in range(6)))
+    results = [g.wait_ms for g in grants]
     assert results[:2] == [0, 0]
     parked = results[2:]
     assert all(ms > 0 for ms in parked)
@@ -44,19 +45,19 @@ async def test_waiters_past_their_deadline_park_in_turn_order() -> None:
 async def test_chat_limit_parks_only_that_message() -> None:
     policy = Policy(bot_rate=100, chat_rate=1)
     pacer = Pacer(MemoryLimiter(policy), policy, wait_s=2.0)
-    assert await pacer.take(1, 5, Priority.NORMAL) == 0
-    assert await pacer.take(1, 5, Priority.NORMAL) > 0
-    assert await pacer.take(1, 6, Priority.NORMAL) == 0
+    assert (await pacer.take(1, 5, Priority.NORMAL)).granted
+    assert (await pacer.take(1, 5, Priority.NORMAL)).wait_ms > 0
+    assert (await pacer.take(1, 6, Priority.NORMAL)).granted
 
 
 async def test_over_capacity_parks_at_once() -> None:
     policy = Policy(bot_rate=1, chat_rate=1000)
     pacer = Pacer(MemoryLimiter(policy), policy, wait_s=0.1)
-    assert await pacer.take(1, 1, Priority.NORMAL) == 0
+    assert (await pacer.take(1, 1, Priority.NORMAL)).granted
     waiting = [asyncio.create_task(pacer.take(1, c, Priority.NORMAL)) for c in range(2, 10)]
     await asyncio.sleep(0)
     extra = await pacer.take(1, 99, Priority.NORMAL)
-    assert extra >= 8 * 1000
+    assert extra.wait_ms >= 8 * 1000
     await asyncio.gather(*waiting)
 
 
@@ -68,6 +69,9 @@ class _Stalled:
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         return await self.answer
+
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+        return None
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         return None
@@ -82,10 +86,42 @@ async def test_full_queue_parks_the_least_urgent_not_the_newcomer() -> None:
     urgent = asyncio.create_task(pacer.take(1, 99, Priority.HIGH))
     await asyncio.sleep(0.01)
     assert [t.done() for t in normals] == [False] * 7 + [True], "the newest normal parked"
-    assert normals[-1].result() > 0
+    assert normals[-1].result().wait_ms > 0
     late = await pacer.take(1, 100, Priority.LOW)
-    assert late > 0, "a less urgent newcomer parks at once"
+    assert late.wait_ms > 0, "a less urgent newcomer parks at once"
     limiter.answer.set_result(Grant(0))
-    assert await urgent == 0
+    assert (await urgent).granted
     for task in normals[:-1]:
         task.cancel()
+
+
+class _Counting:
+    """The memory limiter behind a round trip, counting the calls under way at once."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.inner = MemoryLimiter(policy)
+        self.in_flight = self.most = 0
+
+    async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0.005)
+        grant = self.inner.acquire_now(bot_id, chat_id)
+        self.in_flight -= 1
+        return grant
+
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+        return None
+
+    async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
+        return None
+
+
+async def test_an_open_window_is_asked_for_in_one_go() -> None:
+    """After the first grant says how much room is left, the next round trip asks for all of it."""
+    policy = Policy(bot_rate=20, chat_rate=1000)
+    limiter = _Counting(policy)
+    pacer = Pacer(limiter, policy, wait_s=5.0)
+    grants = await asyncio.gather(*(pacer.take(1, c, Priority.NORMAL) for c in range(20)))
+    assert all(g.granted for g in grants)
+    assert limiter.most == 19, "one call, then the 19 tokens left in one round trip"
