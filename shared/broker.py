@@ -26,6 +26,7 @@ ORDER_TTL = 7 * 86400
 GATE_GO = 0
 GATE_DONE = 1
 GATE_PARKED = 2
+GATE_GO_LEADING = 3  # go; later messages of the chat are parked behind this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +159,10 @@ class Broker(Protocol):
     async def gate(
         self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
     ) -> int:
-        """May the chat's message ``seq`` go now? ``GATE_GO``; ``GATE_DONE`` if it was settled
-        before (acknowledge it, do not send); ``GATE_PARKED`` if an earlier message of the chat
-        is still under way: the entry is then acknowledged and waits in ``parked``."""
+        """May the chat's message ``seq`` go now? ``GATE_GO``, or ``GATE_GO_LEADING`` when later
+        messages of the chat are parked behind it; ``GATE_DONE`` if it was settled before
+        (acknowledge it, do not send); ``GATE_PARKED`` if an earlier message of the chat is
+        still under way: the entry is then acknowledged and waits in ``parked``."""
 
     async def lease(self, key: str, holder: str, ms: int) -> bool:
         """Take the lease ``key`` for ``ms`` if it is free or already ``holder``'s."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from shared.broker import (
     GATE_DONE,
     GATE_GO,
+    GATE_GO_LEADING,
     GATE_PARKED,
     PRIORITY_CODES,
     Commit,
@@ -245,7 +246,7 @@ class MemoryBroker:
     ) -> int:
         state = self._chats.setdefault(chat_state, _Chat())
         if seq == state.cur + 1:
-            return GATE_GO
+            return GATE_GO_LEADING if state.parked else GATE_GO
         if seq <= state.cur:
             return GATE_DONE
         if seq not in state.parked:

@@ -13,7 +13,7 @@ from services.sender.backoff import full_jitter
 from services.sender.decision import Decision, Verdict
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
-from shared.broker import GATE_DONE, GATE_GO, BrokerUnavailable, Entry
+from shared.broker import GATE_DONE, GATE_GO, GATE_GO_LEADING, BrokerUnavailable, Entry
 from shared.context import Context
 from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter, is_private
@@ -69,7 +69,7 @@ class Deliverer:
             env.seq = entry.seq
         # Only the chat's next message may settle it, dead or sent: a later one dead-lettered
         # first would move the chat's cursor past an earlier one still deferred.
-        turn = await self._gate(entry, env)
+        turn, leading = await self._gate(entry, env)
         if turn is not None:
             return Decision(entry, env, turn)
         if entry.deliveries > self._max_deliveries:
@@ -83,24 +83,25 @@ class Deliverer:
         several = env.parts is not None and len(env.parts) > 1
         if (entry.redelivered or several) and await self._resume(env):
             return Decision(entry, env, Verdict.ALREADY_SENT)
-        return await self._send_parts(entry, env, token)
+        return await self._send_parts(entry, env, token, leading)
 
-    async def _gate(self, entry: Entry, env: Envelope) -> Verdict | None:
-        """None when it is this message's turn in its chat; else why it does not go now."""
+    async def _gate(self, entry: Entry, env: Envelope) -> tuple[Verdict | None, bool]:
+        """None when it is this message's turn in its chat, else why it does not go now; and
+        whether later messages of the chat wait behind it."""
         if env.seq is None:
-            return None
+            return None, False
         priority = env.priority or Priority.NORMAL
         chat, parked = self._ctx.keys.order(env.bot_id, env.order_key, priority)
         turn = await self._ctx.broker.gate(
             chat, parked, entry, SENDER_GROUP, env.seq, self._ctx.keys.parked_count
         )
-        if turn == GATE_GO:
-            return None
+        if turn in (GATE_GO, GATE_GO_LEADING):
+            return None, turn == GATE_GO_LEADING
         if turn == GATE_DONE:
             self._metrics.duplicates_avoided.inc()
-            return Verdict.ALREADY_SENT
+            return Verdict.ALREADY_SENT, False
         self._metrics.parked.inc()
-        return Verdict.PARKED
+        return Verdict.PARKED, False
 
     async def _resume(self, env: Envelope) -> bool:
         """For an entry seen before: True if it was sent; else skip the parts already sent."""
@@ -113,9 +114,9 @@ class Deliverer:
             env.sent_ids, env.part = done, len(done)
         return False
 
-    async def _send_parts(self, entry: Entry, env: Envelope, token: str) -> Decision:
+    async def _send_parts(self, entry: Entry, env: Envelope, token: str, leading: bool) -> Decision:
         while True:
-            grant = await self._token(env)
+            grant = await self._token(env, leading)
             if not grant.granted:
                 self._metrics.deferred.labels("limiter").inc()
                 return Decision(entry, env, Verdict.DEFER, delay_ms=grant.wait_ms)
@@ -186,10 +187,11 @@ class Deliverer:
         )
         return Decision(entry, env, Verdict.DEAD, error=error, reason=reason)
 
-    async def _token(self, env: Envelope) -> Grant:
+    async def _token(self, env: Envelope, leading: bool) -> Grant:
         """The token, once taken; else a refusal that says how long to park the message."""
         started = time.monotonic()
-        grant = await self._pacer.take(env.bot_id, env.chat_id, env.priority or Priority.NORMAL)
+        priority = env.priority or Priority.NORMAL
+        grant = await self._pacer.take(env.bot_id, env.chat_id, priority, leading)
         if grant.granted:
             self._metrics.limiter_wait.observe(time.monotonic() - started)
         return grant

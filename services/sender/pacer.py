@@ -9,10 +9,14 @@ as Telegram allows, instead of one round trip per token.
 
 Urgency ages: a waiter's key is its arrival time plus an offset by priority, so a low message
 that has waited long enough goes before a normal one that just came, and no priority starves.
+A message with later messages of its chat parked behind it gets a head start of LEAD_S within
+its priority: it unblocks its chat, whose next message must keep the chat's own interval, so
+chains of messages start early instead of trailing at the end of a backlog.
 
 A message that cannot have a token within TELEGRAM_RATE_LIMIT_WAIT is told how long to park
-instead: the limiter's wait plus one token interval for every waiter ahead of it, so parked
-messages come back about when their turn comes rather than all at once.
+instead: until shortly before the window in which its turn comes opens (the limiter's wait,
+plus a window for every window's worth of waiters ahead of it), so parked messages come back
+when their turn comes rather than all at once, and are there when their window opens.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from shared.limiter import Grant, Limiter, Policy
 from shared.models import Priority
 
 AGEING_S = {Priority.HIGH: 0.0, Priority.NORMAL: 2.0, Priority.LOW: 10.0}
+LEAD_S = 1.0  # head start of a message that later messages of its chat wait behind
 MIN_WAITERS = 8
+EARLY_SHARE = 0.1  # a parked message comes back this share of a window before its turn
 MAX_ASK = 64  # tokens asked for in one round trip
 CHAT_SCOPES = frozenset({"chat", "chat_hold"})
 
@@ -70,20 +76,32 @@ class Pacer:
         window = self._policy.bot_window(bot_id)
         return window.ms / 1000 / window.limit
 
+    def _park_ms(self, bot_id: int, position: int, wait_ms: float) -> int:
+        """How long the waiter at ``position`` (0: next) parks, ``wait_ms`` before the window opens.
+
+        A window opens all at once (every token in it was taken together a window earlier), so
+        the first ``limit`` waiters go when it opens, the next ``limit`` a window later, and so
+        on. A parked message comes back a little before its window opens, to be waiting then.
+        """
+        window = self._policy.bot_window(bot_id)
+        turn_ms = wait_ms + (position // window.limit) * window.ms
+        return max(1, int(turn_ms - window.ms * EARLY_SHARE))
+
     def _cap(self, bot_id: int) -> int:
         return max(MIN_WAITERS, int(self._wait_s / self._interval_s(bot_id)))
 
-    async def take(self, bot_id: int, chat_id: int | str, priority: Priority) -> Grant:
+    async def take(
+        self, bot_id: int, chat_id: int | str, priority: Priority, leading: bool = False
+    ) -> Grant:
         """The token once the message holds one; else a grant that says how long to park it
-        before trying again."""
+        before trying again. ``leading``: later messages of its chat wait behind it."""
         queue = self._bots.setdefault(bot_id, _BotQueue())
         now = time.monotonic()
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(
-            now + AGEING_S[priority], next(self._order), chat_id, now + self._wait_s, future
-        )
+        key = now + AGEING_S[priority] - (LEAD_S if leading else 0.0)
+        waiter = _Waiter(key, next(self._order), chat_id, now + self._wait_s, future)
         if len(queue.heap) >= self._cap(bot_id):
-            park_ms = int((len(queue.heap) + 1) * self._interval_s(bot_id) * 1000) + 1
+            park_ms = self._park_ms(bot_id, len(queue.heap), self._interval_s(bot_id) * 1000)
             least = max(queue.heap)
             if least < waiter:
                 return Grant(park_ms, "queue")
@@ -137,14 +155,12 @@ class Pacer:
 
     def _park_late(self, bot_id: int, queue: _BotQueue, wait_ms: int) -> None:
         """Tell every waiter that cannot get a token within its deadline to park, in turn order."""
-        ready_at = time.monotonic() + wait_ms / 1000
-        interval_ms = self._interval_s(bot_id) * 1000
+        now = time.monotonic()
         kept: list[_Waiter] = []
-        for position, waiter in enumerate(sorted(queue.heap)):
-            if waiter.future.done():
-                continue
-            if waiter.deadline < ready_at + position * interval_ms / 1000:
-                waiter.future.set_result(Grant(int(wait_ms + position * interval_ms) + 1, "bot"))
+        for position, waiter in enumerate(w for w in sorted(queue.heap) if not w.future.done()):
+            park_ms = self._park_ms(bot_id, position, wait_ms)
+            if waiter.deadline < now + park_ms / 1000:
+                waiter.future.set_result(Grant(park_ms, "bot"))
             else:
                 kept.append(waiter)
         heapq.heapify(kept)

@@ -2,12 +2,16 @@
 -- KEYS: chat state (hash: seq, cur), parked set of the chat, the stream the entry came from,
 -- the count of parked messages over all chats.
 -- ARGV: seq, consumer group, entry id, member to park (the payload), lifetime of the state (s).
--- Returns 0: go (it is the chat's next); 1: done already (acknowledge, do not send);
+-- Returns 0: go (it is the chat's next); 3: go, and later messages of the chat are parked
+-- behind it; 1: done already (acknowledge, do not send);
 -- 2: parked (an earlier message is still under way; the entry is acknowledged and the message
 -- waits in the parked set until the earlier one settles and releases it).
 local seq = tonumber(ARGV[1])
 local cur = tonumber(redis.call('HGET', KEYS[1], 'cur') or '0')
-if seq == cur + 1 then return 0 end
+if seq == cur + 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
+  return 0
+end
 if seq <= cur then return 1 end
 if redis.call('ZADD', KEYS[2], seq, ARGV[4]) == 1 then redis.call('INCR', KEYS[4]) end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))

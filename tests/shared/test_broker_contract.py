@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.broker import GATE_DONE, GATE_GO, GATE_PARKED, Broker, Commit, Settle, routed
+from shared.broker import (
+    GATE_DONE,
+    GATE_GO,
+    GATE_GO_LEADING,
+    GATE_PARKED,
+    Broker,
+    Commit,
+    Settle,
+    routed,
+)
 from shared.keys import Keys
 from shared.models import Priority
 
@@ -172,7 +181,7 @@ async def test_chat_order_gate_parks_and_releases(broker: Broker, keys: Keys) ->
     assert [e.seq for e in (first, second, third)] == [1, 2, 3]
     assert await broker.gate(chat, parked, third, G, 3, PC) == GATE_PARKED
     assert await broker.gate(chat, parked, second, G, 2, PC) == GATE_PARKED
-    assert await broker.gate(chat, parked, first, G, 1, PC) == GATE_GO
+    assert await broker.gate(chat, parked, first, G, 1, PC) == GATE_GO_LEADING, "two behind it"
     assert (await broker.depths([stream], []))[stream] == 1
     assert (await broker.depths([], [], [PC]))[PC] == 2
     settle = Commit(
@@ -181,7 +190,7 @@ async def test_chat_order_gate_parks_and_releases(broker: Broker, keys: Keys) ->
     await broker.commit(settle)
     [released] = await broker.read([stream], G, "c", 10, None)
     assert (released.payload, released.seq) == (b"p1", 2)
-    assert await broker.gate(chat, parked, released, G, 2, PC) == GATE_GO
+    assert await broker.gate(chat, parked, released, G, 2, PC) == GATE_GO_LEADING
     assert await broker.gate(chat, parked, first, G, 1, PC) == GATE_DONE
     await broker.commit(
         Commit(
@@ -192,6 +201,7 @@ async def test_chat_order_gate_parks_and_releases(broker: Broker, keys: Keys) ->
     )
     [last] = await broker.read([stream], G, "c", 10, None)
     assert (last.payload, last.seq) == (b"p2", 3)
+    assert await broker.gate(chat, parked, last, G, 3, PC) == GATE_GO, "nothing behind it"
     assert (await broker.depths([], [], [PC]))[PC] == 0
 
 
