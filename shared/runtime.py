@@ -1,10 +1,12 @@
 """Process lifecycle shared by every service: HTTP site, background loops, graceful stop.
 
 Stop order on SIGTERM or SIGINT: readiness goes false at once (so a load balancer stops sending
-work), every service's loop stops reading and drains what it holds within ``DRAIN_SECONDS``,
-whatever is left is cancelled, then the HTTP site closes (requests under way get
-``HTTP_SHUTDOWN_SECONDS``) and only then are the backend pools closed. The whole stop stays within
-Kubernetes' default 30 s grace period.
+work), every service's loop stops reading and drains what it holds (a sender parks the messages
+still waiting for a token and waits only for the Bot API calls already made) within
+TELEGRAM_TIMEOUT + ``DRAIN_SLACK_SECONDS``, whatever is left is cancelled (and claimed later by
+another replica), then the HTTP site closes (requests under way get ``HTTP_SHUTDOWN_SECONDS``)
+and only then are the backend pools closed. With the default 20 s timeout the whole stop takes
+at most about 30 s; the manifests give pods 40 s.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from shared.context import Context
 
 log = logging.getLogger("floodgate.runtime")
 
-DRAIN_SECONDS = 20.0
+DRAIN_SLACK_SECONDS = 5.0  # past the longest Bot API call, for the last commits
 HTTP_SHUTDOWN_SECONDS = 3.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -93,7 +95,7 @@ async def serve(
             "serving",
             extra={"services": [s.name for s in services], "port": port, "backend": ctx.backend},
         )
-        await _run_services(services, stop)
+        await _run_services(services, stop, ctx.settings.telegram_timeout + DRAIN_SLACK_SECONDS)
     finally:
         await runner.cleanup()
         await ctx.close()
@@ -101,11 +103,13 @@ async def serve(
     return 0
 
 
-async def _run_services(services: Sequence[Service], stop: asyncio.Event) -> None:
+async def _run_services(
+    services: Sequence[Service], stop: asyncio.Event, drain_seconds: float
+) -> None:
     async def watchdog() -> None:
         await stop.wait()
-        log.info("stopping: draining", extra={"deadline_s": DRAIN_SECONDS})
-        await asyncio.sleep(DRAIN_SECONDS)
+        log.info("stopping: draining", extra={"deadline_s": drain_seconds})
+        await asyncio.sleep(drain_seconds)
         raise TimeoutError("drain deadline passed")
 
     try:

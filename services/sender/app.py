@@ -109,6 +109,7 @@ class SenderService:
                 ]
                 await stop.wait()
                 await asyncio.gather(*loops)
+                pacer.close()
                 await self._lanes.close()
                 self._committer.finish()
                 await committer

@@ -118,7 +118,8 @@ class Deliverer:
         while True:
             grant = await self._token(env, leading)
             if not grant.granted:
-                self._metrics.deferred.labels("limiter").inc()
+                reason = "stopping" if grant.scope == "stopping" else "limiter"
+                self._metrics.deferred.labels(reason).inc()
                 return Decision(entry, env, Verdict.DEFER, delay_ms=grant.wait_ms)
             # Wait for a free call slot before the request's timeout starts: a request queued
             # for a pooled connection would time out while waiting, after which its message is

@@ -34,6 +34,7 @@ from shared.models import Priority
 AGEING_S = {Priority.HIGH: 0.0, Priority.NORMAL: 2.0, Priority.LOW: 10.0}
 LEAD_S = 1.0  # head start of a message that later messages of its chat wait behind
 MIN_WAITERS = 8
+STOPPING = Grant(1, "stopping")  # park for a millisecond: another sender takes it from there
 EARLY_SHARE = 0.1  # a parked message comes back this share of a window before its turn
 MAX_ASK = 64  # tokens asked for in one round trip
 CHAT_SCOPES = frozenset({"chat", "chat_hold"})
@@ -71,6 +72,7 @@ class Pacer:
         self._bots: dict[int, _BotQueue] = {}
         self._order = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def _interval_s(self, bot_id: int) -> float:
         window = self._policy.bot_window(bot_id)
@@ -95,6 +97,8 @@ class Pacer:
     ) -> Grant:
         """The token once the message holds one; else a grant that says how long to park it
         before trying again. ``leading``: later messages of its chat wait behind it."""
+        if self._closed:
+            return STOPPING
         queue = self._bots.setdefault(bot_id, _BotQueue())
         now = time.monotonic()
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
@@ -152,6 +156,16 @@ class Pacer:
                     await asyncio.sleep(refused.wait_ms / 1000)
         finally:
             queue.pumping = False
+
+    def close(self) -> None:
+        """The process is stopping: every waiter, and whoever asks from now on, parks at once,
+        for a sender that stays to take over; only calls already made are waited for."""
+        self._closed = True
+        for queue in self._bots.values():
+            for waiter in queue.heap:
+                if not waiter.future.done():
+                    waiter.future.set_result(STOPPING)
+            queue.heap.clear()
 
     def _park_late(self, bot_id: int, queue: _BotQueue, wait_ms: int) -> None:
         """Tell every waiter that cannot get a token within its deadline to park, in turn order."""

@@ -197,3 +197,33 @@ async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(redis_url: str
     finally:
         for proc in [*procs, sandbox]:
             proc.terminate()
+
+
+async def test_sigterm_parks_what_waits_for_a_token(redis_url: str) -> None:
+    """A stopping sender does not sit out its bot's rate: waiting messages go to another."""
+    sandbox = floodgate("sandbox", ["sandbox"], {})
+    env = _env(sandbox, redis_url, FLOODGATE_BOT_RATE="5", TELEGRAM_RATE_LIMIT_WAIT="20")
+    procs = _pipeline(env, "first")
+    ingest, _, stats, first = procs
+    try:
+        await _healthy(sandbox, *procs)
+        async with aiohttp.ClientSession() as session:
+            await submit_bodies(session, ingest.url, _bodies(40, "w"))
+            await asyncio.sleep(1.0)  # five a second: most of the 40 wait for a token in place
+            began = time.monotonic()
+            code = await asyncio.to_thread(first.terminate, 30)
+            took = time.monotonic() - began
+            assert code == 0
+            assert took < 3, f"SIGTERM took {took:.1f} s with messages waiting for tokens"
+            second = floodgate("second", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": "second"})
+            procs.append(second)
+            await second.wait_healthy()
+            await wait_drained(session, stats.url, sandbox.url, 40, 60)
+            texts = await _delivered_once(session, sandbox, 40)
+            assert sum(texts.values()) == 40
+        log = first.log_path.read_text()
+        assert "sender drained" in log
+        assert "drain deadline passed" not in log
+    finally:
+        for proc in [*procs, sandbox]:
+            proc.terminate()

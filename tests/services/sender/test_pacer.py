@@ -148,3 +148,16 @@ async def test_an_open_window_is_asked_for_in_one_go() -> None:
     grants = await asyncio.gather(*(pacer.take(1, c, Priority.NORMAL) for c in range(20)))
     assert all(g.granted for g in grants)
     assert limiter.most == 19, "one call, then the 19 tokens left in one round trip"
+
+
+async def test_closing_parks_every_waiter_at_once() -> None:
+    """A stopping sender waits for no token: its waiters, and later askers, park for another."""
+    policy = Policy(bot_rate=1, chat_rate=1000)
+    pacer = Pacer(MemoryLimiter(policy), policy, wait_s=30.0)
+    assert (await pacer.take(1, 1, Priority.NORMAL)).granted
+    waiting = [asyncio.create_task(pacer.take(1, c, Priority.HIGH)) for c in range(2, 6)]
+    await asyncio.sleep(0.05)
+    pacer.close()
+    grants = await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert {(g.wait_ms, g.scope) for g in grants} == {(1, "stopping")}
+    assert (await pacer.take(1, 9, Priority.HIGH)).scope == "stopping"
