@@ -164,6 +164,14 @@ class Broker(Protocol):
         (acknowledge it, do not send); ``GATE_PARKED`` if an earlier message of the chat is
         still under way: the entry is then acknowledged and waits in ``parked``."""
 
+    async def trim_older(self, stream: str, max_age_ms: int) -> None:
+        """Delete entries older than ``max_age_ms``, for a stream that other consumer groups
+        read too and nobody deletes from."""
+
+    async def forget_consumers(self, stream: str, group: str, idle_ms: int) -> list[str]:
+        """Delete the group's consumers that hold no pending entry and were idle for longer
+        than ``idle_ms``; return their names."""
+
     async def lease(self, key: str, holder: str, ms: int) -> bool:
         """Take the lease ``key`` for ``ms`` if it is free or already ``holder``'s."""
 

@@ -241,6 +241,22 @@ class MemoryBroker:
             self._parked_total -= 1
             self._xadd(settle.stream, released, seq=state.cur + 1)
 
+    async def trim_older(self, stream: str, max_age_ms: int) -> None:
+        s = self._streams.get(stream)
+        if s is None:
+            return
+        cutoff = _now_ms() - max_age_ms
+        held = {i for g in s.groups.values() for i in g.pending}
+        old = [i for i in s.entries if int(i.split("-", 1)[0]) < cutoff and i not in held]
+        for entry_id in old:
+            del s.entries[entry_id]
+        gone = set(old)
+        for group in s.groups.values():
+            group.new = deque(i for i in group.new if i not in gone)
+
+    async def forget_consumers(self, stream: str, group: str, idle_ms: int) -> list[str]:
+        return []  # consumers live in this process only: nobody else's name stays behind
+
     async def gate(
         self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
     ) -> int:

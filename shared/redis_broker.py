@@ -94,6 +94,7 @@ class RedisBroker:
         self._requeue = client.register_script(lua("dlq_requeue"))
         self._gate = ScriptBatcher(client, lua("gate"))
         self._lease = client.register_script(lua("lease"))
+        self._forget = client.register_script(lua("forget"))
 
     @property
     def client(self) -> redis.Redis:
@@ -225,6 +226,17 @@ class RedisBroker:
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
         moved: int = await self._promote(keys=[delay_set, *send_streams], args=[limit, ORDER_TTL])
         return moved
+
+    @_unavailable
+    async def trim_older(self, stream: str, max_age_ms: int) -> None:
+        seconds, micros = await self._redis.time()
+        cutoff = seconds * 1000 + micros // 1000 - max_age_ms
+        await self._redis.xtrim(stream, minid=f"{max(0, cutoff)}-0", approximate=False)
+
+    @_unavailable
+    async def forget_consumers(self, stream: str, group: str, idle_ms: int) -> list[str]:
+        gone = await self._forget(keys=[stream], args=[group, idle_ms])
+        return [name.decode() if isinstance(name, bytes) else str(name) for name in gone]
 
     @_unavailable
     async def depths(

@@ -14,10 +14,12 @@ from aiohttp import web
 from services.stats.depths import queue_stats
 from services.stats.dlq import describe, replay
 from services.stats.metrics import StatsMetrics
+from services.stats.recorder import GROUP as STORE_GROUP
 from services.stats.recorder import Recorder
 from services.stats.settings import StatsSettings
 from shared.broker import BrokerUnavailable
 from shared.context import Context
+from shared.keys import SCHEDULER_GROUP, SENDER_GROUP
 from shared.loops import repeat, sleep_or_stop
 from shared.migrations import migrate
 
@@ -62,6 +64,15 @@ class StatsService:
                     self._settings.refresh_interval,
                 )
             )
+            tg.create_task(
+                repeat(
+                    "stats.housekeeping",
+                    self._housekeep,
+                    stop,
+                    self._metrics.errors,
+                    self._settings.housekeeping_interval,
+                )
+            )
             if self._ctx.settings.database_url:
                 tg.create_task(self._record(self._ctx.settings.database_url, stop))
 
@@ -89,6 +100,22 @@ class StatsService:
                 log.warning("message store unreachable, retrying", extra={"reason": str(exc)})
                 await sleep_or_stop(stop, STORE_RETRY_S)
         return None
+
+    async def _housekeep(self) -> bool:
+        """Trim old updates, and forget the consumer names of replicas gone for good."""
+        s, keys, broker = self._settings, self._ctx.keys, self._ctx.broker
+        await broker.trim_older(keys.updates, int(s.updates_retention * 1000))
+        idle_ms = int(s.forget_consumers_after * 1000)
+        groups = [(keys.ingest, SCHEDULER_GROUP)]
+        groups += [(stream, SENDER_GROUP) for stream in keys.send_streams]
+        groups += [(stream, STORE_GROUP) for stream in (keys.updates, keys.events)]
+        for stream, group in groups:
+            gone = await broker.forget_consumers(stream, group, idle_ms)
+            if gone:
+                log.info(
+                    "forgot idle consumers", extra={"stream": stream, "group": group, "names": gone}
+                )
+        return False
 
     async def _refresh(self) -> bool:
         doc = await queue_stats(self._ctx.broker, self._ctx.keys)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as redis
+
 from shared.broker import (
     GATE_DONE,
     GATE_GO,
@@ -14,8 +16,10 @@ from shared.broker import (
     Settle,
     routed,
 )
+from shared.context import dlq_keys
 from shared.keys import Keys
 from shared.models import Priority
+from shared.redis_broker import RedisBroker
 
 G = "g"
 
@@ -220,3 +224,33 @@ async def test_promote_and_requeue_assign_new_places(broker: Broker, keys: Keys)
     )
     got = await broker.read([stream], G, "c", 10, None)
     assert [(e.payload, e.seq) for e in got] == [(b"a", 1), (b"b", 2)]
+
+
+async def test_old_updates_are_trimmed(broker: Broker, keys: Keys) -> None:
+    """A stream other groups read (updates) loses what is older than the retention."""
+    stream = keys.updates
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, f"old{i}", b"old", "") for i in range(3)]))
+    await asyncio.sleep(0.05)
+    await broker.commit(Commit(adds=[(stream, "new", b"new", "")]))
+    await broker.trim_older(stream, 30)
+    entries = await broker.read([stream], G, "c", 10, None)
+    assert [e.payload for e in entries] == [b"new"]
+
+
+async def test_idle_consumers_holding_nothing_are_forgotten(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    broker = RedisBroker(redis_client, dlq_keys(keys))
+    stream = keys.send(Priority.NORMAL)
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, f"m{i}", b"p", "") for i in range(2)]))
+    [done] = await broker.read([stream], G, "gone-pod", 1, None)
+    await broker.commit(Commit(group=G, acks=[(stream, done.entry_id)]))
+    assert len(await broker.read([stream], G, "busy-pod", 1, None)) == 1
+    await asyncio.sleep(0.05)
+    assert await broker.forget_consumers(stream, G, 10_000) == [], "not idle long enough"
+    assert await broker.forget_consumers(stream, G, 20) == ["gone-pod"]
+    infos = await redis_client.xinfo_consumers(stream, G)
+    assert [i["name"] for i in infos] == [b"busy-pod"], "a consumer holding an entry stays"
+    assert await broker.forget_consumers(f"{stream}-none", G, 20) == [], "no stream: nothing"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -14,6 +16,7 @@ from services.stats.app import StatsService
 from services.stats.settings import StatsSettings
 from shared.broker import Commit, routed
 from shared.context import Context, build_context
+from shared.keys import SENDER_GROUP
 from shared.models import Envelope, Priority
 from shared.settings import CommonSettings
 from tests.helpers import TOKENS, eventually, free_port, serving
@@ -252,3 +255,38 @@ async def test_dlq_replay_refuses_a_body_that_is_not_an_object(stats_api) -> Non
     code, _ = await _call("POST", f"{url}/v1/dlq/replay", json=[ids[0]])
     _, stats = await _call("GET", f"{url}/queue/stats")
     assert (code, stats["total_failed"]) == (422, 3)
+
+
+async def test_housekeeping_forgets_gone_consumers_and_trims_updates(redis_url, namespace) -> None:
+    ctx = _stats_only_ctx(redis_url, namespace)
+    keys, broker = ctx.keys, ctx.broker
+    stream = keys.send(Priority.NORMAL)
+    await broker.ensure_group(stream, SENDER_GROUP)
+    await broker.ensure_group(keys.updates, "app")
+    await broker.commit(Commit(adds=[(keys.updates, "u1", b"{}", "")]))
+    await broker.commit(Commit(adds=[(stream, "m1", b"{}", "")]))
+    [entry] = await broker.read([stream], SENDER_GROUP, "old-pod", 1, None)
+    await broker.commit(Commit(group=SENDER_GROUP, acks=[(stream, entry.entry_id)]))
+    settings = StatsSettings(
+        FLOODGATE_UPDATES_RETENTION=0.05,
+        FLOODGATE_FORGET_CONSUMERS_AFTER=0.05,
+        FLOODGATE_HOUSEKEEPING_INTERVAL=0.05,
+    )
+    client = cast(Any, broker).client
+    assert await _consumers(client, stream) == [b"old-pod"]
+
+    async def clean() -> bool:
+        return await _consumers(client, stream) == [] and await client.xlen(keys.updates) == 0
+
+    stop = asyncio.Event()
+    service = asyncio.create_task(StatsService(ctx, settings).run(stop))
+    try:
+        await eventually(clean, 5)
+    finally:
+        stop.set()
+        await service
+        await ctx.close()
+
+
+async def _consumers(client: Any, stream: str) -> list[bytes]:
+    return [c["name"] for c in await client.xinfo_consumers(stream, SENDER_GROUP)]
