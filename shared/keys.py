@@ -81,6 +81,10 @@ class Keys:
         """How many messages wait in parked sets, over every chat."""
         return f"{self._pipeline}:parked:count"
 
+    def commit_mark(self, token: str) -> str:
+        """Marks a commit as applied, so the same commit retried after a lost reply is a no-op."""
+        return f"{self._pipeline}:commit:{token}"
+
     def record(self, message_id: str) -> str:
         """Hash with the status of one accepted message (in the pipeline's slot, so the scripts
         that move a message write its status in the same step)."""

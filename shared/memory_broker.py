@@ -200,6 +200,8 @@ class MemoryBroker:
                 grp.pending[entry_id] = (consumer, time.monotonic())
 
     async def commit(self, commit: Commit) -> dict[str, str]:
+        if commit.once and self._claim_keys([(commit.once, "applied")]):
+            return {}
         taken = self._claim_keys(commit.idempotency)
         fresh = {key: fields for key, ident, fields in commit.records if ident not in taken}
         self._put(fresh, commit.record_ttl)

@@ -331,6 +331,8 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
         return index[key]
 
     args: list[str | bytes | int] = [commit.group, ORDER_TTL]
+    if commit.once:
+        args += ["once", ref(commit.once), ONCE_TTL_MS]
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
     for key, message_id, fields in commit.records:
@@ -360,3 +362,4 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
 
 
 IDEMPOTENCY_TTL = 24 * 3600
+ONCE_TTL_MS = 3600 * 1000  # far longer than any retry of one commit

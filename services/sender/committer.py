@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 
 from services.sender.decision import Decision, Verdict, apply
@@ -65,7 +66,10 @@ class Committer:
                 return
 
     async def _write(self, batch: list[Decision]) -> None:
-        commit, records = Commit(group=SENDER_GROUP), dict[str, dict[str, str]]()
+        # a batch retried after its reply was lost must not apply twice (a hand-back would be
+        # queued twice, and both copies could be sent)
+        once = self._ctx.keys.commit_mark(secrets.token_hex(8))
+        commit, records = Commit(group=SENDER_GROUP, once=once), dict[str, dict[str, str]]()
         for decision in batch:
             apply(self._ctx.keys, decision, commit, records, self._events)
         backoff = BACKOFF_FIRST

@@ -67,7 +67,6 @@ def apply(
     if verdict is Verdict.ALREADY_SENT:
         return
     record: dict[str, str] = {"updated_at": now, "attempts": str(env.attempts)}
-    member = routed(decision.priority, decision.raw if decision.raw is not None else env.dumps())
     match verdict:
         case Verdict.SENT:
             ids = ",".join(str(i) for i in env.sent_ids)
@@ -79,19 +78,25 @@ def apply(
             }
         case Verdict.DEFER:
             record["status"] = Status.SCHEDULED.value
-            commit.delays.append((keys.delayed("deferred"), decision.delay_ms, member))
+            commit.delays.append((keys.delayed("deferred"), decision.delay_ms, _member(decision)))
         case Verdict.RETRY:
             record |= {"status": Status.RETRYING.value, "error": decision.error}
-            commit.delays.append((keys.delayed("retry"), decision.delay_ms, member))
+            commit.delays.append((keys.delayed("retry"), decision.delay_ms, _member(decision)))
         case Verdict.DEAD:
             record |= {"status": Status.DEAD.value, "error": decision.error}
-            commit.dead.append((env.id, member, _dead_meta(decision, float(now))))
+            commit.dead.append((env.id, _member(decision), _dead_meta(decision, float(now))))
         case Verdict.HAND_BACK:
             record["status"] = Status.SCHEDULED.value
             commit.adds.append((keys.send(decision.priority), env.id, env.dumps(), ""))
     records[keys.record(env.id)] = record
     if events and verdict in {Verdict.SENT, Verdict.DEAD}:
         commit.adds.append((keys.events, env.id, _event(decision), ""))
+
+
+def _member(decision: Decision) -> bytes:
+    """The message as a delay set or the DLQ holds it; an unreadable entry as it came."""
+    raw = decision.raw if decision.raw is not None else decision.envelope.dumps()
+    return routed(decision.priority, raw)
 
 
 def _event(decision: Decision) -> bytes:

@@ -1,6 +1,8 @@
 -- Apply one consumer's changes atomically (see shared.broker.Commit).
 -- KEYS[1..3]: dlq index, dlq payloads, dlq meta; KEYS[4..]: keys referenced by index in ARGV.
 -- ARGV[1]: consumer group; ARGV[2]: lifetime of per-chat order state, seconds; then records:
+--   once <key#> <ttl ms>                   first if present: stop here if the key exists (the
+--                                          commit was applied before), else set it
 --   idem <key#> <message id> <ttl s>       claim an idempotency key (skip the add of that id if taken)
 --   ack  <key#> <entry id>                 acknowledge and delete a consumed entry
 --   seen <key#> <entry id>                 acknowledge only (a stream other groups read too)
@@ -59,6 +61,12 @@ while i <= #ARGV do
       table.insert(result, redis.call('GET', key))
     end
     i = i + 4
+  elseif op == 'once' then
+    -- first of all: a commit already applied (its reply was lost, and it came again) is a no-op
+    if not redis.call('SET', KEYS[tonumber(ARGV[i + 1])], '1', 'NX', 'PX', ARGV[i + 2]) then
+      return result
+    end
+    i = i + 3
   elseif op == 'ack' then
     local key = KEYS[tonumber(ARGV[i + 1])]
     redis.call('XACK', key, group, ARGV[i + 2])

@@ -254,3 +254,16 @@ async def test_idle_consumers_holding_nothing_are_forgotten(
     infos = await redis_client.xinfo_consumers(stream, G)
     assert [i["name"] for i in infos] == [b"busy-pod"], "a consumer holding an entry stays"
     assert await broker.forget_consumers(f"{stream}-none", G, 20) == [], "no stream: nothing"
+
+
+async def test_a_commit_sent_again_changes_nothing(broker: Broker, keys: Keys) -> None:
+    """A commit retried after its reply was lost (it was applied) must not apply twice."""
+    stream = keys.send(Priority.NORMAL)
+    await broker.ensure_group(stream, G)
+    commit = Commit(adds=[(stream, "m1", b"handed back", "")], once=keys.commit_mark("t1"))
+    await broker.commit(commit)
+    await broker.commit(commit)
+    assert [e.payload for e in await broker.read([stream], G, "c", 10, None)] == [b"handed back"]
+    other = Commit(adds=[(stream, "m2", b"another batch", "")], once=keys.commit_mark("t2"))
+    await broker.commit(other)
+    assert [e.payload for e in await broker.read([stream], G, "c", 10, None)] == [b"another batch"]
