@@ -4,10 +4,16 @@ A sender that holds messages when Redis goes away can still send them: it switch
 in-memory limiter that allows each bot a conservative share of its rate (the rate divided by the
 expected number of replicas), logs and counts the switch, and goes back to the shared limiter as
 soon as Redis answers again. Holds after a 429 are kept locally meanwhile.
+
+The local logs also hold every send this process made through the shared limiter, so the first
+local window counts them instead of starting empty; and on the way back the process hands its
+recent sends to the shared logs (a Redis that restarted empty forgot them), so neither switch
+lets a bot fill a window twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -53,27 +59,31 @@ class FallbackLimiter:
         )
         self._shared = shared
         self._local = MemoryLimiter(local)
+        self._longest_ms = max(policy.chat_window(-1).ms, policy.bot_window(0).ms)
         self._metrics = metrics
         self._degraded_since: float | None = None
         self._next_probe = 0.0
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
-        if self._degraded_since is None or time.monotonic() >= self._next_probe:
-            try:
-                grant = await self._shared.acquire(bot_id, chat_id)
-            except BrokerUnavailable as exc:
-                self._degrade(exc)
-            else:
-                self._recover()
-                return grant
-        return await self._local.acquire(bot_id, chat_id)
+        if self._degraded_since is not None and (
+            time.monotonic() < self._next_probe or not await self._recover()
+        ):
+            return await self._local.acquire(bot_id, chat_id)
+        try:
+            grant = await self._shared.acquire(bot_id, chat_id)
+        except BrokerUnavailable as exc:
+            self._degrade(exc)
+            return await self._local.acquire(bot_id, chat_id)
+        if grant.granted:  # known locally too, for a switch to come
+            self._local.note(bot_id, chat_id, grant.ticket)
+        return grant
 
-    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
+        await self._local.sent(bot_id, chat_id, ticket, age_ms)
         if ticket.startswith(TICKET_PREFIX):
-            await self._local.sent(bot_id, chat_id, ticket)
             return
         try:
-            await self._shared.sent(bot_id, chat_id, ticket)
+            await self._shared.sent(bot_id, chat_id, ticket, age_ms)
         except BrokerUnavailable as exc:  # the token stays counted from its grant
             self._degrade(exc)
 
@@ -96,12 +106,30 @@ class FallbackLimiter:
             extra={"reason": str(exc)},
         )
 
-    def _recover(self) -> None:
+    async def _recover(self) -> bool:
+        """Back to the shared limiter, first handing it this process's recent sends (those made
+        on its own meanwhile, and those a restarted Redis forgot), so the shared logs count them
+        and their windows are not filled a second time."""
         if self._degraded_since is None:
-            return
+            return True
+        own = self._local.recent(self._longest_ms)
+        results = await asyncio.gather(
+            *(self._shared.sent(bot, chat, ticket, age_ms) for bot, chat, ticket, age_ms in own),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BrokerUnavailable):
+                self._degrade(result)
+                return False
+            if isinstance(result, BaseException):
+                raise result
         log.info(
             "redis back: shared limiter again",
-            extra={"local_for_s": round(time.monotonic() - self._degraded_since, 1)},
+            extra={
+                "local_for_s": round(time.monotonic() - self._degraded_since, 1),
+                "sends_handed_over": len(own),
+            },
         )
         self._degraded_since = None
         self._metrics.active.set(0)
+        return True

@@ -91,13 +91,15 @@ class Limiter(Protocol):
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         """Take a token for one send of ``bot_id`` to ``chat_id``, or say how long to wait."""
 
-    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         """The call made with this token is over: count it from now on, not from its grant.
 
         A send reaches Telegram some time after its token was granted, and how long after
         varies with the load. Moving the token to the moment its answer came (which is after
         Telegram saw it) makes every token in a log lie at or after its arrival, so the logs
         never undercount a window as Telegram sees it, without a fixed margin for the jitter.
+        With ``age_ms``, a send made elsewhere (while Redis was away) is logged as made that
+        long ago.
         """
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:

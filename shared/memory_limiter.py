@@ -92,8 +92,25 @@ class MemoryLimiter:
             self._sweep(now)
         return Grant(0, "", factor, ticket, window.limit - len(bot_log.sends))
 
-    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+    def note(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+        """Log a send granted elsewhere (by the shared limiter) as made now."""
         now = time.monotonic() * 1000
+        for key in ((bot_id, None), (bot_id, chat_id)):
+            self._logs.setdefault(key, _Log()).sends.append((now, ticket))
+
+    def recent(self, within_ms: float) -> list[tuple[int, int | str, str, int]]:
+        """The sends logged here in the last ``within_ms``: (bot, chat, ticket, age ms)."""
+        now = time.monotonic() * 1000
+        return [
+            (bot_id, chat_id, ticket, int(now - at))
+            for (bot_id, chat_id), log in self._logs.items()
+            if chat_id is not None
+            for at, ticket in log.sends
+            if at > now - within_ms
+        ]
+
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
+        now = time.monotonic() * 1000 - age_ms
         for key in ((bot_id, None), (bot_id, chat_id)):
             self._logs.setdefault(key, _Log()).move_to(now, ticket)
 

@@ -66,10 +66,10 @@ class RedisLimiter:
         ticket = "" if int(wait) else ticket
         return Grant(int(wait), scope, int(permille) / 1000, ticket, max(0, int(room)))
 
-    async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
+    async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         bot, chat = self._windows(bot_id, chat_id)
         keys = [self._keys.bot_window(bot_id), self._keys.chat_window(bot_id, chat_id)]
-        await self._sent.call(keys, [ticket, bot.ms, chat.ms])
+        await self._sent.call(keys, [ticket, bot.ms, chat.ms, age_ms])
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         key = (
