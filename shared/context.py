@@ -44,6 +44,9 @@ class Context:
         await self.broker.close()
 
 
+IN_FLIGHT_SLACK_S = 10.0  # past the longest wait for a token and the longest call
+
+
 def policy_from(settings: CommonSettings) -> Policy:
     """The limiter's policy from the environment."""
     return Policy(
@@ -53,6 +56,9 @@ def policy_from(settings: CommonSettings) -> Policy:
         margin_s=settings.limit_margin,
         overrides=settings.rate_overrides(),
         window_scale=settings.window_scale,
+        in_flight_s=settings.telegram_timeout
+        + settings.telegram_rate_limit_wait
+        + IN_FLIGHT_SLACK_S,
     )
 
 

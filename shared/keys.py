@@ -103,6 +103,11 @@ class Keys:
         """Sliding log of one bot's sends to one chat."""
         return f"{self.namespace}:{{bot:{bot_id}}}:rl:chat:{chat_id}"
 
+    def bot_in_flight(self, bot_id: int) -> str:
+        """Sorted set of a bot's tokens whose calls are not over, scored by when they count as
+        lost (a sender that died with them)."""
+        return f"{self.namespace}:{{bot:{bot_id}}}:rl:inflight"
+
     def bot_adaptation(self, bot_id: int) -> str:
         """Hash of a bot's adaptive rate factor after a 429, and when it was cut."""
         return f"{self.namespace}:{{bot:{bot_id}}}:adapt"

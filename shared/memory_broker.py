@@ -154,6 +154,9 @@ class MemoryBroker:
     ) -> list[Entry]:
         s = self._stream(stream)
         grp = s.groups.get(group, _Group())
+        for gone in [i for i in grp.pending if i not in s.entries]:  # trimmed while pending
+            del grp.pending[gone]
+            grp.deliveries.pop(gone, None)
         mine = [i for i, (owner, _) in grp.pending.items() if owner == consumer][:count]
         for i in mine:
             grp.deliveries[i] = grp.deliveries.get(i, 1) + 1
@@ -248,8 +251,7 @@ class MemoryBroker:
         if s is None:
             return
         cutoff = _now_ms() - max_age_ms
-        held = {i for g in s.groups.values() for i in g.pending}
-        old = [i for i in s.entries if int(i.split("-", 1)[0]) < cutoff and i not in held]
+        old = [i for i in s.entries if int(i.split("-", 1)[0]) < cutoff]
         for entry_id in old:
             del s.entries[entry_id]
         gone = set(old)

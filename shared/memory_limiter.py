@@ -27,21 +27,28 @@ class _Log:
     def __init__(self) -> None:
         self.sends: deque[tuple[float, str]] = deque()
 
-    def wait_ms(self, now: float, window: Window) -> int:
+    def wait_ms(self, now: float, window: Window, in_flight: dict[str, float]) -> int:
         while self.sends and self.sends[0][0] <= now - window.ms:
-            self.sends.popleft()
+            _, ticket = self.sends.popleft()
+            if in_flight.get(ticket, 0.0) > now:  # its call is not over: counted as sent now
+                self.sends.append((now, ticket))
         if len(self.sends) < window.limit:
             return 0
         oldest = self.sends[len(self.sends) - window.limit][0]
         return max(1, int(oldest + window.ms - now + 0.999))
 
-    def move_to(self, now: float, ticket: str) -> None:
-        """Count ``ticket``'s send from ``now``, which no logged time is after (see sent.lua)."""
+    def move_to(self, at: float, ticket: str) -> None:
+        """Count ``ticket``'s send from ``at`` (see sent.lua), keeping the log in time order."""
         for i in range(len(self.sends) - 1, -1, -1):  # a call just over: its token is recent
             if self.sends[i][1] == ticket:
+                if self.sends[i][0] >= at:
+                    return  # tokens only move later
                 del self.sends[i]
                 break
-        self.sends.append((now, ticket))
+        place = len(self.sends)
+        while place and self.sends[place - 1][0] > at:
+            place -= 1
+        self.sends.insert(place, (at, ticket))
 
 
 class MemoryLimiter:
@@ -54,6 +61,7 @@ class MemoryLimiter:
         self._adapt: dict[int, tuple[float, float]] = {}
         self._sweep_at = SWEEP_AT
         self._tickets = itertools.count(1)
+        self._in_flight: dict[str, float] = {}  # ticket: when it counts as lost
 
     def _factor(self, bot_id: int, now: float) -> float:
         cut = self._adapt.get(bot_id)
@@ -79,22 +87,24 @@ class MemoryLimiter:
         chat_log = self._logs.setdefault((bot_id, chat_id), _Log())
         window = self._policy.bot_window(bot_id)
         window = Window(max(1, int(window.limit * factor)), window.ms)
-        bot_wait = bot_log.wait_ms(now, window)
-        chat_wait = chat_log.wait_ms(now, self._policy.chat_window(chat_id))
+        bot_wait = bot_log.wait_ms(now, window, self._in_flight)
+        chat_wait = chat_log.wait_ms(now, self._policy.chat_window(chat_id), self._in_flight)
         if bot_wait or chat_wait:
             if bot_wait >= chat_wait:
                 return Grant(bot_wait, "bot", factor)
             return Grant(chat_wait, "chat", factor, room=window.limit - len(bot_log.sends))
         ticket = f"{TICKET_PREFIX}{next(self._tickets)}"
+        self._in_flight[ticket] = now + self._policy.in_flight_s * 1000
         bot_log.sends.append((now, ticket))
         chat_log.sends.append((now, ticket))
-        if len(self._logs) > self._sweep_at:
+        if len(self._logs) > self._sweep_at or len(self._in_flight) > self._sweep_at:
             self._sweep(now)
         return Grant(0, "", factor, ticket, window.limit - len(bot_log.sends))
 
     def note(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
         """Log a send granted elsewhere (by the shared limiter) as made now."""
         now = time.monotonic() * 1000
+        self._in_flight[ticket] = now + self._policy.in_flight_s * 1000
         for key in ((bot_id, None), (bot_id, chat_id)):
             self._logs.setdefault(key, _Log()).sends.append((now, ticket))
 
@@ -110,6 +120,7 @@ class MemoryLimiter:
         ]
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
+        self._in_flight.pop(ticket, None)
         now = time.monotonic() * 1000 - age_ms
         for key in ((bot_id, None), (bot_id, chat_id)):
             self._logs.setdefault(key, _Log()).move_to(now, ticket)
@@ -123,6 +134,8 @@ class MemoryLimiter:
             del self._logs[key]
         for key in [k for k, until in self._holds.items() if until < now]:
             del self._holds[key]
+        for ticket in [t for t, until in self._in_flight.items() if until < now]:
+            del self._in_flight[ticket]
         # sweep again only when the active chats have doubled, so the sweeps cost O(1) a call
         self._sweep_at = max(SWEEP_AT, 2 * len(self._logs))
 

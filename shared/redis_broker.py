@@ -73,7 +73,7 @@ def connect(url: str, *, max_connections: int = 64) -> redis.Redis:
 def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
     result = []
     for entry_id, fields in raw:
-        if fields is None:
+        if not fields:  # deleted (trimmed) while pending
             continue
         ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         seq = fields.get(b"s")
@@ -155,6 +155,11 @@ class RedisBroker:
     ) -> list[Entry]:
         raw = await self._read_group({stream: "0"}, group, consumer, count, None)
         entries = [e for s, items in raw for e in _entries(s.decode(), items, redelivered=True)]
+        # Entries trimmed away while pending here come back empty: nothing is left to do with
+        # them, and left pending they would fill every later read of this kind.
+        gone = [entry_id for _, items in raw for entry_id, fields in items if not fields]
+        if gone:
+            await self._redis.xack(stream, group, *gone)
         return await self._with_deliveries(stream, group, entries)
 
     @_unavailable

@@ -36,6 +36,7 @@ class RedisLimiter:
         self._bot_windows: dict[int, Window] = {}
         self._private, self._group = policy.chat_window(1), policy.chat_window(-1)
         self._counter = itertools.count()
+        self._in_flight_ms = int(policy.in_flight_s * 1000)
 
     def _windows(self, bot_id: int, chat_id: int | str) -> tuple[Window, Window]:
         bot = self._bot_windows.get(bot_id)
@@ -52,6 +53,7 @@ class RedisLimiter:
             k.bot_window(bot_id),
             k.chat_window(bot_id, chat_id),
             k.bot_adaptation(bot_id),
+            k.bot_in_flight(bot_id),
         ]
         args: list[int | float | str] = [
             bot.limit,
@@ -60,6 +62,7 @@ class RedisLimiter:
             chat.ms,
             ticket := f"{self._nonce}-{next(self._counter)}",
             ADAPT_RECOVER_PER_S,
+            self._in_flight_ms,
         ]
         wait, scope, permille, room = await self._acquire.call(keys, args)
         scope = scope.decode() if isinstance(scope, bytes) else str(scope)
@@ -68,7 +71,11 @@ class RedisLimiter:
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         bot, chat = self._windows(bot_id, chat_id)
-        keys = [self._keys.bot_window(bot_id), self._keys.chat_window(bot_id, chat_id)]
+        keys = [
+            self._keys.bot_window(bot_id),
+            self._keys.chat_window(bot_id, chat_id),
+            self._keys.bot_in_flight(bot_id),
+        ]
         await self._sent.call(keys, [ticket, bot.ms, chat.ms, age_ms])
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:

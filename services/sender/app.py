@@ -97,22 +97,27 @@ class SenderService:
                     tg.create_task(
                         repeat("sender.claim", self._claim, stop, errors, self._claim_idle / 4000)
                     ),
-                    tg.create_task(
-                        repeat(
-                            "sender.heartbeat",
-                            self._heartbeat,
-                            stop,
-                            errors,
-                            self._claim_idle / 3000,
-                        )
-                    ),
                 ]
+                # The heartbeat goes on until the drain is over: the entries still in flight
+                # must not look abandoned to the other senders while this one finishes them.
+                drained = asyncio.Event()
+                heartbeat = tg.create_task(
+                    repeat(
+                        "sender.heartbeat",
+                        self._heartbeat,
+                        drained,
+                        errors,
+                        self._claim_idle / 3000,
+                    )
+                )
                 await stop.wait()
                 await asyncio.gather(*loops)
                 pacer.close()
                 await self._lanes.close()
                 self._committer.finish()
                 await committer
+                drained.set()
+                await heartbeat
         log.info("sender drained")
 
     def _limiter(self) -> Limiter:

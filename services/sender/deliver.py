@@ -13,7 +13,7 @@ from services.sender.backoff import full_jitter
 from services.sender.decision import Decision, Verdict
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
-from shared.broker import GATE_DONE, GATE_GO, GATE_GO_LEADING, BrokerUnavailable, Entry
+from shared.broker import GATE_DONE, GATE_GO, GATE_GO_LEADING, Entry
 from shared.context import Context
 from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter, is_private
@@ -203,8 +203,13 @@ class Deliverer:
             return
         try:
             await self._limiter.sent(env.bot_id, env.chat_id, grant.ticket)
-        except BrokerUnavailable:  # counted from its grant instead: the margin covers it
-            log.debug("token not moved: redis unreachable", extra={"message_id": env.id})
+        except Exception as exc:
+            # The token stays counted as a call under way until it is given up as lost:
+            # on the safe side, at the cost of the bot's rate meanwhile.
+            log.warning(
+                "token not moved to the end of its call",
+                extra={"message_id": env.id, "reason": str(exc)},
+            )
 
     async def _hold(self, env: Envelope, seconds: float) -> None:
         """A 429 holds the chat; it holds the whole bot too unless a group's minute limit is meant.

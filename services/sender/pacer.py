@@ -9,9 +9,11 @@ as Telegram allows, instead of one round trip per token.
 
 Urgency ages: a waiter's key is its arrival time plus an offset by priority, so a low message
 that has waited long enough goes before a normal one that just came, and no priority starves.
-A message with later messages of its chat parked behind it gets a head start of LEAD_S within
-its priority: it unblocks its chat, whose next message must keep the chat's own interval, so
-chains of messages start early instead of trailing at the end of a backlog.
+A message with later messages of its chat parked behind it counts as LEAD_S older than it is:
+it unblocks its chat, whose next message must keep the chat's own interval, so chains of
+messages start early instead of trailing at the end of a backlog. The head start is smaller
+than the gaps between priorities (AGEING_S), so it reorders messages within a priority, and
+across priorities only as ageing does, a second sooner.
 
 A message that cannot have a token within TELEGRAM_RATE_LIMIT_WAIT is told how long to park
 instead: until shortly before the window in which its turn comes opens (the limiter's wait,
@@ -22,10 +24,11 @@ when their turn comes rather than all at once, and are there when their window o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shared.limiter import Grant, Limiter, Policy
@@ -78,16 +81,19 @@ class Pacer:
         window = self._policy.bot_window(bot_id)
         return window.ms / 1000 / window.limit
 
-    def _park_ms(self, bot_id: int, position: int, wait_ms: float) -> int:
+    def _park_ms(self, bot_id: int, position: int, wait_ms: float, factor: float = 1.0) -> int:
         """How long the waiter at ``position`` (0: next) parks, ``wait_ms`` before the window opens.
 
         A window opens all at once (every token in it was taken together a window earlier), so
-        the first ``limit`` waiters go when it opens, the next ``limit`` a window later, and so
-        on. A parked message comes back a little before its window opens, to be waiting then.
+        the first ``limit`` waiters go when it opens (fewer while a 429 has cut the bot's rate
+        by ``factor``), the next as many a window later, and so on. A parked message comes back
+        a little before its window opens, to be waiting then, but never sooner than one token
+        interval: it would only bounce through the deferred set.
         """
         window = self._policy.bot_window(bot_id)
-        turn_ms = wait_ms + (position // window.limit) * window.ms
-        return max(1, int(turn_ms - window.ms * EARLY_SHARE))
+        limit = max(1, int(window.limit * factor))
+        turn_ms = wait_ms + (position // limit) * window.ms
+        return max(int(window.ms / limit) + 1, int(turn_ms - window.ms * EARLY_SHARE))
 
     def _cap(self, bot_id: int) -> int:
         return max(MIN_WAITERS, int(self._wait_s / self._interval_s(bot_id)))
@@ -131,13 +137,17 @@ class Pacer:
                     continue
                 # One round trip asks for as many tokens as the window has room for, most
                 # urgent first, so a window that opens goes out together, as Telegram allows.
-                try:
-                    grants = await asyncio.gather(
-                        *(self._limiter.acquire(bot_id, w.chat_id) for w in heads)
-                    )
-                except Exception as exc:  # the waiters decide what an outage means
-                    self._fail_all(queue, exc)
+                answers = await asyncio.gather(
+                    *(self._limiter.acquire(bot_id, w.chat_id) for w in heads),
+                    return_exceptions=True,
+                )
+                failure = next((a for a in answers if isinstance(a, BaseException)), None)
+                if failure is not None:  # the waiters decide what an outage means
+                    grants = [a for a in answers if isinstance(a, Grant)]
+                    await self._release(bot_id, zip(heads, grants, strict=False))
+                    self._fail_all(queue, failure)
                     return
+                grants = [a for a in answers if isinstance(a, Grant)]
                 room, refused = 1, None
                 for waiter, grant in zip(heads, grants, strict=True):
                     self._observe(bot_id, grant)
@@ -145,17 +155,27 @@ class Pacer:
                         _remove(queue.heap, waiter)
                         if not waiter.future.done():
                             waiter.future.set_result(grant)
+                        elif grant.granted:  # its waiter went meanwhile
+                            await self._release(bot_id, [(waiter, grant)])
                         room = min(MAX_ASK, max(1, grant.room))
                     elif refused is None:
                         refused = grant
                 if refused is None:
                     continue
                 room = 1
-                self._park_late(bot_id, queue, refused.wait_ms)
+                self._park_late(bot_id, queue, refused)
                 if queue.heap:
                     await asyncio.sleep(refused.wait_ms / 1000)
         finally:
             queue.pumping = False
+
+    async def _release(self, bot_id: int, taken: Iterable[tuple[_Waiter, Grant]]) -> None:
+        """Tokens granted to waiters that went meanwhile: count them as used now, so they do
+        not stay counted as calls under way (see ``Limiter.sent``)."""
+        for waiter, grant in taken:
+            if grant.granted:
+                with contextlib.suppress(Exception):  # counted from the grant instead: safe
+                    await self._limiter.sent(bot_id, waiter.chat_id, grant.ticket)
 
     def close(self) -> None:
         """The process is stopping: every waiter, and whoever asks from now on, parks at once,
@@ -167,12 +187,12 @@ class Pacer:
                     waiter.future.set_result(STOPPING)
             queue.heap.clear()
 
-    def _park_late(self, bot_id: int, queue: _BotQueue, wait_ms: int) -> None:
+    def _park_late(self, bot_id: int, queue: _BotQueue, refused: Grant) -> None:
         """Tell every waiter that cannot get a token within its deadline to park, in turn order."""
         now = time.monotonic()
         kept: list[_Waiter] = []
         for position, waiter in enumerate(w for w in sorted(queue.heap) if not w.future.done()):
-            park_ms = self._park_ms(bot_id, position, wait_ms)
+            park_ms = self._park_ms(bot_id, position, refused.wait_ms, refused.factor)
             if waiter.deadline < now + park_ms / 1000:
                 waiter.future.set_result(Grant(park_ms, "bot"))
             else:
@@ -181,7 +201,7 @@ class Pacer:
         queue.heap[:] = kept
 
     @staticmethod
-    def _fail_all(queue: _BotQueue, exc: Exception) -> None:
+    def _fail_all(queue: _BotQueue, exc: BaseException) -> None:
         for waiter in queue.heap:
             if not waiter.future.done():
                 waiter.future.set_exception(exc)

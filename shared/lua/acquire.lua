@@ -3,13 +3,17 @@
 -- (plus the configured margin). Refusals take nothing. Time comes from the server so every
 -- replica agrees.
 -- After a 429 the bot's limit is scaled down by a factor that recovers linearly with time.
--- KEYS: bot hold, chat hold, bot log, chat log, bot adaptation (one {bot:<id>} slot)
+-- KEYS: bot hold, chat hold, bot log, chat log, bot adaptation, bot in-flight tokens
+--       (one {bot:<id>} slot)
 -- ARGV: bot limit, bot window ms, chat limit, chat window ms, ticket (unique member),
---       recovery of the factor per second
+--       recovery of the factor per second, longest a token may stay in flight (ms)
 -- Returns {0, '', factor permille, room} when granted, else {wait ms, scope, factor permille,
 -- room}; room is how many more sends the bot's window takes now.
 -- Tokens are counted from their grant until Limiter.sent moves them to the end of their call
 -- (sent.lua), which is after Telegram saw them: no margin for the jitter between the two.
+-- A token whose call is still under way when its window has passed is not dropped: it may
+-- reach Telegram any moment, so it is counted as if sent now, again and again, until its call
+-- is over (or it is given up as lost with a sender that died).
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = now_us / 1000
@@ -26,8 +30,21 @@ if hold > 0 then return {hold, 'bot_hold', permille, 0} end
 hold = redis.call('PTTL', KEYS[2])
 if hold > 0 then return {hold, 'chat_hold', permille, 0} end
 
+local function trim(key, window)
+  local old = redis.call('ZRANGEBYSCORE', key, '-inf', now - window)
+  if #old == 0 then return end
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- tokens given up as lost
+  for _, member in ipairs(old) do
+    if redis.call('ZSCORE', KEYS[6], member) then
+      redis.call('ZADD', key, now, member)
+    else
+      redis.call('ZREM', key, member)
+    end
+  end
+end
+
 local function wait_for(key, limit, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  trim(key, window)
   if redis.call('ZCARD', key) < limit then return 0 end
   local oldest = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
   return math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
@@ -41,6 +58,8 @@ if bot_wait > 0 or chat_wait > 0 then
   return {chat_wait, 'chat', permille, bot_limit - redis.call('ZCARD', KEYS[3])}
 end
 local member = ARGV[5]
+redis.call('ZADD', KEYS[6], now + tonumber(ARGV[7]), member)
+redis.call('PEXPIRE', KEYS[6], math.ceil(tonumber(ARGV[7])) + 1000)
 redis.call('ZADD', KEYS[3], now, member)
 redis.call('PEXPIRE', KEYS[3], math.ceil(tonumber(ARGV[2])) + 1000)
 redis.call('ZADD', KEYS[4], now, member)

@@ -267,3 +267,15 @@ async def test_a_commit_sent_again_changes_nothing(broker: Broker, keys: Keys) -
     other = Commit(adds=[(stream, "m2", b"another batch", "")], once=keys.commit_mark("t2"))
     await broker.commit(other)
     assert [e.payload for e in await broker.read([stream], G, "c", 10, None)] == [b"another batch"]
+
+
+async def test_pending_entries_trimmed_away_are_let_go(broker: Broker, keys: Keys) -> None:
+    """An update trimmed while pending (a recorder far behind) does not stay pending for ever."""
+    stream = keys.updates
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, "u1", b"old", "")]))
+    assert len(await broker.read([stream], G, "c", 10, None)) == 1
+    await asyncio.sleep(0.05)
+    await broker.trim_older(stream, 10)
+    await broker.read_own_pending(stream, G, "c", 10)
+    assert await broker.read_own_pending(stream, G, "c", 10) == []

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.fallback_limiter import PROBE_EVERY_S, FallbackLimiter, FallbackMetrics
 from shared.keys import Keys
-from shared.limiter import Limiter, Policy, window_for
+from shared.limiter import Grant, Limiter, Policy, window_for
 from shared.memory_limiter import MemoryLimiter
 from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
@@ -68,12 +68,20 @@ async def test_refusals_take_nothing(limiter: Limiter) -> None:
 async def test_window_slides(limiter: Limiter) -> None:
     fast = Policy(bot_rate=100, chat_rate=10)
     assert fast.chat_window(5).limit == 10
-    assert (await limiter.acquire(2, 5)).granted
-    assert (await limiter.acquire(2, 5)).granted
+    assert (await _send(limiter, 2, 5)).granted
+    assert (await _send(limiter, 2, 5)).granted
     denied = await limiter.acquire(2, 5)
     assert not denied.granted
     await asyncio.sleep(denied.wait_ms / 1000 + 0.01)
     assert (await limiter.acquire(2, 5)).granted
+
+
+async def _send(limiter: Limiter, bot_id: int, chat_id: int) -> Grant:
+    """A token taken and its call over at once."""
+    grant = await limiter.acquire(bot_id, chat_id)
+    if grant.granted:
+        await limiter.sent(bot_id, chat_id, grant.ticket)
+    return grant
 
 
 async def test_hold_stops_bot_then_expires(limiter: Limiter) -> None:
@@ -119,6 +127,7 @@ async def test_a_token_counts_from_the_end_of_its_call(
         assert first.granted
         assert second.granted
         assert first.ticket != second.ticket
+        await lim.sent(1, 11, second.ticket)  # answered at once
         await asyncio.sleep(0.12)
         await lim.sent(1, 10, first.ticket)  # its answer came 120 ms after the grant
         await asyncio.sleep(0.1)
@@ -126,6 +135,22 @@ async def test_a_token_counts_from_the_end_of_its_call(
         refused = await lim.acquire(1, 13)
         assert refused.scope == "bot"
         assert 80 <= refused.wait_ms <= 105, "the first token stays until 200 ms after its call"
+
+
+async def test_a_token_still_in_flight_stays_counted(keys: Keys, redis_client: redis.Redis) -> None:
+    """A call longer than the window: its token counts until the call is over, then a window."""
+    policy = Policy(bot_rate=1, chat_rate=1000, window_scale=0.1)  # 1 per 100 ms
+    for lim in (RedisLimiter(redis_client, keys, policy), MemoryLimiter(policy)):
+        slow = await lim.acquire(1, 10)
+        assert slow.granted
+        await asyncio.sleep(0.25)  # two and a half windows, and the call is still under way
+        assert (await lim.acquire(1, 11)).scope == "bot"
+        await lim.sent(1, 10, slow.ticket)
+        refused = await lim.acquire(1, 11)
+        assert refused.scope == "bot"
+        assert 90 <= refused.wait_ms <= 100, "a window from the end of the call"
+        await asyncio.sleep(0.11)
+        assert (await lim.acquire(1, 11)).granted
 
 
 async def test_no_window_exceeds_limit_under_concurrency(
@@ -139,7 +164,7 @@ async def test_no_window_exceeds_limit_under_concurrency(
     async def hammer(lim: RedisLimiter) -> None:
         end = time.monotonic() + 1.5
         while time.monotonic() < end:
-            grant = await lim.acquire(1, 1)
+            grant = await _send(lim, 1, 1)
             if grant.granted:
                 granted.append(time.monotonic())
             else:

@@ -15,12 +15,15 @@ pytestmark = pytest.mark.timeout(30)
 
 
 async def test_high_takes_the_next_token_behind_a_crowd() -> None:
-    policy = Policy(bot_rate=6, chat_rate=1000)  # under 8 a second: no burst smoothing
-    pacer = Pacer(MemoryLimiter(policy), policy, wait_s=5.0)
+    policy = Policy(bot_rate=6, chat_rate=1000)
+    limiter = MemoryLimiter(policy)
+    pacer = Pacer(limiter, policy, wait_s=5.0)
     order: list[str] = []
 
     async def want(name: str, priority: Priority) -> None:
-        assert (await pacer.take(1, 7, priority)).granted
+        grant = await pacer.take(1, 7, priority)
+        await limiter.sent(1, 7, grant.ticket)  # the call is over at once
+        assert grant.granted
         order.append(name)
 
     crowd = [asyncio.create_task(want(f"n{i}", Priority.NORMAL)) for i in range(9)]
@@ -32,11 +35,14 @@ async def test_high_takes_the_next_token_behind_a_crowd() -> None:
 
 async def test_a_message_with_its_chat_waiting_behind_it_goes_first_among_equals() -> None:
     policy = Policy(bot_rate=6, chat_rate=1000)
-    pacer = Pacer(MemoryLimiter(policy), policy, wait_s=5.0)
+    limiter = MemoryLimiter(policy)
+    pacer = Pacer(limiter, policy, wait_s=5.0)
     order: list[str] = []
 
     async def want(name: str, priority: Priority, leading: bool = False) -> None:
-        assert (await pacer.take(1, 7, priority, leading)).granted
+        grant = await pacer.take(1, 7, priority, leading)
+        await limiter.sent(1, 7, grant.ticket)
+        assert grant.granted
         order.append(name)
 
     crowd = [asyncio.create_task(want(f"n{i}", Priority.NORMAL)) for i in range(9)]
@@ -161,3 +167,22 @@ async def test_closing_parks_every_waiter_at_once() -> None:
     grants = await asyncio.wait_for(asyncio.gather(*waiting), 1)
     assert {(g.wait_ms, g.scope) for g in grants} == {(1, "stopping")}
     assert (await pacer.take(1, 9, Priority.HIGH)).scope == "stopping"
+
+
+async def test_a_token_whose_waiter_went_is_released() -> None:
+    """A waiter cancelled while its token was being granted: the token is not left in flight."""
+    policy = Policy(bot_rate=20, chat_rate=1000)
+    limiter = _Counting(policy)
+    released: list[str] = []
+
+    async def sent(bot_id: int, chat_id: int | str, ticket: str) -> None:
+        released.append(ticket)
+
+    limiter.sent = sent  # type: ignore[method-assign]
+    pacer = Pacer(limiter, policy, wait_s=5.0)
+    waiter = asyncio.create_task(pacer.take(1, 3, Priority.NORMAL))
+    await asyncio.sleep(0.001)  # its token is being asked for
+    waiter.cancel()
+    await asyncio.sleep(0.05)
+    assert len(released) == 1
+    assert released[0].startswith("local-")
