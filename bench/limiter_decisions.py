@@ -2,7 +2,10 @@
 
 Every decision is a full `RedisLimiter.acquire` (shared/redis_limiter.py), one run of
 shared/lua/acquire.lua: it checks the holds, trims the bot's and the chat's sliding logs and,
-since the rates are set far above what the bench can reach, grants and writes both logs. Bots
+since the rates are set far above what the bench can reach, grants and writes both logs. As in
+the sender, a granted token's call then ends: `RedisLimiter.sent` (shared/lua/sent.lua) moves
+the token to that moment, in the same batched pipelines; the rate counts decisions, not the
+two scripts. Bots
 and chats are drawn at random (default 200 bots x 5,000 chats), so calls spread over many keys
 the way a busy sender's do. Measured, each for --duration seconds:
 
@@ -59,7 +62,7 @@ import redis.asyncio as redis
 import shared.redis_batch as redis_batch
 from bench._common import code_version
 from shared.keys import Keys
-from shared.limiter import Policy
+from shared.limiter import Limiter, Policy
 from shared.memory_limiter import MemoryLimiter
 from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
@@ -68,7 +71,9 @@ from shared.scripts import lua
 MODES = ("sequential", "concurrent", "memory", "context")
 TARGET = 50_000
 # Far above anything one process reaches: every decision is a grant that writes both logs.
-POLICY = Policy(bot_rate=1e7, chat_rate=1e7, group_rate=1e9, margin_s=0.0)
+# Tokens the raw script lines below never report sent count as lost after half a second, so
+# they do not pile up as calls under way (the sender reports every call's end: see (a)-(c)).
+POLICY = Policy(bot_rate=1e7, chat_rate=1e7, group_rate=1e9, margin_s=0.0, in_flight_s=0.5)
 
 
 def _args() -> argparse.Namespace:
@@ -200,16 +205,22 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
     try:
         await client.script_load(source)
         await limiter.acquire(*pick())  # warm the pool and the script cache
+        granted = 0
+
+        async def decide(bot: int, chat: int, lim: Limiter = limiter) -> None:
+            """One decision, as the sender makes it: a granted token's call then ends."""
+            nonlocal granted
+            grant = await lim.acquire(bot, chat)
+            if grant.granted:
+                granted += 1
+                await lim.sent(bot, chat, grant.ticket)
+
         if "sequential" in modes:
-            calls, elapsed = await _timed(1, args.duration, limiter.acquire, pick)
+            calls, elapsed = await _timed(1, args.duration, decide, pick)
             _line("(a) RedisLimiter, sequential", calls, elapsed)
         if "concurrent" in modes:
             granted = 0
-
-            async def acquire(bot: int, chat: int) -> None:
-                nonlocal granted
-                grant = await limiter.acquire(bot, chat)
-                granted += grant.granted
+            acquire = decide
 
             with BatchCounter() as batches:
                 calls, elapsed = await _timed(args.concurrency, args.duration, acquire, pick)
@@ -227,7 +238,11 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
             await _proto(args, client, keys, pick)
         if "memory" in modes:
             memory = MemoryLimiter(POLICY)
-            calls, elapsed = await _timed(1, args.duration, memory.acquire, pick)
+
+            async def decide_here(bot: int, chat: int) -> None:
+                await decide(bot, chat, memory)
+
+            calls, elapsed = await _timed(1, args.duration, decide_here, pick)
             _line("(c) MemoryLimiter, sequential", calls, elapsed)
         if "context" in modes:
             await _context(args, client, keys, sha, pick)

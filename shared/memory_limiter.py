@@ -137,7 +137,7 @@ class MemoryLimiter:
         for ticket in [t for t, until in self._in_flight.items() if until < now]:
             del self._in_flight[ticket]
         # sweep again only when the active chats have doubled, so the sweeps cost O(1) a call
-        self._sweep_at = max(SWEEP_AT, 2 * len(self._logs))
+        self._sweep_at = max(SWEEP_AT, 2 * len(self._logs), 2 * len(self._in_flight))
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         key = (bot_id, chat_id)
