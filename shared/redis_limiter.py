@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
@@ -37,6 +38,9 @@ class RedisLimiter:
         self._private, self._group = policy.chat_window(1), policy.chat_window(-1)
         self._counter = itertools.count()
         self._in_flight_ms = int(policy.in_flight_s * 1000)
+        self._moves: dict[int, list[tuple[str, float, str, int, asyncio.Future[None]]]] = {}
+        self._moving: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _windows(self, bot_id: int, chat_id: int | str) -> tuple[Window, Window]:
         bot = self._bot_windows.get(bot_id)
@@ -70,13 +74,40 @@ class RedisLimiter:
         return Grant(int(wait), scope, int(permille) / 1000, ticket, max(0, int(room)))
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
-        bot, chat = self._windows(bot_id, chat_id)
-        keys = [
-            self._keys.bot_window(bot_id),
-            self._keys.chat_window(bot_id, chat_id),
-            self._keys.bot_in_flight(bot_id),
-        ]
-        await self._sent.call(keys, [ticket, bot.ms, chat.ms, age_ms])
+        """Tokens of one bot that finish together (a window's burst is answered together) move
+        in one call of sent.lua: the first starts a move, the rest join it or the next one."""
+        _, chat = self._windows(bot_id, chat_id)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        move = (self._keys.chat_window(bot_id, chat_id), chat.ms, ticket, age_ms, done)
+        self._moves.setdefault(bot_id, []).append(move)
+        if bot_id not in self._moving:
+            self._moving.add(bot_id)
+            task = asyncio.get_running_loop().create_task(self._move(bot_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await done
+
+    async def _move(self, bot_id: int) -> None:
+        try:
+            while moves := self._moves.pop(bot_id, None):
+                bot, _ = self._windows(bot_id, 0)
+                keys = [self._keys.bot_window(bot_id), self._keys.bot_in_flight(bot_id)]
+                args: list[str | float | int] = [bot.ms]
+                for chat_key, chat_ms, ticket, age_ms, _ in moves:
+                    keys.append(chat_key)
+                    args += [ticket, chat_ms, age_ms]
+                try:
+                    await self._sent.call(keys, args)
+                except Exception as exc:  # each caller decides what a failure means
+                    for *_, done in moves:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for *_, done in moves:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._moving.discard(bot_id)
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         key = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -227,3 +229,22 @@ async def test_fallback_counts_this_process_sends_across_both_switches(keys: Key
     finally:
         await client.aclose()
         server.cleanup()
+
+
+async def test_tokens_finishing_together_move_in_one_call(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    policy = Policy(bot_rate=30, chat_rate=1000)
+    lim = RedisLimiter(redis_client, keys, policy)
+    grants = [await lim.acquire(1, chat) for chat in range(10)]
+    calls: list[int] = []
+    real = lim._sent.call
+
+    async def counted(k: Sequence[str], a: Sequence[Any]) -> Any:
+        calls.append(len(k) - 2)
+        return await real(k, a)
+
+    lim._sent.call = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(lim.sent(1, c, g.ticket) for c, g in enumerate(grants)))
+    assert calls == [10], "one call of sent.lua for the ten tokens"
+    assert await redis_client.zcard(keys.bot_in_flight(1)) == 0
