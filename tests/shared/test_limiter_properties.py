@@ -33,7 +33,7 @@ arrivals = st.lists(
 )
 
 
-def _violations(grants: list[tuple[float, int, int]]) -> list[str]:
+def _violations(grants: list[tuple[float, int, int]], slack_s: float = SLACK_S) -> list[str]:
     found = []
     scopes: dict[tuple, list[float]] = {}
     for at, bot, chat in grants:
@@ -41,7 +41,7 @@ def _violations(grants: list[tuple[float, int, int]]) -> list[str]:
         scopes.setdefault(("chat", bot, chat), []).append(at)
     for scope, times in scopes.items():
         window = POLICY.bot_window(scope[1]) if scope[0] == "bot" else POLICY.chat_window(scope[2])
-        span = window.ms / 1000 - SLACK_S
+        span = window.ms / 1000 - slack_s
         times.sort()
         for i, start in enumerate(times):
             inside = sum(1 for t in times[i:] if t - start < span)
@@ -98,3 +98,77 @@ def test_group_and_private_windows_differ() -> None:
     assert is_private(11)
     assert not is_private(-21)
     assert POLICY.chat_window(-21).ms > POLICY.chat_window(11).ms
+
+
+calls = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=6),  # ms to wait before the next request
+        st.integers(min_value=1, max_value=2),  # bot
+        st.sampled_from([11, 12, -21]),  # two private chats and a group
+        st.integers(min_value=1, max_value=3),  # requests fired together
+        st.integers(min_value=0, max_value=80),  # ms the call takes: some outlast a window
+        st.floats(min_value=0.0, max_value=1.0),  # where in its call Telegram sees it
+    ),
+    min_size=5,
+    max_size=20,
+)
+
+
+async def _drive_calls(
+    limiter: Limiter, pattern: list[tuple[int, int, int, int, int, float]]
+) -> list[tuple[float, int, int]]:
+    """Arrivals as Telegram would log them: anywhere between a grant and the end of its call."""
+    arrivals: list[tuple[float, int, int]] = []
+    under_way: list[asyncio.Task[None]] = []
+
+    async def call(bot: int, chat: int, ticket: str, took_ms: int, seen: float) -> None:
+        granted_at = time.monotonic()
+        await asyncio.sleep(took_ms / 1000)
+        ended_at = time.monotonic()
+        arrivals.append((granted_at + seen * (ended_at - granted_at), bot, chat))
+        await limiter.sent(bot, chat, ticket)
+
+    async def one(bot: int, chat: int, took_ms: int, seen: float) -> None:
+        grant = await limiter.acquire(bot, chat)
+        if grant.granted:
+            under_way.append(asyncio.create_task(call(bot, chat, grant.ticket, took_ms, seen)))
+
+    for pause, bot, chat, burst, took_ms, seen in pattern:
+        await asyncio.sleep(pause / 1000)
+        await asyncio.gather(*(one(bot, chat, took_ms, seen) for _ in range(burst)))
+    await asyncio.gather(*under_way)
+    return arrivals
+
+
+def _run_calls(
+    backend: str, pattern: list[tuple[int, int, int, int, int, float]], namespace: str
+) -> list[str]:
+    async def main() -> list[str]:
+        client: redis.Redis | None = None
+        if backend == "redis":
+            client = connect(REDIS_URL)
+            limiter: Limiter = RedisLimiter(client, Keys(namespace), POLICY)
+        else:
+            limiter = MemoryLimiter(POLICY)
+        try:
+            return _violations(await _drive_calls(limiter, pattern), slack_s=0.0)
+        finally:
+            if client is not None:
+                async for key in client.scan_iter(match=f"{namespace}:*"):
+                    await client.delete(key)
+                await client.aclose()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pattern=calls)
+def test_no_window_exceeds_its_limit_where_telegram_counts(
+    backend: str, pattern, namespace: str
+) -> None:
+    """With no margin, calls of any length, and Telegram seeing each request at any moment
+    between its grant and the end of its call: no window of arrivals exceeds its limit."""
+    assert _run_calls(backend, pattern, namespace) == []
