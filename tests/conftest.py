@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as redis
 
 from shared.broker import Broker
@@ -14,8 +15,25 @@ from shared.context import dlq_keys
 from shared.keys import Keys
 from shared.memory_broker import MemoryBroker
 from shared.redis_broker import RedisBroker, connect
+from tests.procs import NAMESPACES
 
 REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_process_namespaces() -> Iterator[None]:
+    """After the session, delete the keys of every namespace a test process used."""
+    yield
+    for url, namespace in sorted(NAMESPACES):
+        client = sync_redis.Redis.from_url(url, socket_connect_timeout=2)
+        try:
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+        except sync_redis.exceptions.ConnectionError:
+            pass  # a private redis-server that is gone took its keys with it
+        finally:
+            client.close()
 
 
 @pytest.fixture

@@ -82,8 +82,15 @@ class Proc:
         return self.popen.returncode
 
 
+# (REDIS_URL, FLOODGATE_NAMESPACE) of every process started: their keys are deleted after the
+# session (tests/conftest.py), so runs do not pile up status records in the shared Redis.
+NAMESPACES: set[tuple[str, str]] = set()
+
+
 def floodgate(name: str, args: Sequence[str], env: dict[str, str]) -> Proc:
     """``floodgate run <service>`` (or ``sandbox``) on a free port."""
+    if env.get("REDIS_URL") and env.get("FLOODGATE_NAMESPACE"):
+        NAMESPACES.add((env["REDIS_URL"], env["FLOODGATE_NAMESPACE"]))
     port = free_port()
     argv = [sys.executable, "-m", "floodgate.cli", *args, "--port", str(port)]
     if args[0] == "run":
