@@ -67,7 +67,8 @@ class Policy:
     margin_s: float = 0.0
     overrides: dict[int, float] = field(default_factory=dict)
     window_scale: float = 1.0
-    in_flight_s: float = 40.0  # a token not reported sent by then went with a dead sender
+    in_flight_s: float = 40.0  # no call lasts longer: a token not reported sent by then is lost
+    in_flight_lease_s: float = 5.0  # shared limiter: a token not extended by then is lost
 
     def bot_window(self, bot_id: int) -> Window:
         """Window of one bot, honouring its override."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import secrets
+import time
 
 import redis.asyncio as redis
 
@@ -37,7 +39,10 @@ class RedisLimiter:
         self._bot_windows: dict[int, Window] = {}
         self._private, self._group = policy.chat_window(1), policy.chat_window(-1)
         self._counter = itertools.count()
-        self._in_flight_ms = int(policy.in_flight_s * 1000)
+        self._lease_ms = int(policy.in_flight_lease_s * 1000)
+        self._extend = ScriptBatcher(client, lua("extend"))
+        # ticket: (bot, granted at, the timer of its next extension)
+        self._leases: dict[str, tuple[int, float, asyncio.TimerHandle]] = {}
         self._moves: dict[int, list[tuple[str, float, str, int, asyncio.Future[None]]]] = {}
         self._moving: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -66,16 +71,42 @@ class RedisLimiter:
             chat.ms,
             ticket := f"{self._nonce}-{next(self._counter)}",
             ADAPT_RECOVER_PER_S,
-            self._in_flight_ms,
+            self._lease_ms,
         ]
         wait, scope, permille, room = await self._acquire.call(keys, args)
         scope = scope.decode() if isinstance(scope, bytes) else str(scope)
-        ticket = "" if int(wait) else ticket
-        return Grant(int(wait), scope, int(permille) / 1000, ticket, max(0, int(room)))
+        if int(wait):
+            return Grant(int(wait), scope, int(permille) / 1000, "", max(0, int(room)))
+        self._lease(bot_id, ticket, time.monotonic())
+        return Grant(0, scope, int(permille) / 1000, ticket, max(0, int(room)))
+
+    def _lease(self, bot_id: int, ticket: str, granted_at: float) -> None:
+        """Keep a token in flight while its call runs: extended every third of a lease, for
+        as long as a call can last, unless ``sent`` comes first (as it nearly always does)."""
+        if time.monotonic() - granted_at > self._policy.in_flight_s:
+            self._leases.pop(ticket, None)
+            return
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self._lease_ms / 3000, self._renew, bot_id, ticket)
+        self._leases[ticket] = (bot_id, granted_at, timer)
+
+    def _renew(self, bot_id: int, ticket: str) -> None:
+        held = self._leases.get(ticket)
+        if held is None:
+            return
+        self._lease(bot_id, ticket, held[1])
+        call = self._extend.call([self._keys.bot_in_flight(bot_id)], [self._lease_ms, ticket])
+        task = asyncio.get_running_loop().create_task(call)
+        self._tasks.add(task)
+        task.add_done_callback(_quietly)
+        task.add_done_callback(self._tasks.discard)
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         """Tokens of one bot that finish together (a window's burst is answered together) move
         in one call of sent.lua: the first starts a move, the rest join it or the next one."""
+        held = self._leases.pop(ticket, None)
+        if held is not None:
+            held[2].cancel()
         _, chat = self._windows(bot_id, chat_id)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         move = (self._keys.chat_window(bot_id, chat_id), chat.ms, ticket, age_ms, done)
@@ -125,3 +156,10 @@ class RedisLimiter:
                 await self._hold(keys=[key], args=[ms])
         except UNREACHABLE as exc:
             raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+
+
+def _quietly(task: asyncio.Task[object]) -> None:
+    """An extension that failed (Redis away) leaves the token to its lease: nothing to do."""
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()

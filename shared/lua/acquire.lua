@@ -6,7 +6,8 @@
 -- KEYS: bot hold, chat hold, bot log, chat log, bot adaptation, bot in-flight tokens
 --       (one {bot:<id>} slot)
 -- ARGV: bot limit, bot window ms, chat limit, chat window ms, ticket (unique member),
---       recovery of the factor per second, longest a token may stay in flight (ms)
+--       recovery of the factor per second, lease of an in-flight token (ms; the sender
+--       extends it while the call runs, see extend.lua)
 -- Returns {0, '', factor permille, room} when granted, else {wait ms, scope, factor permille,
 -- room}; room is how many more sends the bot's window takes now.
 -- Tokens are counted from their grant until Limiter.sent moves them to the end of their call

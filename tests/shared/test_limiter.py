@@ -248,3 +248,32 @@ async def test_tokens_finishing_together_move_in_one_call(
     await asyncio.gather(*(lim.sent(1, c, g.ticket) for c, g in enumerate(grants)))
     assert calls == [10], "one call of sent.lua for the ten tokens"
     assert await redis_client.zcard(keys.bot_in_flight(1)) == 0
+
+
+async def test_a_long_call_keeps_its_token_and_a_dead_senders_token_goes(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    """Tokens in flight are leased: extended while their call runs, given up a lease after
+    their sender stops extending them (it died), not after the longest possible call."""
+    policy = Policy(bot_rate=1, chat_rate=1000, window_scale=0.1, in_flight_lease_s=0.3)
+    alive, other = (RedisLimiter(redis_client, keys, policy) for _ in range(2))
+    slow = await alive.acquire(1, 10)
+    assert slow.granted
+    await asyncio.sleep(0.8)  # eight windows and more than two leases: still under way
+    assert (await other.acquire(1, 11)).scope == "bot"
+    await alive.sent(1, 10, slow.ticket)
+    await asyncio.sleep(0.11)
+    quick = await other.acquire(1, 11)
+    assert quick.granted
+    await other.sent(1, 11, quick.ticket)
+
+    dying = RedisLimiter(redis_client, keys, policy)
+    await asyncio.sleep(0.11)
+    lost = await dying.acquire(1, 12)
+    assert lost.granted
+    for _, _, timer in dying._leases.values():  # the sender dies: nobody extends its tokens
+        timer.cancel()
+    await asyncio.sleep(0.15)
+    assert (await other.acquire(1, 13)).scope == "bot", "in flight, as far as anyone knows"
+    await asyncio.sleep(0.3)
+    assert (await other.acquire(1, 13)).granted, "given up a lease after its sender died"
