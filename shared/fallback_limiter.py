@@ -59,6 +59,7 @@ class FallbackLimiter:
         )
         self._shared = shared
         self._local = MemoryLimiter(local)
+        self._forward: set[str] = set()  # local tokens handed over while under way
         self._longest_ms = max(policy.chat_window(-1).ms, policy.bot_window(0).ms)
         self._metrics = metrics
         self._degraded_since: float | None = None
@@ -80,11 +81,12 @@ class FallbackLimiter:
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         await self._local.sent(bot_id, chat_id, ticket, age_ms)
-        if ticket.startswith(TICKET_PREFIX):
+        if ticket.startswith(TICKET_PREFIX) and ticket not in self._forward:
             return
+        self._forward.discard(ticket)  # a local send under way at the switch back: ended now
         try:
             await self._shared.sent(bot_id, chat_id, ticket, age_ms)
-        except BrokerUnavailable as exc:  # the token stays counted from its grant
+        except BrokerUnavailable as exc:  # the token stays in flight until its lease runs out
             self._degrade(exc)
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
@@ -113,8 +115,17 @@ class FallbackLimiter:
         if self._degraded_since is None:
             return True
         own = self._local.recent(self._longest_ms)
+        # A shared token still under way is in Redis's in-flight set already (unless Redis
+        # restarted empty; then it is logged when its call ends). A local one still under way
+        # is logged as sent now, and again when its call ends.
+        moves = [
+            (bot, chat, ticket, 0 if busy else age_ms)
+            for bot, chat, ticket, age_ms, busy in own
+            if not busy or ticket.startswith(TICKET_PREFIX)
+        ]
+        self._forward.update(t for _, _, t, _, busy in own if busy and t.startswith(TICKET_PREFIX))
         results = await asyncio.gather(
-            *(self._shared.sent(bot, chat, ticket, age_ms) for bot, chat, ticket, age_ms in own),
+            *(self._shared.sent(bot, chat, ticket, age) for bot, chat, ticket, age in moves),
             return_exceptions=True,
         )
         for result in results:
@@ -127,7 +138,7 @@ class FallbackLimiter:
             "redis back: shared limiter again",
             extra={
                 "local_for_s": round(time.monotonic() - self._degraded_since, 1),
-                "sends_handed_over": len(own),
+                "sends_handed_over": len(moves),
             },
         )
         self._degraded_since = None

@@ -108,11 +108,12 @@ class MemoryLimiter:
         for key in ((bot_id, None), (bot_id, chat_id)):
             self._logs.setdefault(key, _Log()).sends.append((now, ticket))
 
-    def recent(self, within_ms: float) -> list[tuple[int, int | str, str, int]]:
-        """The sends logged here in the last ``within_ms``: (bot, chat, ticket, age ms)."""
+    def recent(self, within_ms: float) -> list[tuple[int, int | str, str, int, bool]]:
+        """The sends logged here in the last ``within_ms``: (bot, chat, ticket, age ms, whether
+        its call is still under way)."""
         now = time.monotonic() * 1000
         return [
-            (bot_id, chat_id, ticket, int(now - at))
+            (bot_id, chat_id, ticket, int(now - at), self._in_flight.get(ticket, 0.0) > now)
             for (bot_id, chat_id), log in self._logs.items()
             if chat_id is not None
             for at, ticket in log.sends

@@ -25,6 +25,8 @@ from shared.limiter import (
 from shared.redis_batch import UNREACHABLE, ScriptBatcher
 from shared.scripts import lua
 
+LEASE_CAP_S = 3600.0  # a token still unreported after an hour is a leak, not a call
+
 
 class RedisLimiter:
     """``shared.limiter.Limiter`` over Redis: one Lua call per decision, calls pipelined."""
@@ -41,8 +43,8 @@ class RedisLimiter:
         self._counter = itertools.count()
         self._lease_ms = int(policy.in_flight_lease_s * 1000)
         self._extend = ScriptBatcher(client, lua("extend"))
-        # ticket: (bot, granted at, the timer of its next extension)
-        self._leases: dict[str, tuple[int, float, asyncio.TimerHandle]] = {}
+        # ticket: (bot, chat, granted at, the timer of its next extension)
+        self._leases: dict[str, tuple[int, int | str, float, asyncio.TimerHandle]] = {}
         self._moves: dict[int, list[tuple[str, float, str, int, asyncio.Future[None]]]] = {}
         self._moving: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -77,25 +79,29 @@ class RedisLimiter:
         scope = scope.decode() if isinstance(scope, bytes) else str(scope)
         if int(wait):
             return Grant(int(wait), scope, int(permille) / 1000, "", max(0, int(room)))
-        self._lease(bot_id, ticket, time.monotonic())
+        self._lease(bot_id, chat_id, ticket, time.monotonic())
         return Grant(0, scope, int(permille) / 1000, ticket, max(0, int(room)))
 
-    def _lease(self, bot_id: int, ticket: str, granted_at: float) -> None:
-        """Keep a token in flight while its call runs: extended every third of a lease, for
-        as long as a call can last, unless ``sent`` comes first (as it nearly always does)."""
-        if time.monotonic() - granted_at > self._policy.in_flight_s:
+    def _lease(self, bot_id: int, chat_id: int | str, ticket: str, granted_at: float) -> None:
+        """Keep a token in flight while its call runs: extended every third of a lease until
+        ``sent`` comes (``Deliverer`` always reports; LEASE_CAP_S only guards against a leak)."""
+        if time.monotonic() - granted_at > LEASE_CAP_S:
             self._leases.pop(ticket, None)
             return
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._lease_ms / 3000, self._renew, bot_id, ticket)
-        self._leases[ticket] = (bot_id, granted_at, timer)
+        self._leases[ticket] = (bot_id, chat_id, granted_at, timer)
 
     def _renew(self, bot_id: int, ticket: str) -> None:
         held = self._leases.get(ticket)
         if held is None:
             return
-        self._lease(bot_id, ticket, held[1])
-        call = self._extend.call([self._keys.bot_in_flight(bot_id)], [self._lease_ms, ticket])
+        _, chat_id, granted_at, _ = held
+        self._lease(bot_id, chat_id, ticket, granted_at)
+        bot, chat = self._windows(bot_id, chat_id)
+        k = self._keys
+        keys = [k.bot_in_flight(bot_id), k.bot_window(bot_id), k.chat_window(bot_id, chat_id)]
+        call = self._extend.call(keys, [self._lease_ms, bot.ms, ticket, chat.ms])
         task = asyncio.get_running_loop().create_task(call)
         self._tasks.add(task)
         task.add_done_callback(_quietly)
@@ -106,7 +112,7 @@ class RedisLimiter:
         in one call of sent.lua: the first starts a move, the rest join it or the next one."""
         held = self._leases.pop(ticket, None)
         if held is not None:
-            held[2].cancel()
+            held[3].cancel()
         _, chat = self._windows(bot_id, chat_id)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         move = (self._keys.chat_window(bot_id, chat_id), chat.ms, ticket, age_ms, done)

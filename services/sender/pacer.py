@@ -143,8 +143,10 @@ class Pacer:
                 )
                 failure = next((a for a in answers if isinstance(a, BaseException)), None)
                 if failure is not None:  # the waiters decide what an outage means
-                    grants = [a for a in answers if isinstance(a, Grant)]
-                    await self._release(bot_id, zip(heads, grants, strict=False))
+                    taken = [
+                        (w, a) for w, a in zip(heads, answers, strict=True) if isinstance(a, Grant)
+                    ]
+                    await self._release(bot_id, taken)
                     self._fail_all(queue, failure)
                     return
                 grants = [a for a in answers if isinstance(a, Grant)]

@@ -31,17 +31,27 @@ if hold > 0 then return {hold, 'bot_hold', permille, 0} end
 hold = redis.call('PTTL', KEYS[2])
 if hold > 0 then return {hold, 'chat_hold', permille, 0} end
 
+local lease = tonumber(ARGV[7])
+
+-- A log lives at least ms more (never shortened: other tokens in it may be in flight).
+local function keep(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, math.ceil(ms)) end
+end
+
 local function trim(key, window)
   local old = redis.call('ZRANGEBYSCORE', key, '-inf', now - window)
   if #old == 0 then return end
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- tokens given up as lost
+  local kept = false
   for _, member in ipairs(old) do
     if redis.call('ZSCORE', KEYS[6], member) then
       redis.call('ZADD', key, now, member)
+      kept = true
     else
       redis.call('ZREM', key, member)
     end
   end
+  if kept then keep(key, window + lease + 1000) end
 end
 
 local function wait_for(key, limit, window)
@@ -59,10 +69,11 @@ if bot_wait > 0 or chat_wait > 0 then
   return {chat_wait, 'chat', permille, bot_limit - redis.call('ZCARD', KEYS[3])}
 end
 local member = ARGV[5]
-redis.call('ZADD', KEYS[6], now + tonumber(ARGV[7]), member)
-redis.call('PEXPIRE', KEYS[6], math.ceil(tonumber(ARGV[7])) + 1000)
+redis.call('ZADD', KEYS[6], now + lease, member)
+keep(KEYS[6], lease + 1000)
+-- the logs outlive the token's lease: it may still be in flight when its window has passed
 redis.call('ZADD', KEYS[3], now, member)
-redis.call('PEXPIRE', KEYS[3], math.ceil(tonumber(ARGV[2])) + 1000)
+keep(KEYS[3], tonumber(ARGV[2]) + lease + 1000)
 redis.call('ZADD', KEYS[4], now, member)
-redis.call('PEXPIRE', KEYS[4], math.ceil(tonumber(ARGV[4])) + 1000)
+keep(KEYS[4], tonumber(ARGV[4]) + lease + 1000)
 return {0, '', permille, bot_limit - redis.call('ZCARD', KEYS[3])}

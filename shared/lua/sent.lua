@@ -8,13 +8,19 @@
 -- ARGV: bot window ms, then per token: ticket, chat window ms, age ms (0: now)
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000
+
+-- A log lives at least ms more (never shortened: other tokens in it may be in flight).
+local function keep(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, math.ceil(ms)) end
+end
+
 for i = 3, #KEYS do
   local at = 2 + (i - 3) * 3
   local ticket, score = ARGV[at], now - tonumber(ARGV[at + 2])
   redis.call('ZADD', KEYS[1], 'GT', score, ticket)
   redis.call('ZADD', KEYS[i], 'GT', score, ticket)
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[at + 1])) + 1000)
+  keep(KEYS[i], tonumber(ARGV[at + 1]) + 1000)
   redis.call('ZREM', KEYS[2], ticket)
 end
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1000)
+keep(KEYS[1], tonumber(ARGV[1]) + 1000)
 return #KEYS - 2

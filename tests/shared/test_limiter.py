@@ -218,13 +218,13 @@ async def test_fallback_counts_this_process_sends_across_both_switches(keys: Key
         RedisLimiter(client, keys, policy), policy, 1, FallbackMetrics(CollectorRegistry())
     )
     try:
-        assert all([(await limiter.acquire(1, c)).granted for c in range(4)])
+        assert all([(await _send(limiter, 1, c)).granted for c in range(4)])
         server.stop()
-        local = [(await limiter.acquire(1, c)).granted for c in range(10, 20)]
+        local = [(await _send(limiter, 1, c)).granted for c in range(10, 20)]
         assert sum(local) == 6, "the four shared sends count in the local window too"
         server.start()  # empty: it kept nothing
         await asyncio.sleep(PROBE_EVERY_S + 0.1)
-        back = [(await limiter.acquire(1, c)).granted for c in range(20, 30)]
+        back = [(await _send(limiter, 1, c)).granted for c in range(20, 30)]
         assert sum(back) == 0, "the ten sends of this window were handed to the new Redis"
     finally:
         await client.aclose()
@@ -271,9 +271,21 @@ async def test_a_long_call_keeps_its_token_and_a_dead_senders_token_goes(
     await asyncio.sleep(0.11)
     lost = await dying.acquire(1, 12)
     assert lost.granted
-    for _, _, timer in dying._leases.values():  # the sender dies: nobody extends its tokens
+    for *_, timer in dying._leases.values():  # the sender dies: nobody extends its tokens
         timer.cancel()
     await asyncio.sleep(0.15)
     assert (await other.acquire(1, 13)).scope == "bot", "in flight, as far as anyone knows"
     await asyncio.sleep(0.3)
     assert (await other.acquire(1, 13)).granted, "given up a lease after its sender died"
+
+
+async def test_logs_outlive_calls_under_way(keys: Keys, redis_client: redis.Redis) -> None:
+    """A chat's log is not let expire while its token's call runs, however long."""
+    policy = Policy(bot_rate=1000, chat_rate=1, window_scale=0.1, in_flight_lease_s=0.3)
+    lim = RedisLimiter(redis_client, keys, policy)
+    slow = await lim.acquire(1, 10)
+    assert slow.granted
+    await asyncio.sleep(1.5)  # past the log's old lifetime (a window and a second)
+    refused = await lim.acquire(1, 10)
+    assert refused.scope == "chat", "the chat's one send of its window is still under way"
+    await lim.sent(1, 10, slow.ticket)
