@@ -15,6 +15,8 @@ messages start early instead of trailing at the end of a backlog. The head start
 than the gaps between priorities (AGEING_S), so it reorders messages within a priority, and
 across priorities only as ageing does, a second sooner.
 
+A message whose chat is full waits in place for the chat's window if it opens before the
+message's deadline (TELEGRAM_RATE_LIMIT_WAIT), keeping its place among the bot's waiters.
 A message that cannot have a token within TELEGRAM_RATE_LIMIT_WAIT is told how long to park
 instead: until shortly before the window in which its turn comes opens (the limiter's wait,
 plus a window for every window's worth of waiters ahead of it), so parked messages come back
@@ -50,12 +52,14 @@ class _Waiter:
     chat_id: int | str = field(compare=False)
     deadline: float = field(compare=False)
     future: asyncio.Future[Grant] = field(compare=False)
+    ready_at: float = field(default=0.0, compare=False)  # its chat's window opens then
 
 
 class _BotQueue:
     def __init__(self) -> None:
         self.heap: list[_Waiter] = []
         self.pumping = False
+        self.arrived = asyncio.Event()  # wakes a pump napping until a chat's window opens
 
 
 class Pacer:
@@ -120,6 +124,7 @@ class Pacer:
             if not least.future.done():
                 least.future.set_result(Grant(park_ms, "queue"))
         heapq.heappush(queue.heap, waiter)
+        queue.arrived.set()
         if not queue.pumping:
             queue.pumping = True
             task = asyncio.get_running_loop().create_task(self._pump(bot_id, queue))
@@ -131,9 +136,12 @@ class Pacer:
         room = 1
         try:
             while queue.heap:
-                heads = [w for w in heapq.nsmallest(room, queue.heap) if not w.future.done()]
+                now = time.monotonic()
+                ready = (w for w in queue.heap if w.ready_at <= now and not w.future.done())
+                heads = heapq.nsmallest(room, ready)
                 if not heads:
                     _drop_done(queue)
+                    await self._nap(queue)
                     continue
                 # One round trip asks for as many tokens as the window has room for, most
                 # urgent first, so a window that opens goes out together, as Telegram allows.
@@ -154,12 +162,14 @@ class Pacer:
                 for waiter, grant in zip(heads, grants, strict=True):
                     self._observe(bot_id, grant)
                     if grant.granted or grant.scope in CHAT_SCOPES:
+                        room = min(MAX_ASK, max(1, grant.room))
+                        if not grant.granted and self._wait_in_place(waiter, grant):
+                            continue
                         _remove(queue.heap, waiter)
                         if not waiter.future.done():
                             waiter.future.set_result(grant)
                         elif grant.granted:  # its waiter went meanwhile
                             await self._release(bot_id, [(waiter, grant)])
-                        room = min(MAX_ASK, max(1, grant.room))
                     elif refused is None:
                         refused = grant
                 if refused is None:
@@ -170,6 +180,28 @@ class Pacer:
                     await asyncio.sleep(refused.wait_ms / 1000)
         finally:
             queue.pumping = False
+
+    @staticmethod
+    def _wait_in_place(waiter: _Waiter, refused: Grant) -> bool:
+        """A message whose chat is full waits here for the chat's window if it opens before the
+        message's deadline: it keeps its place among the bot's waiters (a high message goes
+        before a normal one of the same chat when the window opens), with no trip through the
+        deferred set. Otherwise it parks."""
+        ready_at = time.monotonic() + refused.wait_ms / 1000
+        if waiter.future.done() or ready_at > waiter.deadline:
+            return False
+        waiter.ready_at = ready_at
+        return True
+
+    @staticmethod
+    async def _nap(queue: _BotQueue) -> None:
+        """Nothing is ready: sleep until the first chat window opens or someone new arrives."""
+        waiting = [w.ready_at for w in queue.heap if not w.future.done()]
+        if not waiting:
+            return
+        queue.arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(queue.arrived.wait(), max(0.0, min(waiting) - time.monotonic()))
 
     async def _release(self, bot_id: int, taken: Iterable[tuple[_Waiter, Grant]]) -> None:
         """Tokens granted to waiters that went meanwhile: count them as used now, so they do

@@ -186,3 +186,25 @@ async def test_a_token_whose_waiter_went_is_released() -> None:
     await asyncio.sleep(0.05)
     assert len(released) == 1
     assert released[0].startswith("local-")
+
+
+async def test_a_full_chat_is_waited_for_in_place_most_urgent_first() -> None:
+    """Messages whose chat is full wait in the pacer for its window, not in the deferred set,
+    and when it opens the most urgent of them takes it."""
+    policy = Policy(bot_rate=100, chat_rate=1, window_scale=0.3)  # one per 300 ms per chat
+    limiter = MemoryLimiter(policy)
+    pacer = Pacer(limiter, policy, wait_s=2.0)
+    order: list[str] = []
+
+    async def want(name: str, priority: Priority) -> None:
+        grant = await pacer.take(1, 5, priority)
+        assert grant.granted, f"{name} parked: {grant}"
+        await limiter.sent(1, 5, grant.ticket)
+        order.append(name)
+
+    await want("first", Priority.NORMAL)
+    normal = asyncio.create_task(want("normal", Priority.NORMAL))
+    await asyncio.sleep(0.05)
+    high = asyncio.create_task(want("high", Priority.HIGH))
+    await asyncio.gather(normal, high)
+    assert order == ["first", "high", "normal"]
