@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,11 +21,27 @@ TOKENS = {
 }
 
 
+# Below Linux's ephemeral range (32768-60999 by default): a port the kernel picks for bind(0)
+# can be taken by an outgoing connection before the server process binds it.
+PORTS = (20_000, 32_000)
+_handed: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port nothing listens on, never handed out before in this session."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(*PORTS)
+        if port in _handed:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed.add(port)
         return port
+    raise RuntimeError(f"no free port in {PORTS}")
 
 
 @asynccontextmanager
