@@ -58,7 +58,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import code_version
+from bench._common import code_version, delete_namespace
 from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order, percentile, sandbox_stats
 from floodgate.workload import Workload, build_workload
@@ -490,18 +490,6 @@ async def _reset(session: aiohttp.ClientSession, sandbox_url: str) -> None:
         resp.raise_for_status()
 
 
-async def _delete_namespace(redis_url: str, namespace: str) -> None:
-    import redis.asyncio as redis  # noqa: PLC0415
-
-    client = redis.from_url(redis_url)
-    try:
-        batch = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
-        for i in range(0, len(batch), 500):
-            await client.delete(*batch[i : i + 500])
-    finally:
-        await client.aclose()
-
-
 async def _main(args: argparse.Namespace) -> int:
     bots = [7100 + i for i in range(args.bots)]
     workload = build_workload(args.seed, bots, args.chats, args.per_chat, groups=0, per_group=0)
@@ -538,7 +526,7 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         for proc in reversed(procs):
             proc.terminate()
-        await _delete_namespace(args.redis_url, args.namespace)
+        await delete_namespace(args.redis_url, args.namespace)
     report(outcomes, workload, least, header, args.details)
     if args.dump:
         _dump(args.dump, outcomes, workload)

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis.asyncio as redis
 
 import shared.redis_batch as redis_batch
-from bench._common import code_version
+from bench._common import code_version, delete_namespace
 from shared.keys import Keys
 from shared.limiter import Limiter, Policy
 from shared.memory_limiter import MemoryLimiter
@@ -362,23 +362,6 @@ async def _proto(args: argparse.Namespace, client, keys: Keys, pick: Picker) -> 
         _line(f"(p) {name}, {args.concurrency} conc.", calls, elapsed)
 
 
-async def _cleanup(redis_url: str, namespace: str) -> int:
-    client = connect(redis_url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{namespace}:*", count=5000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += await client.delete(*batch)
-                batch = []
-        if batch:
-            deleted += await client.delete(*batch)
-    finally:
-        await client.aclose()
-    return deleted
-
-
 async def _main(args: argparse.Namespace) -> None:
     me = asyncio.current_task()
     assert me is not None
@@ -387,7 +370,7 @@ async def _main(args: argparse.Namespace) -> None:
     try:
         await _measure(args, keys)
     finally:
-        deleted = await _cleanup(args.redis_url, keys.namespace)
+        deleted = await delete_namespace(args.redis_url, keys.namespace)
         print(f"deleted {deleted:,} keys of namespace {keys.namespace}")
 
 

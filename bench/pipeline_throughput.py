@@ -22,10 +22,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import delete_namespace
 from floodgate.demo import demo_token
 from floodgate.observe import Received, percentile
 from floodgate.workload import build_workload
-from shared.redis_broker import connect
 from tests.procs import Proc, floodgate
 
 
@@ -90,23 +90,7 @@ async def _run(args: argparse.Namespace) -> None:
     finally:
         for proc in [*procs, sandbox]:
             proc.terminate()
-        await _forget(args.redis_url, env["FLOODGATE_NAMESPACE"])
-
-
-async def _forget(redis_url: str, namespace: str) -> None:
-    """Delete the run's keys (status records would otherwise stay for their 7 days)."""
-    client = connect(redis_url)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await client.delete(*batch)
-                batch.clear()
-        if batch:
-            await client.delete(*batch)
-    finally:
-        await client.aclose()
+        await delete_namespace(args.redis_url, env["FLOODGATE_NAMESPACE"])
 
 
 async def _measure(args, ingest_url: str, sandbox_url: str, bodies: list[dict], total: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from collections.abc import Iterable
 
 from shared.limiter import (
     ADAPT_CUT,
@@ -94,19 +95,21 @@ class MemoryLimiter:
                 return Grant(bot_wait, "bot", factor)
             return Grant(chat_wait, "chat", factor, room=window.limit - len(bot_log.sends))
         ticket = f"{TICKET_PREFIX}{next(self._tickets)}"
-        self._in_flight[ticket] = now + self._policy.in_flight_s * 1000
-        bot_log.sends.append((now, ticket))
-        chat_log.sends.append((now, ticket))
+        self._log_taken((bot_log, chat_log), now, ticket)
         if len(self._logs) > self._sweep_at or len(self._in_flight) > self._sweep_at:
             self._sweep(now)
         return Grant(0, "", factor, ticket, window.limit - len(bot_log.sends))
 
     def note(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
         """Log a send granted elsewhere (by the shared limiter) as made now."""
-        now = time.monotonic() * 1000
+        logs = [self._logs.setdefault(key, _Log()) for key in ((bot_id, None), (bot_id, chat_id))]
+        self._log_taken(logs, time.monotonic() * 1000, ticket)
+
+    def _log_taken(self, logs: Iterable[_Log], now: float, ticket: str) -> None:
+        """A token taken now: in the bot's and the chat's logs, and in flight until ``sent``."""
         self._in_flight[ticket] = now + self._policy.in_flight_s * 1000
-        for key in ((bot_id, None), (bot_id, chat_id)):
-            self._logs.setdefault(key, _Log()).sends.append((now, ticket))
+        for log in logs:
+            log.sends.append((now, ticket))
 
     def recent(self, within_ms: float) -> list[tuple[int, int | str, str, int, bool]]:
         """The sends logged here in the last ``within_ms``: (bot, chat, ticket, age ms, whether

@@ -171,59 +171,50 @@ async def _until_ready(session: aiohttp.ClientSession, procs: list[Proc]) -> Non
             await asyncio.sleep(0.2)
 
 
-async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(redis_url: str) -> None:
-    sandbox = floodgate("sandbox", ["sandbox", "--no-limits", "--latency-ms", "800"], {})
-    env = _env(sandbox, redis_url, FLOODGATE_SENDER_CONCURRENCY="10")
+async def _stop_and_take_over(
+    sandbox: Proc, env: dict[str, str], count: int, prefix: str, settle_s: float
+) -> tuple[int, float, Counter[str], str]:
+    """Submit ``count`` messages, SIGTERM the sender ``settle_s`` later and let a second one
+    finish; the first's exit code, how long its stop took, what the sandbox got, its log."""
     procs = _pipeline(env, "first")
     ingest, _, stats, first = procs
     try:
         await _healthy(sandbox, *procs)
         async with aiohttp.ClientSession() as session:
-            await submit_bodies(session, ingest.url, _bodies(60, "t"))
-            await asyncio.sleep(0.5)
+            await submit_bodies(session, ingest.url, _bodies(count, prefix))
+            await asyncio.sleep(settle_s)
             began = time.monotonic()
             code = await asyncio.to_thread(first.terminate, 30)
             took = time.monotonic() - began
-            assert code == 0
-            assert took < 25, f"SIGTERM took {took:.1f} s"
             second = floodgate("second", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": "second"})
             procs.append(second)
             await second.wait_healthy()
-            await wait_drained(session, stats.url, sandbox.url, 60, 60)
-            texts = await _delivered_once(session, sandbox, 60)
-            assert sum(texts.values()) == 60, "nothing sent twice after a graceful stop"
-        log = first.log_path.read_text()
-        assert "sender drained" in log
+            await wait_drained(session, stats.url, sandbox.url, count, 60)
+            texts = await _delivered_once(session, sandbox, count)
+        return code, took, texts, first.log_path.read_text()
     finally:
         for proc in [*procs, sandbox]:
             proc.terminate()
+
+
+async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(redis_url: str) -> None:
+    sandbox = floodgate("sandbox", ["sandbox", "--no-limits", "--latency-ms", "800"], {})
+    env = _env(sandbox, redis_url, FLOODGATE_SENDER_CONCURRENCY="10")
+    code, took, texts, log = await _stop_and_take_over(sandbox, env, 60, "t", 0.5)
+    assert code == 0
+    assert took < 25, f"SIGTERM took {took:.1f} s"
+    assert sum(texts.values()) == 60, "nothing sent twice after a graceful stop"
+    assert "sender drained" in log
 
 
 async def test_sigterm_parks_what_waits_for_a_token(redis_url: str) -> None:
     """A stopping sender does not sit out its bot's rate: waiting messages go to another."""
     sandbox = floodgate("sandbox", ["sandbox"], {})
     env = _env(sandbox, redis_url, FLOODGATE_BOT_RATE="5", TELEGRAM_RATE_LIMIT_WAIT="20")
-    procs = _pipeline(env, "first")
-    ingest, _, stats, first = procs
-    try:
-        await _healthy(sandbox, *procs)
-        async with aiohttp.ClientSession() as session:
-            await submit_bodies(session, ingest.url, _bodies(40, "w"))
-            await asyncio.sleep(1.0)  # five a second: most of the 40 wait for a token in place
-            began = time.monotonic()
-            code = await asyncio.to_thread(first.terminate, 30)
-            took = time.monotonic() - began
-            assert code == 0
-            assert took < 3, f"SIGTERM took {took:.1f} s with messages waiting for tokens"
-            second = floodgate("second", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": "second"})
-            procs.append(second)
-            await second.wait_healthy()
-            await wait_drained(session, stats.url, sandbox.url, 40, 60)
-            texts = await _delivered_once(session, sandbox, 40)
-            assert sum(texts.values()) == 40
-        log = first.log_path.read_text()
-        assert "sender drained" in log
-        assert "drain deadline passed" not in log
-    finally:
-        for proc in [*procs, sandbox]:
-            proc.terminate()
+    # five a second: after a second most of the 40 wait for a token in place
+    code, took, texts, log = await _stop_and_take_over(sandbox, env, 40, "w", 1.0)
+    assert code == 0
+    assert took < 3, f"SIGTERM took {took:.1f} s with messages waiting for tokens"
+    assert sum(texts.values()) == 40
+    assert "sender drained" in log
+    assert "drain deadline passed" not in log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as redis
@@ -66,7 +67,14 @@ async def _drive(
     return grants
 
 
-def _run(backend: str, pattern: list[tuple[int, int, int, int]], namespace: str) -> list[str]:
+def _run(
+    backend: str,
+    drive: Callable[[Limiter], Awaitable[list[tuple[float, int, int]]]],
+    namespace: str,
+    slack_s: float = SLACK_S,
+) -> list[str]:
+    """Windows over their limit among the times ``drive`` reports, on one backend."""
+
     async def main() -> list[str]:
         client: redis.Redis | None = None
         if backend == "redis":
@@ -75,7 +83,7 @@ def _run(backend: str, pattern: list[tuple[int, int, int, int]], namespace: str)
         else:
             limiter = MemoryLimiter(POLICY)
         try:
-            return _violations(await _drive(limiter, pattern))
+            return _violations(await drive(limiter), slack_s)
         finally:
             if client is not None:
                 async for key in client.scan_iter(match=f"{namespace}:*"):
@@ -91,7 +99,7 @@ def _run(backend: str, pattern: list[tuple[int, int, int, int]], namespace: str)
 )
 @given(pattern=arrivals)
 def test_no_window_exceeds_its_limit(backend: str, pattern, namespace: str) -> None:
-    assert _run(backend, pattern, namespace) == []
+    assert _run(backend, lambda limiter: _drive(limiter, pattern), namespace) == []
 
 
 def test_group_and_private_windows_differ() -> None:
@@ -140,27 +148,6 @@ async def _drive_calls(
     return arrivals
 
 
-def _run_calls(
-    backend: str, pattern: list[tuple[int, int, int, int, int, float]], namespace: str
-) -> list[str]:
-    async def main() -> list[str]:
-        client: redis.Redis | None = None
-        if backend == "redis":
-            client = connect(REDIS_URL)
-            limiter: Limiter = RedisLimiter(client, Keys(namespace), POLICY)
-        else:
-            limiter = MemoryLimiter(POLICY)
-        try:
-            return _violations(await _drive_calls(limiter, pattern), slack_s=0.0)
-        finally:
-            if client is not None:
-                async for key in client.scan_iter(match=f"{namespace}:*"):
-                    await client.delete(key)
-                await client.aclose()
-
-    return asyncio.run(main())
-
-
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 @settings(
     max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -171,4 +158,5 @@ def test_no_window_exceeds_its_limit_where_telegram_counts(
 ) -> None:
     """With no margin, calls of any length, and Telegram seeing each request at any moment
     between its grant and the end of its call: no window of arrivals exceeds its limit."""
-    assert _run_calls(backend, pattern, namespace) == []
+    found = _run(backend, lambda limiter: _drive_calls(limiter, pattern), namespace, slack_s=0.0)
+    assert found == []
