@@ -1,17 +1,20 @@
 """Limiter decisions per second from one process against one Redis.
 
-Every decision is a full `RedisLimiter.acquire` (shared/redis_limiter.py), one run of
-shared/lua/acquire.lua: it checks the holds, trims the bot's and the chat's sliding logs and,
-since the rates are set far above what the bench can reach, grants and writes both logs. As in
-the sender, a granted token's call then ends: `RedisLimiter.sent` (shared/lua/sent.lua) moves
-the token to that moment, in the same batched pipelines; the rate counts decisions, not the
-two scripts. Bots
-and chats are drawn at random (default 200 bots x 5,000 chats), so calls spread over many keys
-the way a busy sender's do. Measured, each for --duration seconds:
+A decision is one chat's answer from shared/lua/acquire.lua: it checks the holds, trims the
+bot's sliding log, checks the bot's and the chat's windows and, since the rates are set far above
+what the bench can reach, grants and writes both logs. As in the sender, every granted token's
+call then ends: `RedisLimiter.sent` (shared/lua/sent.lua) moves the token to that moment, the
+tokens of a bot that end together in one call. The rates count decisions, each with its `sent`.
+Bots and chats are drawn at random (default 200 bots x 5,000 chats), so calls spread over many
+keys the way a busy sender's do. Measured, each for --duration seconds:
 
   sequential    one coroutine awaiting acquire() after acquire(): one round trip per decision
-  concurrent    --concurrency coroutines (default 256) calling acquire() at once; the
-                ScriptBatcher (shared/redis_batch.py) coalesces them into pipelines
+  concurrent    --concurrency coroutines (default 256) calling acquire() for one chat each; the
+                ScriptBatcher (shared/redis_batch.py) coalesces the calls into pipelines
+  batched       one caller per bot (--bots) asking acquire_many() for --batch chats at once
+                (default 8, then 30): what a bot's pacer does when its window opens with a
+                crowd waiting (it asks for the window's room, up to 64; Telegram's usual bot
+                window holds 30); the calls of many bots are pipelined as above
   memory        MemoryLimiter.acquire(), the embedded backend's, for reference
 
 and for context, what the client and the server can do without floodgate's code around them:
@@ -25,13 +28,14 @@ and for context, what the client and the server can do without floodgate's code 
                     server's own ceiling for this script)
 
 Each line shows the CPU this process and the Redis server used meanwhile (Redis's includes any
-other client of that server).
+other client of that server), and the batched lines the server's CPU time per decision: one
+Redis serves every sender replica, so that is what bounds a whole fleet.
 
 The issue's target is 50,000 decisions/s from one process with pipelining or batching. The
 namespace is fresh (`lbench<hex>`) and all of its keys are deleted at the end. Run with Redis up:
 
     .venv/bin/python bench/limiter_decisions.py
-    .venv/bin/python bench/limiter_decisions.py --only concurrent --duration 10   # for py-spy
+    .venv/bin/python bench/limiter_decisions.py --only batched --batch 30 --duration 10  # py-spy
     .venv/bin/python bench/limiter_decisions.py --proto    # also bench/_limiter_proto.py
 
 The process uses uvloop like the services do (--no-uvloop for the default loop).
@@ -68,7 +72,7 @@ from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
 from shared.scripts import lua
 
-MODES = ("sequential", "concurrent", "memory", "context")
+MODES = ("sequential", "concurrent", "batched", "memory", "context")
 TARGET = 50_000
 # Far above anything one process reaches: every decision is a grant that writes both logs.
 # Tokens the raw script lines below never report sent count as lost after half a second, so
@@ -84,13 +88,21 @@ def _args() -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=256, help="concurrent callers (256)")
     p.add_argument("--bots", type=int, default=200, help="distinct bots (200)")
     p.add_argument("--chats", type=int, default=5000, help="distinct chats per bot (5000)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        action="append",
+        help="tokens asked for in one call in the batched mode (repeatable; 8 and 30)",
+    )
     p.add_argument("--only", choices=MODES, action="append", help="run only these (repeatable)")
     p.add_argument(
         "--proto", action="store_true", help="also measure the prototype in bench/_limiter_proto.py"
     )
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    return p.parse_args()
+    args = p.parse_args()
+    args.batch = args.batch or [8, 30]
+    return args
 
 
 class Picker:
@@ -134,9 +146,10 @@ class Usage:
 
 
 async def _timed(
-    workers: int, duration: float, one: Callable[[int, int], Awaitable[object]], pick: Picker
+    workers: int, duration: float, one: Callable[[], Awaitable[int | None]]
 ) -> tuple[int, float]:
-    """Run ``workers`` loops of ``one`` for ``duration`` s; (calls, elapsed)."""
+    """Run ``workers`` loops of ``one`` for ``duration`` s; (decisions, elapsed). ``one``
+    returns how many decisions it made (None: one)."""
     await Usage.start()
     done = 0
     stop_at = time.perf_counter() + duration
@@ -145,9 +158,7 @@ async def _timed(
         nonlocal done
         n = 0
         while time.perf_counter() < stop_at:
-            bot, chat = pick()
-            await one(bot, chat)
-            n += 1
+            n += await one() or 1
         done += n
 
     started = time.perf_counter()
@@ -205,50 +216,73 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
     try:
         await client.script_load(source)
         await limiter.acquire(*pick())  # warm the pool and the script cache
-        granted = 0
-
-        async def decide(bot: int, chat: int, lim: Limiter = limiter) -> None:
-            """One decision, as the sender makes it: a granted token's call then ends."""
-            nonlocal granted
-            grant = await lim.acquire(bot, chat)
-            if grant.granted:
-                granted += 1
-                await lim.sent(bot, chat, grant.ticket)
-
         if "sequential" in modes:
-            calls, elapsed = await _timed(1, args.duration, decide, pick)
+            calls, elapsed = await _timed(1, args.duration, Decider(limiter, pick))
             _line("(a) RedisLimiter, sequential", calls, elapsed)
         if "concurrent" in modes:
-            granted = 0
-            acquire = decide
-
-            with BatchCounter() as batches:
-                calls, elapsed = await _timed(args.concurrency, args.duration, acquire, pick)
-            mean = batches.calls / batches.pipelines if batches.pipelines else 0
-            _line(
-                f"(b) RedisLimiter, {args.concurrency} concurrent",
-                calls,
-                elapsed,
-                f"  pipelines {batches.pipelines:,}, mean {mean:.0f} calls each,"
-                f" granted {granted / max(calls, 1):.0%}",
-            )
-            verdict = "meets" if calls / elapsed >= TARGET else "below"
-            print(f"{'':<34} {verdict} the {TARGET:,}/s target", flush=True)
+            await _concurrent(args, limiter, pick, 1, args.concurrency)
+        if "batched" in modes:
+            for batch in args.batch:
+                await _concurrent(args, limiter, pick, batch, args.bots)
         if args.proto:
             await _proto(args, client, keys, pick)
         if "memory" in modes:
-            memory = MemoryLimiter(POLICY)
-
-            async def decide_here(bot: int, chat: int) -> None:
-                await decide(bot, chat, memory)
-
-            calls, elapsed = await _timed(1, args.duration, decide_here, pick)
+            calls, elapsed = await _timed(1, args.duration, Decider(MemoryLimiter(POLICY), pick))
             _line("(c) MemoryLimiter, sequential", calls, elapsed)
         if "context" in modes:
             await _context(args, client, keys, sha, pick)
     finally:
         await client.aclose()
         await Usage.probe.aclose()
+
+
+class Decider:
+    """Decisions as the sender makes them: tokens asked for (one chat, or a batch of chats of
+    one bot in one ``acquire_many``, as a bot's pacer asks for its window's room), then the
+    calls of the granted tokens end together and are reported (``sent``)."""
+
+    def __init__(self, limiter: Limiter, pick: Picker, batch: int = 1) -> None:
+        self._limiter = limiter
+        self._pick = pick
+        self._batch = batch
+        self.granted = 0
+
+    async def __call__(self) -> int:
+        bot, chat = self._pick()
+        if self._batch == 1:
+            chats: list[int | str] = [chat]
+            grants = [await self._limiter.acquire(bot, chat)]
+        else:
+            chats = [chat, *(self._pick()[1] for _ in range(self._batch - 1))]
+            grants = await self._limiter.acquire_many(bot, chats)
+        taken = [(c, g.ticket) for c, g in zip(chats, grants, strict=True) if g.granted]
+        self.granted += len(taken)
+        await asyncio.gather(*(self._limiter.sent(bot, c, ticket) for c, ticket in taken))
+        return len(chats)
+
+
+async def _concurrent(
+    args: argparse.Namespace, limiter: Limiter, pick: Picker, batch: int, workers: int
+) -> None:
+    decide = Decider(limiter, pick, batch)
+    with BatchCounter() as batches:
+        calls, elapsed = await _timed(workers, args.duration, decide)
+    mean = batches.calls / batches.pipelines if batches.pipelines else 0
+    name = (
+        f"(b) RedisLimiter, {workers} concurrent"
+        if batch == 1
+        else f"(d) {workers} callers x {batch} at once"
+    )
+    server_us = Usage.server / max(calls, 1) * 1e6
+    _line(
+        name,
+        calls,
+        elapsed,
+        f"  pipelines {batches.pipelines:,}, mean {mean:.0f} scripts each,"
+        f" granted {decide.granted / max(calls, 1):.0%}, Redis {server_us:.1f} us a decision",
+    )
+    verdict = "meets" if calls / elapsed >= TARGET else "below"
+    print(f"{'':<34} {verdict} the {TARGET:,}/s target", flush=True)
 
 
 class _Captured(Exception):
@@ -277,16 +311,16 @@ async def _context(args: argparse.Namespace, client, keys: Keys, sha: str, pick:
     table = [await _script_call(spy, *pick()) for _ in range(8192)]
     n = iter(range(1 << 62))
 
-    async def evalsha(_bot: int, _chat: int) -> None:
+    async def evalsha() -> None:
         k, a = table[next(n) & 8191]
         await client.evalsha(sha, len(k), *k, *a)
 
-    async def ping(_bot: int, _chat: int) -> None:
+    async def ping() -> None:
         await client.ping()
 
-    calls, elapsed = await _timed(1, args.duration, evalsha, pick)
+    calls, elapsed = await _timed(1, args.duration, evalsha)
     _line("evalsha loop (redis-py)", calls, elapsed)
-    calls, elapsed = await _timed(1, args.duration, ping, pick)
+    calls, elapsed = await _timed(1, args.duration, ping)
     _line("ping loop (redis-py)", calls, elapsed)
 
     size = args.concurrency
@@ -354,9 +388,13 @@ async def _proto(args: argparse.Namespace, client, keys: Keys, pick: Picker) -> 
 
     for name, make in PROTOTYPES.items():
         proto = make(client, keys, POLICY)
+
+        async def decide(lim: RedisLimiter = proto) -> None:
+            await lim.acquire(*pick())
+
         try:
-            await proto.acquire(*pick())
-            calls, elapsed = await _timed(args.concurrency, args.duration, proto.acquire, pick)
+            await decide()
+            calls, elapsed = await _timed(args.concurrency, args.duration, decide)
         finally:
             await proto.aclose()
         _line(f"(p) {name}, {args.concurrency} conc.", calls, elapsed)

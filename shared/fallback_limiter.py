@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -66,18 +67,22 @@ class FallbackLimiter:
         self._next_probe = 0.0
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
+        return (await self.acquire_many(bot_id, [chat_id]))[0]
+
+    async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
         if self._degraded_since is not None and (
             time.monotonic() < self._next_probe or not await self._recover()
         ):
-            return await self._local.acquire(bot_id, chat_id)
+            return await self._local.acquire_many(bot_id, chat_ids)
         try:
-            grant = await self._shared.acquire(bot_id, chat_id)
+            grants = await self._shared.acquire_many(bot_id, chat_ids)
         except BrokerUnavailable as exc:
             self._degrade(exc)
-            return await self._local.acquire(bot_id, chat_id)
-        if grant.granted:  # known locally too, for a switch to come
-            self._local.note(bot_id, chat_id, grant.ticket)
-        return grant
+            return await self._local.acquire_many(bot_id, chat_ids)
+        for chat_id, grant in zip(chat_ids, grants, strict=True):
+            if grant.granted:  # known locally too, for a switch to come
+                self._local.note(bot_id, chat_id, grant.ticket)
+        return grants
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         await self._local.sent(bot_id, chat_id, ticket, age_ms)
@@ -115,7 +120,7 @@ class FallbackLimiter:
         if self._degraded_since is None:
             return True
         own = self._local.recent(self._longest_ms)
-        # A shared token still under way is in Redis's in-flight set already (unless Redis
+        # A shared token still under way is in Redis's logs already, a lease ahead (unless Redis
         # restarted empty; then it is logged when its call ends). A local one still under way
         # is logged as sent now, and again when its call ends.
         moves = [

@@ -96,17 +96,12 @@ class Keys:
         return f"{self._pipeline}:idem:{bot_id}:{digest}"
 
     def bot_window(self, bot_id: int) -> str:
-        """Sliding log of one bot's sends."""
+        """Sliding log of one bot's sends (those under way scored a lease ahead)."""
         return f"{self.namespace}:{{bot:{bot_id}}}:rl:bot"
 
     def chat_window(self, bot_id: int, chat_id: int | str) -> str:
         """Sliding log of one bot's sends to one chat."""
         return f"{self.namespace}:{{bot:{bot_id}}}:rl:chat:{chat_id}"
-
-    def bot_in_flight(self, bot_id: int) -> str:
-        """Sorted set of a bot's tokens whose calls are not over, scored by when they count as
-        lost (a sender that died with them)."""
-        return f"{self.namespace}:{{bot:{bot_id}}}:rl:inflight"
 
     def bot_adaptation(self, bot_id: int) -> str:
         """Hash of a bot's adaptive rate factor after a 429, and when it was cut."""
@@ -116,9 +111,10 @@ class Keys:
         """Set while Telegram told the bot to wait (429 retry_after)."""
         return f"{self.namespace}:{{bot:{bot_id}}}:hold"
 
-    def chat_hold(self, bot_id: int, chat_id: int | str) -> str:
-        """Set while Telegram told the bot to wait before writing to one chat."""
-        return f"{self.namespace}:{{bot:{bot_id}}}:hold:chat:{chat_id}"
+    def chat_holds(self, bot_id: int) -> str:
+        """Hash of a bot's chats that Telegram told it to wait before writing to: chat id ->
+        when the hold ends (ms, Redis time)."""
+        return f"{self.namespace}:{{bot:{bot_id}}}:hold:chats"
 
     def urgent(self, bot_id: int, chat_id: int | str, message_id: int) -> str:
         """Marks an incoming message that mentioned the bot or replied to it: answers to it are

@@ -1,13 +1,15 @@
 """The rate limiter every sender replica shares: per bot, per private chat, per group.
 
-``redis_limiter`` keeps the sliding logs in Redis (one atomic Lua call per decision, time from
-Redis); ``memory_limiter`` keeps them in process for the embedded backend. Both answer the same
-question: may this bot send to this chat now, and if not, how long until it may.
+``redis_limiter`` keeps the sliding logs in Redis (one atomic Lua call per batch of decisions
+for a bot, time from Redis); ``memory_limiter`` keeps them in process for the embedded backend.
+Both answer the same question: may this bot send to this chat now, and if not, how long until
+it may.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -92,6 +94,9 @@ class Limiter(Protocol):
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         """Take a token for one send of ``bot_id`` to ``chat_id``, or say how long to wait."""
+
+    async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        """``acquire`` for each chat in turn, in one step: a grant (or refusal) per chat."""
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         """The call made with this token is over: count it from now on, not from its grant.

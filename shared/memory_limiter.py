@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from shared.limiter import (
     ADAPT_CUT,
@@ -75,6 +75,9 @@ class MemoryLimiter:
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         return self.acquire_now(bot_id, chat_id)
+
+    async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        return [self.acquire_now(bot_id, chat_id) for chat_id in chat_ids]
 
     def acquire_now(self, bot_id: int, chat_id: int | str) -> Grant:
         """The decision itself, without awaiting (atomic on the event loop)."""

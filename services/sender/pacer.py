@@ -30,7 +30,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.limiter import Grant, Limiter, Policy
@@ -143,21 +143,13 @@ class Pacer:
                     _drop_done(queue)
                     await self._nap(queue)
                     continue
-                # One round trip asks for as many tokens as the window has room for, most
-                # urgent first, so a window that opens goes out together, as Telegram allows.
-                answers = await asyncio.gather(
-                    *(self._limiter.acquire(bot_id, w.chat_id) for w in heads),
-                    return_exceptions=True,
-                )
-                failure = next((a for a in answers if isinstance(a, BaseException)), None)
-                if failure is not None:  # the waiters decide what an outage means
-                    taken = [
-                        (w, a) for w, a in zip(heads, answers, strict=True) if isinstance(a, Grant)
-                    ]
-                    await self._release(bot_id, taken)
-                    self._fail_all(queue, failure)
+                # One call asks for as many tokens as the window has room for, most urgent
+                # first, so a window that opens goes out together, as Telegram allows.
+                try:
+                    grants = await self._limiter.acquire_many(bot_id, [w.chat_id for w in heads])
+                except Exception as exc:  # the waiters decide what an outage means
+                    self._fail_all(queue, exc)
                     return
-                grants = [a for a in answers if isinstance(a, Grant)]
                 room, refused = 1, None
                 for waiter, grant in zip(heads, grants, strict=True):
                     self._observe(bot_id, grant)
@@ -169,7 +161,7 @@ class Pacer:
                         if not waiter.future.done():
                             waiter.future.set_result(grant)
                         elif grant.granted:  # its waiter went meanwhile
-                            await self._release(bot_id, [(waiter, grant)])
+                            await self._release(bot_id, waiter.chat_id, grant)
                     elif refused is None:
                         refused = grant
                 if refused is None:
@@ -203,13 +195,11 @@ class Pacer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(queue.arrived.wait(), max(0.0, min(waiting) - time.monotonic()))
 
-    async def _release(self, bot_id: int, taken: Iterable[tuple[_Waiter, Grant]]) -> None:
-        """Tokens granted to waiters that went meanwhile: count them as used now, so they do
-        not stay counted as calls under way (see ``Limiter.sent``)."""
-        for waiter, grant in taken:
-            if grant.granted:
-                with contextlib.suppress(Exception):  # counted from the grant instead: safe
-                    await self._limiter.sent(bot_id, waiter.chat_id, grant.ticket)
+    async def _release(self, bot_id: int, chat_id: int | str, grant: Grant) -> None:
+        """A token granted to a waiter that went meanwhile: count it as used now, so it does
+        not stay counted as a call under way (see ``Limiter.sent``)."""
+        with contextlib.suppress(Exception):  # counted as under way until its lease ends: safe
+            await self._limiter.sent(bot_id, chat_id, grant.ticket)
 
     def close(self) -> None:
         """The process is stopping: every waiter, and whoever asks from now on, parks at once,

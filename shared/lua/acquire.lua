@@ -1,79 +1,102 @@
--- Take one send token for a bot and a chat, or say how long to wait. Sliding logs: a send is
--- granted only if, for the bot and for the chat, fewer than LIMIT sends lie in the last WINDOW
--- (plus the configured margin). Refusals take nothing. Time comes from the server so every
--- replica agrees.
+-- Take send tokens for one bot and a list of its chats, or say how long each must wait. Sliding
+-- logs: a send is granted only if, for the bot and for the chat, fewer than LIMIT sends lie in
+-- the last WINDOW. The chats are decided in order, each exactly as one call of its own would be
+-- one after another; a bot's pacer asks for as many tokens as its window has room for in one
+-- call. Refusals take nothing. Time comes from the server so every replica agrees.
 -- After a 429 the bot's limit is scaled down by a factor that recovers linearly with time.
--- KEYS: bot hold, chat hold, bot log, chat log, bot adaptation, bot in-flight tokens
---       (one {bot:<id>} slot)
--- ARGV: bot limit, bot window ms, chat limit, chat window ms, ticket (unique member),
---       recovery of the factor per second, lease of an in-flight token (ms; the sender
---       extends it while the call runs, see extend.lua)
--- Returns {0, '', factor permille, room} when granted, else {wait ms, scope, factor permille,
--- room}; room is how many more sends the bot's window takes now.
--- Tokens are counted from their grant until Limiter.sent moves them to the end of their call
--- (sent.lua), which is after Telegram saw them: no margin for the jitter between the two.
--- A token whose call is still under way when its window has passed is not dropped: it may
--- reach Telegram any moment, so it is counted as if sent now, again and again, until its call
--- is over (or it is given up as lost with a sender that died).
+-- KEYS: bot hold, bot log, bot adaptation, the bot's chat holds (hash: chat id -> until, ms),
+--       then one log per chat (one {bot:<id>} slot)
+-- ARGV: bot limit, bot window ms, recovery of the factor per second, lease of a call under way
+--       (ms), private chat limit, private window ms, group limit, group window ms, ticket
+--       prefix, number of the first ticket, kinds (one letter per chat: p private, g group),
+--       then one chat id per chat. The tokens are named <prefix>-<first>, <prefix>-<first + 1>,
+--       ... in chat order.
+-- Returns {factor permille, then per chat: wait ms, scope, room}: wait 0 means granted; room
+-- is how many more sends the bot's window takes after that decision.
+--
+-- A granted token is logged in the future, at now + lease: its call is under way, and it may
+-- reach Telegram any moment until it is over, so it counts in every window until then. The
+-- sender pushes it further while the call runs (extend.lua) and moves it to the end of the call
+-- when the answer is in (sent.lua), which is after Telegram saw it: no margin for the jitter
+-- between grant and arrival. A sender that dies stops extending its tokens, so they leave the
+-- windows a lease and a window later.
+-- Every log is set to live its window + a lease + 1 s from each write: no token in it is
+-- scored later than a lease from now, so the lifetime is never cut short for any of them.
 local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local now = now_us / 1000
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local n = #KEYS - 4
 
 local factor = 1.0
-local adapt = redis.call('HMGET', KEYS[5], 'f', 't')
+local adapt = redis.call('HMGET', KEYS[3], 'f', 't')
 if adapt[1] then
-  factor = math.min(1.0, tonumber(adapt[1]) + (now - tonumber(adapt[2])) / 1000 * tonumber(ARGV[6]))
+  factor = math.min(1.0, tonumber(adapt[1]) + (now - tonumber(adapt[2])) / 1000 * tonumber(ARGV[3]))
 end
-local permille = math.floor(factor * 1000)
+local out = {math.floor(factor * 1000)}
+
+local function answer(wait, scope, room)
+  out[#out + 1] = wait
+  out[#out + 1] = scope
+  out[#out + 1] = room
+end
 
 local hold = redis.call('PTTL', KEYS[1])
-if hold > 0 then return {hold, 'bot_hold', permille, 0} end
-hold = redis.call('PTTL', KEYS[2])
-if hold > 0 then return {hold, 'chat_hold', permille, 0} end
-
-local lease = tonumber(ARGV[7])
-
--- A log lives at least ms more (never shortened: other tokens in it may be in flight).
-local function keep(key, ms)
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, math.ceil(ms)) end
+if hold > 0 then
+  for _ = 1, n do answer(hold, 'bot_hold', 0) end
+  return out
 end
 
-local function trim(key, window)
-  local old = redis.call('ZRANGEBYSCORE', key, '-inf', now - window)
-  if #old == 0 then return end
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)  -- tokens given up as lost
-  local kept = false
-  for _, member in ipairs(old) do
-    if redis.call('ZSCORE', KEYS[6], member) then
-      redis.call('ZADD', key, now, member)
-      kept = true
-    else
-      redis.call('ZREM', key, member)
-    end
-  end
-  if kept then keep(key, window + lease + 1000) end
-end
+local lease = tonumber(ARGV[4])
+local until_ms = now + lease
 
-local function wait_for(key, limit, window)
-  trim(key, window)
-  if redis.call('ZCARD', key) < limit then return 0 end
-  local oldest = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
-  return math.max(1, math.ceil(tonumber(oldest[2]) + window - now))
+-- How long until a log whose limit-th newest token is scored ``nth`` takes one more (0: now).
+-- A token under way (scored in the future) leaves a window after its call, not sooner.
+local function wait_after(nth, window)
+  if nth == nil or tonumber(nth) <= now - window then return 0 end
+  return math.max(1, math.ceil(math.min(tonumber(nth), now) + window - now))
 end
 
 local bot_limit = math.max(1, math.floor(tonumber(ARGV[1]) * factor))
-local bot_wait = wait_for(KEYS[3], bot_limit, tonumber(ARGV[2]))
-local chat_wait = wait_for(KEYS[4], tonumber(ARGV[3]), tonumber(ARGV[4]))
-if bot_wait > 0 or chat_wait > 0 then
-  if bot_wait >= chat_wait then return {bot_wait, 'bot', permille, 0} end
-  return {chat_wait, 'chat', permille, bot_limit - redis.call('ZCARD', KEYS[3])}
+local bot_window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - bot_window)
+local bot_size = redis.call('ZCARD', KEYS[2])
+local function bot_wait()
+  if bot_size < bot_limit then return 0 end
+  return wait_after(redis.call('ZRANGE', KEYS[2], -bot_limit, -bot_limit, 'WITHSCORES')[2], bot_window)
 end
-local member = ARGV[5]
-redis.call('ZADD', KEYS[6], now + lease, member)
-keep(KEYS[6], lease + 1000)
--- the logs outlive the token's lease: it may still be in flight when its window has passed
-redis.call('ZADD', KEYS[3], now, member)
-keep(KEYS[3], tonumber(ARGV[2]) + lease + 1000)
-redis.call('ZADD', KEYS[4], now, member)
-keep(KEYS[4], tonumber(ARGV[4]) + lease + 1000)
-return {0, '', permille, bot_limit - redis.call('ZCARD', KEYS[3])}
+
+local limits = {p = {tonumber(ARGV[5]), tonumber(ARGV[6])}, g = {tonumber(ARGV[7]), tonumber(ARGV[8])}}
+local first, kinds = tonumber(ARGV[10]), ARGV[11]
+local chats_held = redis.call('EXISTS', KEYS[4]) == 1
+local waiting = bot_wait()
+local granted = false
+for i = 1, n do
+  local chat_log, chat_id = KEYS[4 + i], ARGV[11 + i]
+  local chat = limits[string.sub(kinds, i, i)]
+  local chat_limit, chat_window = chat[1], chat[2]
+  local held = chats_held and tonumber(redis.call('HGET', KEYS[4], chat_id) or 0) or 0
+  if held > now then
+    answer(math.ceil(held - now), 'chat_hold', 0)
+  else
+    -- the limit-th newest token alone tells whether the chat's window is full
+    local nth = redis.call('ZRANGE', chat_log, -chat_limit, -chat_limit, 'WITHSCORES')[2]
+    local chat_wait = wait_after(nth, chat_window)
+    if waiting > 0 and waiting >= chat_wait then
+      answer(waiting, 'bot', 0)
+    elseif chat_wait > 0 then
+      answer(chat_wait, 'chat', bot_limit - bot_size)
+    else
+      -- a log that holds a window's worth already drops what left the window
+      if nth then redis.call('ZREMRANGEBYSCORE', chat_log, '-inf', now - chat_window) end
+      local ticket = string.format('%s-%d', ARGV[9], first + i - 1)
+      redis.call('ZADD', KEYS[2], until_ms, ticket)
+      redis.call('ZADD', chat_log, until_ms, ticket)
+      redis.call('PEXPIRE', chat_log, math.ceil(chat_window + lease + 1000))
+      bot_size = bot_size + 1
+      granted = true
+      waiting = bot_wait()
+      answer(0, '', bot_limit - bot_size)
+    end
+  end
+end
+if granted then redis.call('PEXPIRE', KEYS[2], math.ceil(bot_window + lease + 1000)) end
+return out

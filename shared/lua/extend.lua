@@ -1,22 +1,27 @@
--- Calls still under way: their tokens stay in the bot's in-flight set for another lease, and
--- the logs holding them live at least as long. Tokens of a sender that died are not extended,
--- so they are given up a lease after its death rather than after the longest possible call.
--- Only tokens still there are extended (XX): one whose call ended meanwhile stays ended.
--- KEYS: bot in-flight tokens, bot log, then one chat log per token (one {bot:<id>} slot)
--- ARGV: lease ms, bot window ms, then per token: ticket, chat window ms
+-- Calls still under way: their tokens stay scored a lease ahead (see acquire.lua), and the logs
+-- holding them live as long. Tokens of a sender that died are not extended, so they leave the
+-- windows a lease and a window after its death rather than after the longest possible call.
+-- Only tokens still under way (scored in the future) move: one whose call ended meanwhile
+-- (sent.lua scored it in the past) stays ended.
+-- KEYS: bot log, then one chat log per token (one {bot:<id>} slot)
+-- ARGV: lease ms, bot window ms, private window ms, group window ms, kinds (one letter per
+--       token: p private, g group), then one ticket per token
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000
 local lease = tonumber(ARGV[1])
+local windows = {p = tonumber(ARGV[3]), g = tonumber(ARGV[4])}
+local moved = 0
 
-local function keep(key, ms)
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, math.ceil(ms)) end
+for i = 2, #KEYS do
+  local ticket = ARGV[4 + i]
+  local score = redis.call('ZSCORE', KEYS[1], ticket)
+  if score and tonumber(score) > now then
+    redis.call('ZADD', KEYS[1], 'GT', now + lease, ticket)
+    redis.call('ZADD', KEYS[i], 'GT', now + lease, ticket)
+    local window = windows[string.sub(ARGV[5], i - 1, i - 1)]
+    redis.call('PEXPIRE', KEYS[i], math.ceil(window + lease + 1000))
+    moved = moved + 1
+  end
 end
-
-for i = 3, #KEYS do
-  local at = 3 + (i - 3) * 2
-  redis.call('ZADD', KEYS[1], 'XX', 'GT', now + lease, ARGV[at])
-  keep(KEYS[i], tonumber(ARGV[at + 1]) + lease + 1000)
-end
-keep(KEYS[1], lease + 1000)
-keep(KEYS[2], tonumber(ARGV[2]) + lease + 1000)
-return #KEYS - 2
+if moved > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) + lease + 1000)) end
+return moved

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.keys import Keys
-from shared.limiter import Limiter, Policy, is_private
+from shared.limiter import Grant, Limiter, Policy, is_private
 from shared.memory_limiter import MemoryLimiter
 from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
@@ -22,12 +22,14 @@ SCALE = 0.05  # bot: 4 per 50 ms; private chat: 2 per 50 ms; group: 3 per 3 s
 POLICY = Policy(bot_rate=4, chat_rate=2, group_rate=3, window_scale=SCALE)
 SLACK_S = 0.004  # grants are observed a little after Redis decides them
 
+CHATS = st.sampled_from([11, 12, -21])  # two private chats and a group
+TOGETHER = st.lists(CHATS, min_size=1, max_size=3)  # requests fired together
 arrivals = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=6),  # ms to wait before the next request
         st.integers(min_value=1, max_value=2),  # bot
-        st.sampled_from([11, 12, -21]),  # two private chats and a group
-        st.integers(min_value=1, max_value=3),  # requests fired together
+        TOGETHER,
+        st.booleans(),  # asked in one acquire_many call, else as concurrent acquire calls
     ),
     min_size=5,
     max_size=30,
@@ -51,19 +53,26 @@ def _violations(grants: list[tuple[float, int, int]], slack_s: float = SLACK_S) 
     return found
 
 
+async def _asked(
+    limiter: Limiter, bot: int, chats: list[int], in_one_call: bool
+) -> list[tuple[int, Grant]]:
+    """Tokens for ``chats`` asked for together: in one call, or in concurrent single calls."""
+    if in_one_call:
+        grants = await limiter.acquire_many(bot, chats)
+    else:
+        grants = await asyncio.gather(*(limiter.acquire(bot, chat) for chat in chats))
+    return list(zip(chats, grants, strict=True))
+
+
 async def _drive(
-    limiter: Limiter, pattern: list[tuple[int, int, int, int]]
+    limiter: Limiter, pattern: list[tuple[int, int, list[int], bool]]
 ) -> list[tuple[float, int, int]]:
     grants: list[tuple[float, int, int]] = []
-
-    async def one(bot: int, chat: int) -> None:
-        grant = await limiter.acquire(bot, chat)
-        if grant.granted:
-            grants.append((time.monotonic(), bot, chat))
-
-    for pause, bot, chat, burst in pattern:
+    for pause, bot, chats, in_one_call in pattern:
         await asyncio.sleep(pause / 1000)
-        await asyncio.gather(*(one(bot, chat) for _ in range(burst)))
+        for chat, grant in await _asked(limiter, bot, chats, in_one_call):
+            if grant.granted:
+                grants.append((time.monotonic(), bot, chat))
     return grants
 
 
@@ -112,9 +121,9 @@ calls = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=6),  # ms to wait before the next request
         st.integers(min_value=1, max_value=2),  # bot
-        st.sampled_from([11, 12, -21]),  # two private chats and a group
-        st.integers(min_value=1, max_value=3),  # requests fired together
-        st.integers(min_value=0, max_value=80),  # ms the call takes: some outlast a window
+        TOGETHER,
+        st.booleans(),  # asked in one acquire_many call
+        st.integers(min_value=0, max_value=80),  # ms the calls take: some outlast a window
         st.floats(min_value=0.0, max_value=1.0),  # where in its call Telegram sees it
     ),
     min_size=5,
@@ -123,7 +132,7 @@ calls = st.lists(
 
 
 async def _drive_calls(
-    limiter: Limiter, pattern: list[tuple[int, int, int, int, int, float]]
+    limiter: Limiter, pattern: list[tuple[int, int, list[int], bool, int, float]]
 ) -> list[tuple[float, int, int]]:
     """Arrivals as Telegram would log them: anywhere between a grant and the end of its call."""
     arrivals: list[tuple[float, int, int]] = []
@@ -136,14 +145,12 @@ async def _drive_calls(
         arrivals.append((granted_at + seen * (ended_at - granted_at), bot, chat))
         await limiter.sent(bot, chat, ticket)
 
-    async def one(bot: int, chat: int, took_ms: int, seen: float) -> None:
-        grant = await limiter.acquire(bot, chat)
-        if grant.granted:
-            under_way.append(asyncio.create_task(call(bot, chat, grant.ticket, took_ms, seen)))
-
-    for pause, bot, chat, burst, took_ms, seen in pattern:
+    for pause, bot, chats, in_one_call, took_ms, seen in pattern:
         await asyncio.sleep(pause / 1000)
-        await asyncio.gather(*(one(bot, chat, took_ms, seen) for _ in range(burst)))
+        for chat, grant in await _asked(limiter, bot, chats, in_one_call):
+            if grant.granted:
+                task = call(bot, chat, grant.ticket, took_ms, seen)
+                under_way.append(asyncio.create_task(task))
     await asyncio.gather(*under_way)
     return arrivals
 

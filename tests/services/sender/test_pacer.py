@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -99,6 +100,9 @@ class _Stalled:
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         return await self.answer
 
+    async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        return [await self.answer for _ in chat_ids]
+
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
         return None
 
@@ -125,19 +129,19 @@ async def test_full_queue_parks_the_least_urgent_not_the_newcomer() -> None:
 
 
 class _Counting:
-    """The memory limiter behind a round trip, counting the calls under way at once."""
+    """The memory limiter behind a round trip, noting how many tokens each call asks for."""
 
     def __init__(self, policy: Policy) -> None:
         self.inner = MemoryLimiter(policy)
-        self.in_flight = self.most = 0
+        self.asks: list[int] = []
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
+        return (await self.acquire_many(bot_id, [chat_id]))[0]
+
+    async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        self.asks.append(len(chat_ids))
         await asyncio.sleep(0.005)
-        grant = self.inner.acquire_now(bot_id, chat_id)
-        self.in_flight -= 1
-        return grant
+        return [self.inner.acquire_now(bot_id, chat_id) for chat_id in chat_ids]
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
         return None
@@ -153,7 +157,7 @@ async def test_an_open_window_is_asked_for_in_one_go() -> None:
     pacer = Pacer(limiter, policy, wait_s=5.0)
     grants = await asyncio.gather(*(pacer.take(1, c, Priority.NORMAL) for c in range(20)))
     assert all(g.granted for g in grants)
-    assert limiter.most == 19, "one call, then the 19 tokens left in one round trip"
+    assert limiter.asks == [1, 19], "one token, then the 19 left in one call"
 
 
 async def test_closing_parks_every_waiter_at_once() -> None:
