@@ -56,6 +56,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -72,12 +73,19 @@ from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
 from shared.scripts import lua
 
-MODES = ("sequential", "concurrent", "batched", "memory", "context")
+MODES = ("sequential", "concurrent", "batched", "unreported", "memory", "context")
 TARGET = 50_000
 # Far above anything one process reaches: every decision is a grant that writes both logs.
-# Tokens the raw script lines below never report sent count as lost after half a second, so
-# they do not pile up as calls under way (the sender reports every call's end: see (a)-(c)).
-POLICY = Policy(bot_rate=1e7, chat_rate=1e7, group_rate=1e9, margin_s=0.0, in_flight_s=0.5)
+# Tokens the raw script lines below never report sent count as lost after half a second (a
+# lease), so they do not pile up as calls under way (the sender reports every call's end).
+POLICY = Policy(
+    bot_rate=1e7,
+    chat_rate=1e7,
+    group_rate=1e9,
+    margin_s=0.0,
+    in_flight_s=0.5,
+    in_flight_lease_s=0.5,
+)
 
 
 def _args() -> argparse.Namespace:
@@ -220,10 +228,18 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
             calls, elapsed = await _timed(1, args.duration, Decider(limiter, pick))
             _line("(a) RedisLimiter, sequential", calls, elapsed)
         if "concurrent" in modes:
-            await _concurrent(args, limiter, pick, 1, args.concurrency)
+            name = f"(b) RedisLimiter, {args.concurrency} concurrent"
+            await _concurrent(args, limiter, pick, 1, args.concurrency, name)
         if "batched" in modes:
             for batch in args.batch:
-                await _concurrent(args, limiter, pick, batch, args.bots)
+                name = f"(d) {args.bots} callers x {batch} at once"
+                await _concurrent(args, limiter, pick, batch, args.bots, name)
+        if "unreported" in modes:
+            # no call ends within the run: no lease runs out, none is extended
+            quiet = RedisLimiter(client, keys, replace(POLICY, in_flight_lease_s=3600))
+            batch = max(args.batch)
+            name = f"(e) {args.bots} x {batch}, no sent"
+            await _concurrent(args, quiet, pick, batch, args.bots, name, report=False)
         if args.proto:
             await _proto(args, client, keys, pick)
         if "memory" in modes:
@@ -241,10 +257,11 @@ class Decider:
     one bot in one ``acquire_many``, as a bot's pacer asks for its window's room), then the
     calls of the granted tokens end together and are reported (``sent``)."""
 
-    def __init__(self, limiter: Limiter, pick: Picker, batch: int = 1) -> None:
+    def __init__(self, limiter: Limiter, pick: Picker, batch: int = 1, report: bool = True) -> None:
         self._limiter = limiter
         self._pick = pick
         self._batch = batch
+        self._report = report
         self.granted = 0
 
     async def __call__(self) -> int:
@@ -257,22 +274,24 @@ class Decider:
             grants = await self._limiter.acquire_many(bot, chats)
         taken = [(c, g.ticket) for c, g in zip(chats, grants, strict=True) if g.granted]
         self.granted += len(taken)
-        await asyncio.gather(*(self._limiter.sent(bot, c, ticket) for c, ticket in taken))
+        if self._report:
+            await asyncio.gather(*(self._limiter.sent(bot, c, t) for c, t in taken))
         return len(chats)
 
 
 async def _concurrent(
-    args: argparse.Namespace, limiter: Limiter, pick: Picker, batch: int, workers: int
+    args: argparse.Namespace,
+    limiter: Limiter,
+    pick: Picker,
+    batch: int,
+    workers: int,
+    name: str,
+    report: bool = True,
 ) -> None:
-    decide = Decider(limiter, pick, batch)
+    decide = Decider(limiter, pick, batch, report)
     with BatchCounter() as batches:
         calls, elapsed = await _timed(workers, args.duration, decide)
     mean = batches.calls / batches.pipelines if batches.pipelines else 0
-    name = (
-        f"(b) RedisLimiter, {workers} concurrent"
-        if batch == 1
-        else f"(d) {workers} callers x {batch} at once"
-    )
     server_us = Usage.server / max(calls, 1) * 1e6
     _line(
         name,
