@@ -274,8 +274,9 @@ class Decider:
             grants = await self._limiter.acquire_many(bot, chats)
         taken = [(c, g.ticket) for c, g in zip(chats, grants, strict=True) if g.granted]
         self.granted += len(taken)
-        if self._report:
-            await asyncio.gather(*(self._limiter.sent(bot, c, t) for c, t in taken))
+        if self._report:  # each delivery reports its own end, as in the sender
+            for c, t in taken:
+                await self._limiter.sent(bot, c, t)
         return len(chats)
 
 

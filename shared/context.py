@@ -40,7 +40,8 @@ class Context:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     async def close(self) -> None:
-        """Release backend connections."""
+        """Finish the limiter's moves, then release backend connections."""
+        await self.limiter.flush()
         await self.broker.close()
 
 

@@ -94,6 +94,9 @@ class FallbackLimiter:
         except BrokerUnavailable as exc:  # the token stays in flight until its lease runs out
             self._degrade(exc)
 
+    async def flush(self) -> None:
+        await self._shared.flush()
+
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         await self._local.hold(bot_id, chat_id, seconds)
         try:

@@ -105,9 +105,13 @@ class Limiter(Protocol):
         varies with the load. Moving the token to the moment its answer came (which is after
         Telegram saw it) makes every token in a log lie at or after its arrival, so the logs
         never undercount a window as Telegram sees it, without a fixed margin for the jitter.
+        The shared limiter makes the move in the background, stamped with the end of the call.
         With ``age_ms``, a send made elsewhere (while Redis was away) is logged as made that
-        long ago.
+        long ago, and the call returns once it is.
         """
+
+    async def flush(self) -> None:
+        """Make the moves of ended calls now and wait for them (before a process stops)."""
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         """After a 429: nothing of the bot (or of that chat) goes out for ``seconds``; a whole

@@ -132,6 +132,9 @@ class MemoryLimiter:
         for key in ((bot_id, None), (bot_id, chat_id)):
             self._logs.setdefault(key, _Log()).move_to(now, ticket)
 
+    async def flush(self) -> None:
+        """Nothing to wait for: moves are made at once."""
+
     def _sweep(self, now: float) -> None:
         """Forget chats whose logs hold nothing recent, so memory follows the active chats."""
         longest = 60_000 * self._policy.window_scale + self._policy.margin_s * 1000

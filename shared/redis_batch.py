@@ -75,11 +75,15 @@ class ScriptBatcher:
 
     async def call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The script's result for these keys and args; ``BrokerUnavailable`` if Redis is away."""
+        return await self.submit(keys, args)
+
+    def submit(self, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
+        """``call`` without waiting: the future of its result, for callers that need not wait."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(((keys, args), future))
         if self._in_flight < MAX_IN_FLIGHT:
             self._start()
-        return await future
+        return future
 
     def _start(self) -> None:
         self._in_flight += 1

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -31,6 +33,10 @@ from shared.redis_batch import UNREACHABLE, ScriptBatcher
 from shared.scripts import lua
 
 LEASE_CAP_S = 3600.0  # a token still unreported after an hour is a leak, not a call
+FLUSH_WAIT_S = 2.0
+ENDED, LATER = "ended", "later"  # sent.lua: a call of ours ended; a send handed over
+
+log = logging.getLogger("floodgate.limiter")
 
 
 class RedisLimiter:
@@ -53,8 +59,10 @@ class RedisLimiter:
         # tokens whose calls are under way, ticket: (bot, chat, granted at)
         self._leases: dict[str, tuple[int, int | str, float]] = {}
         self._renewal: asyncio.TimerHandle | None = None
-        self._moves: dict[int, list[tuple[int | str, str, int, asyncio.Future[None]]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        # calls ended and not yet moved, per bot: (chat, ticket, ended at)
+        self._ended: dict[int, list[tuple[int | str, str, float]]] = {}
+        self._move_soon: asyncio.Handle | None = None
+        self._moving: set[asyncio.Future[Any]] = set()
 
     def _bot_window(self, bot_id: int) -> Window:
         bot = self._bot_windows.get(bot_id)
@@ -108,62 +116,64 @@ class RedisLimiter:
                 del self._leases[ticket]
             elif now - granted_at >= period:
                 due.setdefault(bot_id, []).append((chat_id, ticket))
-        loop = asyncio.get_running_loop()
         for bot_id, tokens in due.items():
             keys = [self._keys.bot_window(bot_id)]
             keys += [self._keys.chat_window(bot_id, chat) for chat, _ in tokens]
             args: list[str | float] = [self._lease_ms, self._bot_window(bot_id).ms, *self._chat_ms]
             args += [_kinds([chat for chat, _ in tokens]), *(ticket for _, ticket in tokens)]
-            task = loop.create_task(self._extend.call(keys, args))
-            self._tasks.add(task)
-            task.add_done_callback(_quietly)
-            task.add_done_callback(self._tasks.discard)
+            # one that fails (Redis away) leaves the token to its lease
+            self._extend.submit(keys, args).add_done_callback(_quietly)
         if self._leases:
-            self._renewal = loop.call_later(period, self._renew)
+            self._renewal = asyncio.get_running_loop().call_later(period, self._renew)
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
-        """Tokens of one bot that finish together (a window's burst is answered together) move
-        in one call of sent.lua: the first starts a move, the rest join it or the next one."""
+        """The end of the call is noted here and its token moved in the background, stamped
+        with the time passed since then as measured here when the move is packed: Redis's clock
+        when the move runs, less that time, is at or after the end, so however busy this
+        process is, the stamp is never early, and late only by the move's trip to Redis. Tokens
+        of one bot that end in one turn of the event loop (a window's burst is answered
+        together) move in one call of sent.lua. A move that fails leaves its token counted as
+        under way until its lease runs out. A hand-over (``age_ms``) is awaited: the caller
+        must know whether Redis has it."""
         self._leases.pop(ticket, None)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        moves = self._moves.get(bot_id)
-        if moves is None:
-            moves = self._moves[bot_id] = []
-            task = asyncio.get_running_loop().create_task(self._move(bot_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        moves.append((chat_id, ticket, age_ms, done))
-        await done
-
-    async def _move(self, bot_id: int) -> None:
-        """Move the bot's tokens reported since the last move, until none are left."""
-        try:
-            while moves := self._moves.get(bot_id):
-                self._moves[bot_id] = []
-                await self._move_now(bot_id, moves)
-        finally:
-            for *_, done in self._moves.pop(bot_id, None) or []:
-                done.cancel()  # only when the process stops under way
-
-    async def _move_now(
-        self, bot_id: int, moves: list[tuple[int | str, str, int, asyncio.Future[None]]]
-    ) -> None:
-        keys = [self._keys.bot_window(bot_id)]
-        keys += [self._keys.chat_window(bot_id, chat) for chat, *_ in moves]
-        args: list[str | float | int] = [self._bot_window(bot_id).ms, self._lease_ms]
-        args += [*self._chat_ms, _kinds([chat for chat, *_ in moves])]
-        for _, ticket, age_ms, _ in moves:
-            args += [ticket, age_ms]
-        try:
-            await self._sent.call(keys, args)
-        except Exception as exc:  # each caller decides what a failure means
-            for *_, done in moves:
-                if not done.done():
-                    done.set_exception(exc)
+        if age_ms > 0:
+            await self._sent.call(*self._move_args(bot_id, [(chat_id, ticket, age_ms)], LATER))
             return
-        for *_, done in moves:
-            if not done.done():
-                done.set_result(None)
+        self._ended.setdefault(bot_id, []).append((chat_id, ticket, time.monotonic()))
+        if self._move_soon is None:
+            self._move_soon = asyncio.get_running_loop().call_soon(self._move_ended)
+
+    def _move_ended(self) -> None:
+        self._move_soon = None
+        ended, self._ended = self._ended, {}
+        now = time.monotonic()
+        for bot_id, tokens in ended.items():
+            # floor: an age never longer than the time passed, so the stamp is never early
+            moves = [(chat, ticket, int((now - at) * 1000)) for chat, ticket, at in tokens]
+            move = self._sent.submit(*self._move_args(bot_id, moves, ENDED))
+            self._moving.add(move)
+            move.add_done_callback(self._moving.discard)
+            move.add_done_callback(_moved)
+
+    async def flush(self) -> None:
+        """Move the tokens of every call that ended, now, and wait for the moves (at most
+        FLUSH_WAIT_S): before the connections close, or to read the logs in a test."""
+        if self._move_soon is not None:
+            self._move_soon.cancel()
+            self._move_ended()
+        if self._moving:
+            await asyncio.wait(set(self._moving), timeout=FLUSH_WAIT_S)
+
+    def _move_args(
+        self, bot_id: int, moves: list[tuple[int | str, str, int]], mode: str
+    ) -> tuple[list[str], list[str | float | int]]:
+        keys = [self._keys.bot_window(bot_id)]
+        keys += [self._keys.chat_window(bot_id, chat) for chat, _, _ in moves]
+        args: list[str | float | int] = [self._bot_window(bot_id).ms, self._lease_ms]
+        args += [*self._chat_ms, _kinds([chat for chat, _, _ in moves]), mode]
+        for _, ticket, age_ms in moves:
+            args += [ticket, age_ms]
+        return keys, args
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         ms = max(1, int(seconds * 1000))
@@ -187,8 +197,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _quietly(task: asyncio.Task[object]) -> None:
-    """An extension that failed (Redis away) leaves the token to its lease: nothing to do."""
-    if not task.cancelled():
+def _quietly(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
         with contextlib.suppress(Exception):
-            task.result()
+            future.result()
+
+
+def _moved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("tokens left under way until their lease runs out: %s", future.exception())

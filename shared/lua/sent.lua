@@ -1,28 +1,31 @@
 -- Granted sends are over: move their tokens in the bot's and their chats' logs from the future
--- (where acquire.lua put them while their calls were under way) to now, when their answers are
--- in hand and Telegram has surely seen them. One trimmed away meanwhile (its sender stopped
--- extending it for longer than a lease) comes back, counted from now.
--- With an age, a send made elsewhere (by a sender limiting on its own while Redis was away) is
--- logged as made that long ago; such a hand-over only ever moves a token later (GT), since the
--- same send may already be logged from the end of its call.
+-- (where acquire.lua put them while their calls were under way) to the end of their calls,
+-- when Telegram has surely seen them. Each comes with its age: how long ago, as the sender
+-- measured, its call ended (never more than the time really passed, so a stamp is never
+-- early). One trimmed away meanwhile (its sender stopped extending it for longer than a lease)
+-- comes back, counted from its end.
+-- In mode 'later', the sends were made elsewhere (by a sender limiting on its own while Redis
+-- was away) and are handed over: a token only ever moves later (GT), since the same send may
+-- already be logged from the end of its call.
 -- KEYS: bot log, then one chat log per token (one {bot:<id>} slot)
 -- ARGV: bot window ms, lease ms, private window ms, group window ms, kinds (one letter per
---       token: p private, g group), then per token: ticket, age ms (0: now)
+--       token: p private, g group), mode ('ended' or 'later'), then per token: ticket, age ms
 -- Lifetimes as in acquire.lua: window + lease + 1 s from each write.
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000
 local lease = tonumber(ARGV[2])
 local windows = {p = tonumber(ARGV[3]), g = tonumber(ARGV[4])}
+local later = ARGV[6] == 'later'
 
 for i = 2, #KEYS do
-  local at = 6 + (i - 2) * 2
-  local ticket, age = ARGV[at], tonumber(ARGV[at + 1])
-  if age > 0 then
-    redis.call('ZADD', KEYS[1], 'GT', now - age, ticket)
-    redis.call('ZADD', KEYS[i], 'GT', now - age, ticket)
+  local at = 7 + (i - 2) * 2
+  local ticket, stamp = ARGV[at], now - tonumber(ARGV[at + 1])
+  if later then
+    redis.call('ZADD', KEYS[1], 'GT', stamp, ticket)
+    redis.call('ZADD', KEYS[i], 'GT', stamp, ticket)
   else
-    redis.call('ZADD', KEYS[1], now, ticket)
-    redis.call('ZADD', KEYS[i], now, ticket)
+    redis.call('ZADD', KEYS[1], stamp, ticket)
+    redis.call('ZADD', KEYS[i], stamp, ticket)
   end
   local window = windows[string.sub(ARGV[5], i - 1, i - 1)]
   redis.call('PEXPIRE', KEYS[i], math.ceil(window + lease + 1000))

@@ -260,19 +260,37 @@ async def test_tokens_finishing_together_move_in_one_call(
     lim = RedisLimiter(redis_client, keys, policy)
     grants = [await lim.acquire(1, chat) for chat in range(10)]
     calls: list[int] = []
-    real = lim._sent.call
+    real = lim._sent.submit
 
-    async def counted(k: Sequence[str], a: Sequence[Any]) -> Any:
+    def counted(k: Sequence[str], a: Sequence[Any]) -> asyncio.Future[Any]:
         calls.append(len(k) - 1)
-        return await real(k, a)
+        return real(k, a)
 
-    lim._sent.call = counted  # type: ignore[method-assign]
+    lim._sent.submit = counted  # type: ignore[method-assign]
     await asyncio.gather(*(lim.sent(1, c, g.ticket) for c, g in enumerate(grants)))
+    await lim.flush()
     assert calls == [10], "one call of sent.lua for the ten tokens"
     seconds, micros = await redis_client.time()
     logged = await redis_client.zrange(keys.bot_window(1), 0, -1, withscores=True)
     assert len(logged) == 10
     assert max(score for _, score in logged) <= seconds * 1000 + micros / 1000, "none under way"
+
+
+async def test_a_late_move_is_stamped_with_the_end_of_the_call(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    """The move goes out 300 ms after the call's end (a busy event loop); the token lies at
+    the end, not at the move."""
+    lim = RedisLimiter(redis_client, keys, Policy(bot_rate=30, chat_rate=1000))
+    grant = await lim.acquire(1, 5)
+    seconds, micros = await redis_client.time()
+    ended = seconds * 1000 + micros / 1000
+    await lim.sent(1, 5, grant.ticket)
+    time.sleep(0.3)  # the event loop is blocked on purpose: the move waits
+    await lim.flush()
+    stamp = await redis_client.zscore(keys.chat_window(1, 5), grant.ticket)
+    assert stamp is not None
+    assert ended <= stamp <= ended + 50, "at the end of the call, not when the move ran"
 
 
 async def test_a_long_call_keeps_its_token_and_a_dead_senders_token_goes(
