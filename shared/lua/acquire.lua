@@ -59,16 +59,19 @@ local bot_limit = math.max(1, math.floor(tonumber(ARGV[1]) * factor))
 local bot_window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - bot_window)
 local bot_size = redis.call('ZCARD', KEYS[2])
+-- Tokens granted here join the bot's log in one ZADD at the end; they are its newest.
+local taken, fresh = {}, 0
 local function bot_wait()
   if bot_size < bot_limit then return 0 end
-  return wait_after(redis.call('ZRANGE', KEYS[2], -bot_limit, -bot_limit, 'WITHSCORES')[2], bot_window)
+  if fresh >= bot_limit then return math.ceil(bot_window) end  -- all under way
+  local nth = redis.call('ZRANGE', KEYS[2], fresh - bot_limit, fresh - bot_limit, 'WITHSCORES')
+  return wait_after(nth[2], bot_window)
 end
 
 local limits = {p = {tonumber(ARGV[5]), tonumber(ARGV[6])}, g = {tonumber(ARGV[7]), tonumber(ARGV[8])}}
 local first, kinds = tonumber(ARGV[10]), ARGV[11]
 local chats_held = redis.call('EXISTS', KEYS[4]) == 1
 local waiting = bot_wait()
-local granted = false
 for i = 1, n do
   local chat_log, chat_id = KEYS[4 + i], ARGV[11 + i]
   local chat = limits[string.sub(kinds, i, i)]
@@ -88,15 +91,18 @@ for i = 1, n do
       -- a log that holds a window's worth already drops what left the window
       if nth then redis.call('ZREMRANGEBYSCORE', chat_log, '-inf', now - chat_window) end
       local ticket = string.format('%s-%d', ARGV[9], first + i - 1)
-      redis.call('ZADD', KEYS[2], until_ms, ticket)
       redis.call('ZADD', chat_log, until_ms, ticket)
       redis.call('PEXPIRE', chat_log, math.ceil(chat_window + lease + 1000))
+      taken[2 * fresh + 1], taken[2 * fresh + 2] = until_ms, ticket
+      fresh = fresh + 1
       bot_size = bot_size + 1
-      granted = true
       waiting = bot_wait()
       answer(0, '', bot_limit - bot_size)
     end
   end
 end
-if granted then redis.call('PEXPIRE', KEYS[2], math.ceil(bot_window + lease + 1000)) end
+if fresh > 0 then
+  redis.call('ZADD', KEYS[2], unpack(taken))
+  redis.call('PEXPIRE', KEYS[2], math.ceil(bot_window + lease + 1000))
+end
 return out

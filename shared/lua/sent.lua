@@ -17,18 +17,22 @@ local lease = tonumber(ARGV[2])
 local windows = {p = tonumber(ARGV[3]), g = tonumber(ARGV[4])}
 local later = ARGV[6] == 'later'
 
+-- the bot's log takes every token in one ZADD
+local moved = {}
+if later then moved[1] = 'GT' end
 for i = 2, #KEYS do
   local at = 7 + (i - 2) * 2
   local ticket, stamp = ARGV[at], now - tonumber(ARGV[at + 1])
   if later then
-    redis.call('ZADD', KEYS[1], 'GT', stamp, ticket)
     redis.call('ZADD', KEYS[i], 'GT', stamp, ticket)
   else
-    redis.call('ZADD', KEYS[1], stamp, ticket)
     redis.call('ZADD', KEYS[i], stamp, ticket)
   end
   local window = windows[string.sub(ARGV[5], i - 1, i - 1)]
   redis.call('PEXPIRE', KEYS[i], math.ceil(window + lease + 1000))
+  moved[#moved + 1] = stamp
+  moved[#moved + 1] = ticket
 end
+redis.call('ZADD', KEYS[1], unpack(moved))
 redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) + lease + 1000))
 return #KEYS - 1
