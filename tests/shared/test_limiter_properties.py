@@ -157,7 +157,7 @@ async def _drive_calls(
 
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 @settings(
-    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(pattern=calls)
 def test_no_window_exceeds_its_limit_where_telegram_counts(
