@@ -36,7 +36,6 @@ namespace is fresh (`lbench<hex>`) and all of its keys are deleted at the end. R
 
     .venv/bin/python bench/limiter_decisions.py
     .venv/bin/python bench/limiter_decisions.py --only batched --batch 30 --duration 10  # py-spy
-    .venv/bin/python bench/limiter_decisions.py --proto    # also bench/_limiter_proto.py
 
 The process uses uvloop like the services do (--no-uvloop for the default loop).
 """
@@ -103,9 +102,6 @@ def _args() -> argparse.Namespace:
         help="tokens asked for in one call in the batched mode (repeatable; 8 and 30)",
     )
     p.add_argument("--only", choices=MODES, action="append", help="run only these (repeatable)")
-    p.add_argument(
-        "--proto", action="store_true", help="also measure the prototype in bench/_limiter_proto.py"
-    )
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = p.parse_args()
@@ -240,8 +236,6 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
             batch = max(args.batch)
             name = f"(e) {args.bots} x {batch}, no sent"
             await _concurrent(args, quiet, pick, batch, args.bots, name, report=False)
-        if args.proto:
-            await _proto(args, client, keys, pick)
         if "memory" in modes:
             calls, elapsed = await _timed(1, args.duration, Decider(MemoryLimiter(POLICY), pick))
             _line("(c) MemoryLimiter, sequential", calls, elapsed)
@@ -401,23 +395,6 @@ def _benchmark_rate(out: str) -> float:
         if "requests per second" in frame:
             return float(frame.split(":")[-1].split("requests")[0].strip().replace(",", ""))
     return 0.0
-
-
-async def _proto(args: argparse.Namespace, client, keys: Keys, pick: Picker) -> None:
-    from bench._limiter_proto import PROTOTYPES  # noqa: PLC0415
-
-    for name, make in PROTOTYPES.items():
-        proto = make(client, keys, POLICY)
-
-        async def decide(lim: RedisLimiter = proto) -> None:
-            await lim.acquire(*pick())
-
-        try:
-            await decide()
-            calls, elapsed = await _timed(args.concurrency, args.duration, decide)
-        finally:
-            await proto.aclose()
-        _line(f"(p) {name}, {args.concurrency} conc.", calls, elapsed)
 
 
 async def _main(args: argparse.Namespace) -> None:

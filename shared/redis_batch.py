@@ -112,10 +112,14 @@ class ScriptBatcher:
                 if not future.done():
                     future.set_exception(error)
             return
-        except BaseException as exc:
+        except Exception as exc:  # each caller decides what it means
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the process stops): so are its calls
+            for _, future in batch:
+                future.cancel()
             raise
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
