@@ -150,10 +150,14 @@ class Usage:
 
 
 async def _timed(
-    workers: int, duration: float, one: Callable[[], Awaitable[int | None]]
+    workers: int,
+    duration: float,
+    one: Callable[[], Awaitable[int | None]],
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[int, float]:
     """Run ``workers`` loops of ``one`` for ``duration`` s; (decisions, elapsed). ``one``
-    returns how many decisions it made (None: one)."""
+    returns how many decisions it made (None: one); ``settle`` finishes what they left under
+    way (the limiter's background moves) inside the measured time."""
     await Usage.start()
     done = 0
     stop_at = time.perf_counter() + duration
@@ -167,6 +171,8 @@ async def _timed(
 
     started = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(workers)))
+    if settle is not None:
+        await settle()
     elapsed = time.perf_counter() - started
     await Usage.stop()
     return done, elapsed
@@ -221,7 +227,7 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
         await client.script_load(source)
         await limiter.acquire(*pick())  # warm the pool and the script cache
         if "sequential" in modes:
-            calls, elapsed = await _timed(1, args.duration, Decider(limiter, pick))
+            calls, elapsed = await _timed(1, args.duration, Decider(limiter, pick), limiter.flush)
             _line("(a) RedisLimiter, sequential", calls, elapsed)
         if "concurrent" in modes:
             name = f"(b) RedisLimiter, {args.concurrency} concurrent"
@@ -285,7 +291,7 @@ async def _concurrent(
 ) -> None:
     decide = Decider(limiter, pick, batch, report)
     with BatchCounter() as batches:
-        calls, elapsed = await _timed(workers, args.duration, decide)
+        calls, elapsed = await _timed(workers, args.duration, decide, limiter.flush)
     mean = batches.calls / batches.pipelines if batches.pipelines else 0
     server_us = Usage.server / max(calls, 1) * 1e6
     _line(

@@ -70,7 +70,7 @@ class Policy:
     overrides: dict[int, float] = field(default_factory=dict)
     window_scale: float = 1.0
     in_flight_s: float = 40.0  # no call lasts longer: a token not reported sent by then is lost
-    in_flight_lease_s: float = 5.0  # shared limiter: a token not extended by then is lost
+    in_flight_lease_s: float = 5.0  # shared limiter: how far ahead a call under way is scored
 
     def bot_window(self, bot_id: int) -> Window:
         """Window of one bot, honouring its override."""

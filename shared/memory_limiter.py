@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import secrets
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -62,6 +64,8 @@ class MemoryLimiter:
         self._adapt: dict[int, tuple[float, float]] = {}
         self._sweep_at = SWEEP_AT
         self._tickets = itertools.count(1)
+        # unique across processes: senders hand their local tokens to one Redis on recovery
+        self._nonce = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._in_flight: dict[str, float] = {}  # ticket: when it counts as lost
 
     def _factor(self, bot_id: int, now: float) -> float:
@@ -97,7 +101,7 @@ class MemoryLimiter:
             if bot_wait >= chat_wait:
                 return Grant(bot_wait, "bot", factor)
             return Grant(chat_wait, "chat", factor, room=window.limit - len(bot_log.sends))
-        ticket = f"{TICKET_PREFIX}{next(self._tickets)}"
+        ticket = f"{TICKET_PREFIX}{self._nonce}-{next(self._tickets)}"
         self._log_taken((bot_log, chat_log), now, ticket)
         if len(self._logs) > self._sweep_at or len(self._in_flight) > self._sweep_at:
             self._sweep(now)

@@ -117,9 +117,10 @@ class ScriptBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
-        except BaseException:  # cancelled (the process stops): so are its calls
+        except BaseException:  # cancelled (the process stops): its callers see an outage
             for _, future in batch:
-                future.cancel()
+                if not future.done():
+                    future.set_exception(BrokerUnavailable("redis call cancelled"))
             raise
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():

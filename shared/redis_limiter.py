@@ -34,6 +34,7 @@ from shared.scripts import lua
 
 LEASE_CAP_S = 3600.0  # a token still unreported after an hour is a leak, not a call
 FLUSH_WAIT_S = 2.0
+MAX_PER_CALL = 1000  # tokens in one script call: Lua's unpack() takes some 8,000 values
 ENDED, LATER = "ended", "later"  # sent.lua: a call of ours ended; a send handed over
 
 log = logging.getLogger("floodgate.limiter")
@@ -74,6 +75,11 @@ class RedisLimiter:
         return (await self.acquire_many(bot_id, [chat_id]))[0]
 
     async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        if len(chat_ids) > MAX_PER_CALL:
+            grants = []
+            for start in range(0, len(chat_ids), MAX_PER_CALL):
+                grants += await self.acquire_many(bot_id, chat_ids[start : start + MAX_PER_CALL])
+            return grants
         k = self._keys
         bot = self._bot_window(bot_id)
         first, self._next_ticket = self._next_ticket, self._next_ticket + len(chat_ids)
@@ -105,32 +111,39 @@ class RedisLimiter:
             self._renewal = loop.call_later(self._lease_ms / 3000, self._renew)
 
     def _renew(self) -> None:
-        """Every third of a lease, extend the tokens granted at least that long ago whose calls
-        are still under way: each is extended within two thirds of its lease, every time."""
+        """Every third of a lease, extend every token whose call is still under way. A token
+        is extended at the first tick after its grant and at every tick after: its score
+        always lies at least two thirds of a lease ahead of the next tick, so one late or
+        failed round does not let it lapse."""
         self._renewal = None
         now = time.monotonic()
-        period = self._lease_ms / 3000
         due: dict[int, list[tuple[int | str, str]]] = {}
         for ticket, (bot_id, chat_id, granted_at) in list(self._leases.items()):
             if now - granted_at > LEASE_CAP_S:
                 del self._leases[ticket]
-            elif now - granted_at >= period:
+            else:
                 due.setdefault(bot_id, []).append((chat_id, ticket))
         for bot_id, tokens in due.items():
-            keys = [self._keys.bot_window(bot_id)]
-            keys += [self._keys.chat_window(bot_id, chat) for chat, _ in tokens]
-            args: list[str | float] = [self._lease_ms, self._bot_window(bot_id).ms, *self._chat_ms]
-            args += [_kinds([chat for chat, _ in tokens]), *(ticket for _, ticket in tokens)]
-            # one that fails (Redis away) leaves the token to its lease
-            self._extend.submit(keys, args).add_done_callback(_quietly)
+            for start in range(0, len(tokens), MAX_PER_CALL):
+                self._extend_now(bot_id, tokens[start : start + MAX_PER_CALL])
         if self._leases:
-            self._renewal = asyncio.get_running_loop().call_later(period, self._renew)
+            loop = asyncio.get_running_loop()
+            self._renewal = loop.call_later(self._lease_ms / 3000, self._renew)
+
+    def _extend_now(self, bot_id: int, tokens: list[tuple[int | str, str]]) -> None:
+        keys = [self._keys.bot_window(bot_id)]
+        keys += [self._keys.chat_window(bot_id, chat) for chat, _ in tokens]
+        args: list[str | float] = [self._lease_ms, self._bot_window(bot_id).ms, *self._chat_ms]
+        args += [_kinds([chat for chat, _ in tokens]), *(ticket for _, ticket in tokens)]
+        # one that fails (Redis away) leaves the token to the rest of its lease
+        self._extend.submit(keys, args).add_done_callback(_quietly)
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         """The end of the call is noted here and its token moved in the background, stamped
         with the time passed since then as measured here when the move is packed: Redis's clock
         when the move runs, less that time, is at or after the end, so however busy this
-        process is, the stamp is never early, and late only by the move's trip to Redis. Tokens
+        process is, the stamp is never early, and late only by the move's wait in the batcher
+        and its trip to Redis. Tokens
         of one bot that end in one turn of the event loop (a window's burst is answered
         together) move in one call of sent.lua. A move that fails leaves its token counted as
         under way until its lease runs out. A hand-over (``age_ms``) is awaited: the caller
@@ -150,10 +163,12 @@ class RedisLimiter:
         for bot_id, tokens in ended.items():
             # floor: an age never longer than the time passed, so the stamp is never early
             moves = [(chat, ticket, int((now - at) * 1000)) for chat, ticket, at in tokens]
-            move = self._sent.submit(*self._move_args(bot_id, moves, ENDED))
-            self._moving.add(move)
-            move.add_done_callback(self._moving.discard)
-            move.add_done_callback(_moved)
+            for start in range(0, len(moves), MAX_PER_CALL):
+                chunk = moves[start : start + MAX_PER_CALL]
+                move = self._sent.submit(*self._move_args(bot_id, chunk, ENDED))
+                self._moving.add(move)
+                move.add_done_callback(self._moving.discard)
+                move.add_done_callback(_moved)
 
     async def flush(self) -> None:
         """Move the tokens of every call that ended, now, and wait for the moves (at most
@@ -163,6 +178,9 @@ class RedisLimiter:
             self._move_ended()
         if self._moving:
             await asyncio.wait(set(self._moving), timeout=FLUSH_WAIT_S)
+        if not self._leases and self._renewal is not None:  # nothing left to extend
+            self._renewal.cancel()
+            self._renewal = None
 
     def _move_args(
         self, bot_id: int, moves: list[tuple[int | str, str, int]], mode: str

@@ -1,8 +1,9 @@
 -- Calls still under way: their tokens stay scored a lease ahead (see acquire.lua), and the logs
 -- holding them live as long. Tokens of a sender that died are not extended, so they leave the
 -- windows a lease and a window after its death rather than after the longest possible call.
--- Only tokens still under way (scored in the future) move: one whose call ended meanwhile
--- (sent.lua scored it in the past) stays ended.
+-- A token still in the bot's log is moved even if its lease ran out (a renewal came late):
+-- its call is under way, so it must count. Only a move that runs after its call's end was
+-- logged (a renewal sent just before the end) counts a token longer than needed, never less.
 -- KEYS: bot log, then one chat log per token (one {bot:<id>} slot)
 -- ARGV: lease ms, bot window ms, private window ms, group window ms, kinds (one letter per
 --       token: p private, g group), then one ticket per token
@@ -14,8 +15,7 @@ local moved = 0
 
 for i = 2, #KEYS do
   local ticket = ARGV[4 + i]
-  local score = redis.call('ZSCORE', KEYS[1], ticket)
-  if score and tonumber(score) > now then
+  if redis.call('ZSCORE', KEYS[1], ticket) then
     redis.call('ZADD', KEYS[1], 'GT', now + lease, ticket)
     redis.call('ZADD', KEYS[i], 'GT', now + lease, ticket)
     local window = windows[string.sub(ARGV[5], i - 1, i - 1)]

@@ -321,6 +321,26 @@ async def test_a_long_call_keeps_its_token_and_a_dead_senders_token_goes(
     assert (await other.acquire(1, 13)).granted, "given up a lease and a window after its death"
 
 
+async def test_a_late_renewal_does_not_drop_a_call_under_way(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    """A token granted just after a renewal tick is extended at the next one, so a stalled
+    event loop that delays the tick after that leaves it counted."""
+    policy = Policy(bot_rate=1, chat_rate=1000, window_scale=0.1, in_flight_lease_s=0.3)
+    alive, other = (RedisLimiter(redis_client, keys, policy) for _ in range(2))
+    keeper = await alive.acquire(2, 10)  # another bot's long call: the ticks start now
+    await asyncio.sleep(0.105)  # just after the first tick (every 100 ms)
+    slow = await alive.acquire(1, 10)
+    assert slow.granted
+    await asyncio.sleep(0.175)
+    time.sleep(0.13)  # the event loop stalls across the third tick
+    await asyncio.sleep(0.15)
+    assert (await other.acquire(1, 11)).scope == "bot", "the slow call is still under way"
+    await alive.sent(1, 10, slow.ticket)
+    await alive.sent(2, 10, keeper.ticket)
+    await alive.flush()
+
+
 async def test_logs_outlive_calls_under_way(keys: Keys, redis_client: redis.Redis) -> None:
     """A chat's log is not let expire while its token's call runs, however long."""
     policy = Policy(bot_rate=1000, chat_rate=1, window_scale=0.1, in_flight_lease_s=0.3)
