@@ -230,13 +230,16 @@ async def _measure(args: argparse.Namespace, keys: Keys) -> None:
             calls, elapsed = await _timed(1, args.duration, Decider(limiter, pick), limiter.flush)
             _line("(a) RedisLimiter, sequential", calls, elapsed)
         if "concurrent" in modes:
+            await _clean(args, keys)
             name = f"(b) RedisLimiter, {args.concurrency} concurrent"
             await _concurrent(args, limiter, pick, 1, args.concurrency, name)
         if "batched" in modes:
             for batch in args.batch:
+                await _clean(args, keys)
                 name = f"(d) {args.bots} callers x {batch} at once"
                 await _concurrent(args, limiter, pick, batch, args.bots, name)
         if "unreported" in modes:
+            await _clean(args, keys)
             # no call ends within the run: no lease runs out, none is extended
             quiet = RedisLimiter(client, keys, replace(POLICY, in_flight_lease_s=3600))
             batch = max(args.batch)
@@ -278,6 +281,12 @@ class Decider:
             for c, t in taken:
                 await self._limiter.sent(bot, c, t)
         return len(chats)
+
+
+async def _clean(args: argparse.Namespace, keys: Keys) -> None:
+    """Delete what the last line left (outside the measured time), so that expiring it does
+    not count against the next line."""
+    await delete_namespace(args.redis_url, keys.namespace)
 
 
 async def _concurrent(
