@@ -123,6 +123,17 @@ async def test_chat_hold_leaves_other_chats(limiter: Limiter) -> None:
     assert (await limiter.acquire(4, 11)).granted
 
 
+async def test_chat_holds_of_different_lengths(limiter: Limiter) -> None:
+    """Chat holds of one bot end each at its own time; a shorter one never cuts a longer."""
+    await limiter.hold(6, 10, 5)
+    await limiter.hold(6, 11, 0.2)
+    await limiter.hold(6, 10, 0.1)  # shorter than the hold in place: no change
+    await asyncio.sleep(0.25)
+    grants = await limiter.acquire_many(6, [10, 11])
+    assert [g.scope for g in grants] == ["chat_hold", ""]
+    assert 4000 < grants[0].wait_ms <= 5000
+
+
 async def test_per_bot_override(keys: Keys, redis_client: redis.Redis) -> None:
     policy = Policy(bot_rate=2, chat_rate=1000, overrides={9: 50})
     assert policy.bot_window(9).limit == 50
