@@ -13,8 +13,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 
@@ -38,6 +38,7 @@ MAX_PER_CALL = 1000  # tokens in one script call: Lua's unpack() takes some 8,00
 ENDED, LATER = "ended", "later"  # sent.lua: a call of ours ended; a send handed over
 
 log = logging.getLogger("floodgate.limiter")
+T = TypeVar("T")
 
 
 class RedisLimiter:
@@ -76,10 +77,7 @@ class RedisLimiter:
 
     async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
         if len(chat_ids) > MAX_PER_CALL:
-            grants = []
-            for start in range(0, len(chat_ids), MAX_PER_CALL):
-                grants += await self.acquire_many(bot_id, chat_ids[start : start + MAX_PER_CALL])
-            return grants
+            return [g for part in _parts(chat_ids) for g in await self.acquire_many(bot_id, part)]
         k = self._keys
         bot = self._bot_window(bot_id)
         first, self._next_ticket = self._next_ticket, self._next_ticket + len(chat_ids)
@@ -107,8 +105,10 @@ class RedisLimiter:
         always reports; LEASE_CAP_S only guards against a leak)."""
         self._leases[ticket] = (bot_id, chat_id, granted_at)
         if self._renewal is None:
-            loop = asyncio.get_running_loop()
-            self._renewal = loop.call_later(self._lease_ms / 3000, self._renew)
+            self._renew_later()
+
+    def _renew_later(self) -> None:
+        self._renewal = asyncio.get_running_loop().call_later(self._lease_ms / 3000, self._renew)
 
     def _renew(self) -> None:
         """Every third of a lease, extend every token whose call is still under way. A token
@@ -124,30 +124,23 @@ class RedisLimiter:
             else:
                 due.setdefault(bot_id, []).append((chat_id, ticket))
         for bot_id, tokens in due.items():
-            for start in range(0, len(tokens), MAX_PER_CALL):
-                self._extend_now(bot_id, tokens[start : start + MAX_PER_CALL])
+            for part in _parts(tokens):
+                keys, args = self._token_call(bot_id, [chat for chat, _ in part])
+                args += [ticket for _, ticket in part]
+                # one that fails (Redis away) leaves the token to the rest of its lease
+                self._extend.submit(keys, args).add_done_callback(_quietly)
         if self._leases:
-            loop = asyncio.get_running_loop()
-            self._renewal = loop.call_later(self._lease_ms / 3000, self._renew)
-
-    def _extend_now(self, bot_id: int, tokens: list[tuple[int | str, str]]) -> None:
-        keys = [self._keys.bot_window(bot_id)]
-        keys += [self._keys.chat_window(bot_id, chat) for chat, _ in tokens]
-        args: list[str | float] = [self._lease_ms, self._bot_window(bot_id).ms, *self._chat_ms]
-        args += [_kinds([chat for chat, _ in tokens]), *(ticket for _, ticket in tokens)]
-        # one that fails (Redis away) leaves the token to the rest of its lease
-        self._extend.submit(keys, args).add_done_callback(_quietly)
+            self._renew_later()
 
     async def sent(self, bot_id: int, chat_id: int | str, ticket: str, age_ms: int = 0) -> None:
         """The end of the call is noted here and its token moved in the background, stamped
         with the time passed since then as measured here when the move is packed: Redis's clock
         when the move runs, less that time, is at or after the end, so however busy this
         process is, the stamp is never early, and late only by the move's wait in the batcher
-        and its trip to Redis. Tokens
-        of one bot that end in one turn of the event loop (a window's burst is answered
-        together) move in one call of sent.lua. A move that fails leaves its token counted as
-        under way until its lease runs out. A hand-over (``age_ms``) is awaited: the caller
-        must know whether Redis has it."""
+        and its trip to Redis. Tokens of one bot that end in one turn of the event loop (a
+        window's burst is answered together) move in one call of sent.lua. A move that fails
+        leaves its token counted as under way until its lease runs out. A hand-over
+        (``age_ms``) is awaited: the caller must know whether Redis has it."""
         self._leases.pop(ticket, None)
         if age_ms > 0:
             await self._sent.call(*self._move_args(bot_id, [(chat_id, ticket, age_ms)], LATER))
@@ -163,9 +156,8 @@ class RedisLimiter:
         for bot_id, tokens in ended.items():
             # floor: an age never longer than the time passed, so the stamp is never early
             moves = [(chat, ticket, int((now - at) * 1000)) for chat, ticket, at in tokens]
-            for start in range(0, len(moves), MAX_PER_CALL):
-                chunk = moves[start : start + MAX_PER_CALL]
-                move = self._sent.submit(*self._move_args(bot_id, chunk, ENDED))
+            for part in _parts(moves):
+                move = self._sent.submit(*self._move_args(bot_id, part, ENDED))
                 self._moving.add(move)
                 move.add_done_callback(self._moving.discard)
                 move.add_done_callback(_moved)
@@ -183,15 +175,22 @@ class RedisLimiter:
             self._renewal = None
 
     def _move_args(
-        self, bot_id: int, moves: list[tuple[int | str, str, int]], mode: str
+        self, bot_id: int, moves: Sequence[tuple[int | str, str, int]], mode: str
     ) -> tuple[list[str], list[str | float | int]]:
-        keys = [self._keys.bot_window(bot_id)]
-        keys += [self._keys.chat_window(bot_id, chat) for chat, _, _ in moves]
-        args: list[str | float | int] = [self._bot_window(bot_id).ms, self._lease_ms]
-        args += [*self._chat_ms, _kinds([chat for chat, _, _ in moves]), mode]
+        keys, args = self._token_call(bot_id, [chat for chat, _, _ in moves])
+        args.append(mode)
         for _, ticket, age_ms in moves:
             args += [ticket, age_ms]
         return keys, args
+
+    def _token_call(
+        self, bot_id: int, chat_ids: list[int | str]
+    ) -> tuple[list[str], list[str | float | int]]:
+        """Keys and leading arguments of sent.lua and extend.lua for tokens of ``chat_ids``."""
+        keys = [self._keys.bot_window(bot_id)]
+        keys += [self._keys.chat_window(bot_id, chat) for chat in chat_ids]
+        args: list[str | float | int] = [self._bot_window(bot_id).ms, self._lease_ms]
+        return keys, [*args, *self._chat_ms, _kinds(chat_ids)]
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         ms = max(1, int(seconds * 1000))
@@ -204,6 +203,12 @@ class RedisLimiter:
                 await self._hold(keys=[k.chat_holds(bot_id)], args=[ms, chat_id])
         except UNREACHABLE as exc:
             raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+
+
+def _parts(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most MAX_PER_CALL, one script call each."""
+    for start in range(0, len(items), MAX_PER_CALL):
+        yield items[start : start + MAX_PER_CALL]
 
 
 def _kinds(chat_ids: Sequence[int | str]) -> str:

@@ -5,11 +5,11 @@
 -- its call is under way, so it must count. Only a move that runs after its call's end was
 -- logged (a renewal sent just before the end) counts a token longer than needed, never less.
 -- KEYS: bot log, then one chat log per token (one {bot:<id>} slot)
--- ARGV: lease ms, bot window ms, private window ms, group window ms, kinds (one letter per
---       token: p private, g group), then one ticket per token
+-- ARGV: bot window ms, lease ms, private window ms, group window ms, kinds (one letter per
+--       token: p private, g group), then one ticket per token (as sent.lua, less the mode)
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000
-local lease = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
 local windows = {p = tonumber(ARGV[3]), g = tonumber(ARGV[4])}
 local moved = 0
 
@@ -23,5 +23,5 @@ for i = 2, #KEYS do
     moved = moved + 1
   end
 end
-if moved > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) + lease + 1000)) end
+if moved > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) + lease + 1000)) end
 return moved
