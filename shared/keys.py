@@ -90,10 +90,25 @@ class Keys:
         that move a message write its status in the same step)."""
         return f"{self._pipeline}:msg:{message_id}"
 
-    def idempotency(self, bot_id: int, key: str) -> str:
-        """String holding the id first accepted under an idempotency key."""
+    def idempotency(self, bot_id: int, key: str, api_key: str | None = None) -> str:
+        """String holding the id first accepted under an idempotency key: per bot, and per API
+        key when the request came with one (so two producers' keys never meet)."""
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return f"{self._pipeline}:idem:{bot_id}:{digest}"
+        scope = f"{api_key}:" if api_key else ""
+        return f"{self._pipeline}:idem:{scope}{bot_id}:{digest}"
+
+    def api_key(self, key_id: str) -> str:
+        """Hash of one API key (its role, scopes, the hash of its secret)."""
+        return f"{self.namespace}:auth:key:{key_id}"
+
+    @property
+    def api_key_ids(self) -> str:
+        """Set of every API key id."""
+        return f"{self.namespace}:auth:keys"
+
+    def key_rate(self, key_id: str) -> str:
+        """Sliding log of the messages accepted under one API key in the last second."""
+        return f"{self.namespace}:{{key:{key_id}}}:rate"
 
     def bot_window(self, bot_id: int) -> str:
         """Sliding log of one bot's sends (those under way scored a lease ahead)."""
