@@ -39,6 +39,11 @@ def _args() -> argparse.Namespace:
     )
     parser.add_argument("--namespace", default=os.environ.get("FLOODGATE_NAMESPACE", "fg"))
     parser.add_argument(
+        "--api-key",
+        default=os.environ.get("FLOODGATE_API_KEY", ""),
+        help="a producer key for the bots it answers for (env FLOODGATE_API_KEY)",
+    )
+    parser.add_argument(
         "--ingest-url", default=os.environ.get("FLOODGATE_INGEST_URL", "http://127.0.0.1:8080")
     )
     return parser.parse_args()
@@ -85,7 +90,8 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     with contextlib.suppress(ResponseError):
         await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     start = "0"  # own pending entries first, after a restart
-    async with aiohttp.ClientSession() as session:
+    headers = {"Authorization": f"Bearer {args.api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
         while not stop.is_set():
             reply = await client.xreadgroup(GROUP, me, {stream: start}, count=BATCH, block=500)
             entries = reply[0][1] if reply else []

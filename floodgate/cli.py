@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
 
     webhook_arguments(webhook)
 
+    keys = sub.add_parser(
+        "keys", help="create, list or revoke API keys (in the key store, or --url over the API)"
+    )
+    from floodgate.keys_cli import add_arguments as keys_arguments  # noqa: PLC0415
+
+    keys_arguments(keys)
+
     db = sub.add_parser("db", help="the PostgreSQL message store (DATABASE_URL)")
     db.add_argument("action", choices=["migrate"], help="apply the SQL migrations not yet applied")
     return parser
@@ -98,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from floodgate.db_cli import main as run_db  # noqa: PLC0415
 
             return run_db(args)
+        case "keys":
+            from floodgate.keys_cli import main as run_keys  # noqa: PLC0415
+
+            return run_keys(args)
         case "webhook":
             from floodgate.webhook_cli import main as run_webhook  # noqa: PLC0415
 

@@ -20,6 +20,7 @@ from floodgate.observe import Received, percentile, sandbox_stats
 from floodgate.workload import Workload, build_workload, group_count
 from sandbox.config import SandboxConfig
 from sandbox.server import start_sandbox
+from shared.api_keys import Role, new_key
 from shared.context import build_context, policy_from
 from shared.logs import setup_logging
 from shared.runtime import serve
@@ -50,14 +51,17 @@ def demo_token(bot_id: int) -> str:
     return f"{bot_id}:demo{bot_id:0>4}".ljust(len(str(bot_id)) + 36, "x")
 
 
-async def _submit(session: aiohttp.ClientSession, url: str, workload: Workload) -> dict[str, float]:
+async def _submit(
+    session: aiohttp.ClientSession, url: str, workload: Workload, key: str
+) -> dict[str, float]:
     sent_at: dict[str, float] = {}
+    headers = {"Authorization": f"Bearer {key}"}
     msgs = workload.messages
     for start in range(0, len(msgs), SUBMIT_CHUNK):
         chunk = msgs[start : start + SUBMIT_CHUNK]
         body = {"messages": [m.request() for m in chunk]}
         now = time.time()
-        async with session.post(f"{url}/v1/messages/batch", json=body) as resp:
+        async with session.post(f"{url}/v1/messages/batch", json=body, headers=headers) as resp:
             doc = await resp.json()
             if resp.status != 202:
                 raise RuntimeError(f"submit failed: {resp.status} {doc}")
@@ -148,9 +152,13 @@ async def _demo(args: argparse.Namespace) -> int:
             "TELEGRAM_API_BASE": sandbox.url,
             "FLOODGATE_BOTS": ",".join(demo_token(b) for b in bots),
             "FLOODGATE_NAMESPACE": f"demo{secrets.token_hex(3)}",
+            # the demo's own keys: an admin key to watch the queues, a producer key to send
+            "FLOODGATE_ADMIN_KEY": secrets.token_urlsafe(32),
         }
         settings = CommonSettings(**cast(Any, env), REDIS_URL=os.environ.get("REDIS_URL") or None)
         ctx = build_context(settings, allow_memory=True)
+        producer, record = new_key(Role.PRODUCER, name="demo", bots=bots)
+        await ctx.keystore.add(record)
         least = workload.least_seconds(dataclasses.replace(policy_from(settings), margin_s=0))
         print(
             f"floodgate demo: {len(workload.messages)} messages, {len(bots)} bots,"
@@ -164,10 +172,11 @@ async def _demo(args: argparse.Namespace) -> int:
             serve(ctx, build_services(ctx, SERVICE_NAMES), "127.0.0.1", port, stop)
         )
         try:
-            async with aiohttp.ClientSession() as session:
+            admin = {"Authorization": f"Bearer {env['FLOODGATE_ADMIN_KEY']}"}
+            async with aiohttp.ClientSession(headers=admin) as session:
                 await _wait_ready(session, url)
                 started, started_wall = time.monotonic(), time.time()
-                sent_at = await _submit(session, url, workload)
+                sent_at = await _submit(session, url, workload, producer)
                 received = await _drain(session, url, sandbox.url, len(sent_at), args.timeout)
                 elapsed = _elapsed(received, started_wall, time.monotonic() - started)
                 async with session.get(f"{url}/queue/stats") as resp:

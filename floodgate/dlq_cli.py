@@ -28,12 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stats service base URL (env FLOODGATE_STATS_URL; default http://127.0.0.1:8083)",
     )
     parser.add_argument("--limit", type=int, default=100, help="list: how many (default 100)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("FLOODGATE_API_KEY"),
+        help="the key sent as Authorization: Bearer (env FLOODGATE_API_KEY)",
+    )
 
 
 async def _call(args: argparse.Namespace) -> tuple[int, list[Any]]:
     base = args.url.rstrip("/")
     answers: list[Any] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         if args.action == "list":
             async with session.get(f"{base}/v1/dlq", params={"limit": str(args.limit)}) as resp:
                 return resp.status, [await resp.json()]

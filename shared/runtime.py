@@ -20,8 +20,10 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.access import Authenticator
 from shared.broker import BrokerUnavailable
 from shared.context import Context
+from shared.web_auth import auth_middleware, json_errors
 
 log = logging.getLogger("floodgate.runtime")
 
@@ -45,8 +47,11 @@ class Service(Protocol):
 def build_app(
     ctx: Context, services: Sequence[Service], stopping: asyncio.Event
 ) -> web.Application:
-    """One aiohttp app with the common routes and every service's own."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    """One aiohttp app with the common routes and every service's own, behind the key check."""
+    auth = Authenticator(ctx.keystore, ctx.admin_key, enabled=ctx.settings.auth == "on")
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, auth_middleware(auth)]
+    )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "services": [s.name for s in services]})
@@ -95,6 +100,10 @@ async def serve(
             "serving",
             extra={"services": [s.name for s in services], "port": port, "backend": ctx.backend},
         )
+        if ctx.settings.auth == "off":
+            log.warning(
+                "FLOODGATE_AUTH=off: every route is served without a key (development only)"
+            )
         await _run_services(services, stop, ctx.settings.telegram_timeout + DRAIN_SLACK_SECONDS)
     finally:
         await runner.cleanup()

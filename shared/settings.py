@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +59,16 @@ class CommonSettings(BaseSettings):
         validation_alias=_env("FLOODGATE_RECORD_TTL"),
         gt=0,
         description="seconds a message's status record is kept",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("FLOODGATE_ADMIN_KEY"),
+        description="a key every service accepts with the admin role (at least 32 characters)",
+    )
+    auth: Literal["on", "off"] = Field(
+        "on",
+        validation_alias=_env("FLOODGATE_AUTH"),
+        description="'off' serves every route without keys (local development only)",
     )
     log_level: str = Field("INFO", validation_alias=_env("FLOODGATE_LOG_LEVEL"))
     log_format: str = Field("json", validation_alias=_env("FLOODGATE_LOG_FORMAT"))

@@ -14,6 +14,11 @@ from aiohttp import web
 from shared.context import Context
 from shared.runtime import Service, build_app
 
+# The admin key every test process and in-process app accepts (FLOODGATE_ADMIN_KEY), and the
+# header a test client sends with it.
+ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnopqrstuv"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
 TOKENS = {
     111: "111:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
     222: "222:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",

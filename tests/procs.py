@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.helpers import free_port
+from tests.helpers import ADMIN_KEY, free_port
 
 LOG_DIR = Path(os.environ.get("FLOODGATE_TEST_LOGS", tempfile.gettempdir())) / "floodgate-test-logs"
 
@@ -96,7 +96,8 @@ def floodgate(name: str, args: Sequence[str], env: dict[str, str]) -> Proc:
     if args[0] == "run":
         argv += ["--host", "127.0.0.1"]
     health = "/healthz" if args[0] == "run" else "/_sandbox/stats"
-    return Proc(name, argv, {"FLOODGATE_LOG_FORMAT": "json", **env}, port, health)
+    defaults = {"FLOODGATE_LOG_FORMAT": "json", "FLOODGATE_ADMIN_KEY": ADMIN_KEY}
+    return Proc(name, argv, {**defaults, **env}, port, health)
 
 
 class RedisServer:

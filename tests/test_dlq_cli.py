@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ import pytest
 
 from floodgate.cli import main
 from sandbox import SandboxConfig
-from tests.helpers import free_port
+from tests.helpers import ADMIN_KEY, free_port
 from tests.services.sender.harness import BOT, Pipeline, backend, running
 
 __all__ = ["backend"]  # the parametrized backend fixture, re-exported for pytest
@@ -34,7 +35,7 @@ async def dead(backend, namespace) -> AsyncIterator[tuple[Pipeline, str]]:
 async def _dlq(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run ``floodgate dlq ...`` in a worker thread; exit code, stdout and stderr."""
     capsys.readouterr()
-    code = await asyncio.to_thread(main, ["dlq", *args])
+    code = await asyncio.to_thread(main, ["dlq", *args, "--api-key", ADMIN_KEY])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -92,6 +93,7 @@ async def test_module_entry_point_lists(dead) -> None:
         p.url,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "FLOODGATE_API_KEY": ADMIN_KEY},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err

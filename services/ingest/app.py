@@ -13,6 +13,7 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.poller import Poller
 from services.ingest.settings import IngestSettings
 from services.ingest.webhook import WebhookHandler, WebhookMetrics
+from services.ingest.webhook_site import WEBHOOK_ROUTE, webhook_listener
 from shared.context import ConfigError, Context
 from shared.telegram import TelegramClient, new_session
 from shared.webhooks import parse_pairs, secrets_for
@@ -47,12 +48,14 @@ class IngestService:
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         h = self._handlers
-        return [
+        routes = [
             web.post("/v1/messages", h.post_message),
             web.post("/v1/messages/batch", h.post_batch),
             web.get("/v1/messages/{id}", h.get_message),
-            web.post("/webhook/telegram/{bot_id}", self._webhook.receive),
         ]
+        if self._settings.webhook_port is None:
+            routes.append(web.post(WEBHOOK_ROUTE, self._webhook.receive))
+        return routes
 
     def _polling_bots(self, spec: str) -> list[int]:
         if spec.strip() == "all":
@@ -67,9 +70,14 @@ class IngestService:
         return wanted
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll the bots that get their updates by getUpdates, until stop."""
+        """Serve the webhook's own port if it has one, and poll the bots that get their updates
+        by getUpdates, until stop."""
+        s = self._settings
         try:
-            await self._poll(stop)
+            async with webhook_listener(
+                self._webhook.receive, s.max_update_bytes, s.webhook_host, s.webhook_port
+            ):
+                await self._poll(stop)
         finally:
             if self._lookup is not None:
                 await self._lookup.close()

@@ -9,14 +9,26 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.ingest.access import (
+    foreign_bots,
+    give_back,
+    origin_of,
+    over_quota,
+    refusal,
+    take_quota,
+    too_many,
+)
 from services.ingest.errors import field_errors, problem, summary
 from services.ingest.lookup import StoreLookup
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 from services.ingest.submit import Accepted, submit
+from shared.access import Principal
 from shared.broker import BrokerUnavailable
 from shared.context import Context
+from shared.key_rate import Grant
 from shared.models import MAX_BATCH, SendRequest
+from shared.web_auth import principal_of
 
 log = logging.getLogger("floodgate.ingest")
 
@@ -63,7 +75,7 @@ class Handlers:
         self._settings = settings
         self._metrics = metrics
 
-    def _validate(self, doc: Any) -> SendRequest | tuple[int, dict[str, Any]]:
+    def _validate(self, doc: Any, principal: Principal) -> SendRequest | tuple[int, dict[str, Any]]:
         if not isinstance(doc, dict):
             errors = [{"field": "body", "reason": "must be a JSON object"}]
             return 422, {"error": summary(errors), "errors": errors}
@@ -77,10 +89,11 @@ class Handlers:
                 "error": f"unknown bot_id {req.bot_id}",
                 "errors": [{"field": "bot_id", "reason": "no such bot is configured"}],
             }
-        return req
+        return refusal(principal, req) or req
 
     def _reject(self, status: int) -> str:
-        reason = {404: "unknown_bot", 413: "too_large", 503: "unavailable"}.get(status, "invalid")
+        reasons = {403: "forbidden", 404: "unknown_bot", 413: "too_large", 429: "over_quota"}
+        reason = {**reasons, 503: "unavailable"}.get(status, "invalid")
         self._metrics.rejected.labels(reason).inc()
         return reason
 
@@ -92,11 +105,15 @@ class Handlers:
             except BodyError as exc:
                 self._reject(exc.response.status)
                 return exc.response
-            checked = self._validate(doc)
+            principal = principal_of(request)
+            checked = self._validate(doc, principal)
             if isinstance(checked, tuple):
                 self._reject(checked[0])
                 return web.json_response(checked[1], status=checked[0])
-            accepted = await self._accept([checked])
+            grant = await self._quota(principal, 1)
+            if isinstance(grant, web.Response):
+                return grant
+            accepted = await self._accept([checked], principal, grant)
             if accepted is None:
                 return problem(503, "queue unavailable: nothing was accepted, retry later")
             return web.json_response(accepted[0].body(), status=202)
@@ -122,25 +139,62 @@ class Handlers:
                         }
                     ],
                 )
-            checked = [self._validate(item) for item in items]
+            principal = principal_of(request)
+            checked = [self._validate(item, principal) for item in items]
+            foreign = foreign_bots(principal, items)
+            if foreign:
+                self._reject(403)
+                return problem(403, f"bot_id: this key may not send as {foreign}; nothing accepted")
             valid = [c for c in checked if isinstance(c, SendRequest)]
-            accepted = await self._accept(valid) if valid else []
+            grant = await self._quota(principal, len(valid))
+            if isinstance(grant, web.Response):
+                return grant
+            admitted = valid if grant is None else valid[: grant.taken]
+            accepted = await self._accept(admitted, principal, grant) if admitted else []
             if accepted is None:
                 return problem(503, "queue unavailable: nothing was accepted, retry later")
-            results: list[dict[str, Any]] = []
-            taken = iter(accepted)
-            for c in checked:
-                if isinstance(c, tuple):
-                    self._reject(c[0])
-                    results.append({"status": "rejected", "code": c[0], **c[1]})
-                else:
-                    results.append(next(taken).body())
-            return web.json_response({"results": results}, status=202, dumps=_dumps)
+            return self._batch_answer(checked, accepted, grant)
 
-    async def _accept(self, requests: list[SendRequest]) -> list[Accepted] | None:
+    def _batch_answer(
+        self,
+        checked: list[SendRequest | tuple[int, dict[str, Any]]],
+        accepted: list[Accepted],
+        grant: Grant | None,
+    ) -> web.Response:
+        results: list[dict[str, Any]] = []
+        taken = iter(accepted)
+        for c in checked:
+            if isinstance(c, tuple):
+                self._reject(c[0])
+                results.append({"status": "rejected", "code": c[0], **c[1]})
+            elif (item := next(taken, None)) is not None:
+                results.append(item.body())
+            else:
+                assert grant is not None  # only a quota leaves valid messages unaccepted
+                self._reject(429)
+                results.append({"status": "rejected", "code": 429, **over_quota(grant)})
+        headers = {"Retry-After": str(grant.retry_after)} if grant and grant.wait_ms else None
+        return web.json_response({"results": results}, status=202, headers=headers, dumps=_dumps)
+
+    async def _quota(self, principal: Principal, wanted: int) -> Grant | web.Response | None:
+        """The key's places for ``wanted`` messages; a 429 (or 503) answer when none is left."""
         try:
-            accepted = await submit(self._ctx, requests, self._lookup)
+            grant = await take_quota(self._ctx, principal, wanted)
+        except BrokerUnavailable:
+            self._reject(503)
+            return problem(503, "queue unavailable: nothing was accepted, retry later")
+        if grant is not None and grant.taken == 0:
+            self._reject(429)
+            return too_many(grant)
+        return grant
+
+    async def _accept(
+        self, requests: list[SendRequest], principal: Principal, grant: Grant | None = None
+    ) -> list[Accepted] | None:
+        try:
+            accepted = await submit(self._ctx, requests, self._lookup, origin_of(principal))
         except BrokerUnavailable as exc:
+            await give_back(self._ctx, principal, grant)
             log.warning(
                 "queue unavailable, refused with 503",
                 extra={"count": len(requests), "reason": str(exc)},
@@ -161,7 +215,7 @@ class Handlers:
             record = await self._ctx.broker.get_record(self._ctx.keys.record(message_id))
         except BrokerUnavailable:
             return problem(503, "queue unavailable")
-        if record is None:
+        if record is None or not principal_of(request).owns(record.get("key_id")):
             return problem(404, f"no message with id {message_id}")
         return web.json_response(status_body(message_id, record), dumps=_dumps)
 

@@ -40,6 +40,17 @@ class IngestSettings(BaseSettings):
     poll_lease_ms: int = Field(
         30_000, validation_alias=AliasChoices("FLOODGATE_POLL_LEASE_MS"), gt=0
     )
+    webhook_port: int | None = Field(
+        None,
+        validation_alias=AliasChoices("FLOODGATE_WEBHOOK_PORT"),
+        gt=0,
+        lt=65536,
+        description="when set, the webhook is served on this port alone, and only there",
+    )
+    webhook_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the webhook listens on the pod IP, like the API
+        validation_alias=AliasChoices("FLOODGATE_WEBHOOK_HOST", "HOST"),
+    )
     max_batch_body_bytes: int = Field(
         16 * 1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_BATCH_BODY_BYTES"), gt=0
     )

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.ingest.access import Origin
 from services.ingest.lookup import StoreLookup
 from shared.broker import Commit
 from shared.context import Context
@@ -71,7 +72,10 @@ async def answers_to_urgent(
 
 
 async def submit(
-    ctx: Context, requests: Sequence[SendRequest], lookup: StoreLookup | None = None
+    ctx: Context,
+    requests: Sequence[SendRequest],
+    lookup: StoreLookup | None = None,
+    origin: Origin | None = None,
 ) -> list[Accepted]:
     """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away.
 
@@ -80,13 +84,15 @@ async def submit(
     stream exactly when its 202 is sent.
     """
     now = time.time()
+    origin = origin or Origin()
     commit = Commit(record_ttl=ctx.settings.record_ttl)
     planned: list[tuple[str, str]] = []
     envelopes = [envelope_from_request(req, new_message_id(), now) for req in requests]
     urgent = await answers_to_urgent(ctx, envelopes, lookup)
     for req, envelope in zip(requests, envelopes, strict=True):
         message_id = envelope.id
-        envelope.priority = Priority.HIGH if message_id in urgent else decide_priority(envelope)
+        decided = Priority.HIGH if message_id in urgent else decide_priority(envelope)
+        envelope.priority = origin.cap(decided)
         priority = envelope.priority.value
         record = {
             "status": Status.QUEUED.value,
@@ -96,9 +102,11 @@ async def submit(
             "chat_id": str(envelope.chat_id),
             "accepted_at": f"{now:.6f}",
         }
+        if origin.key_id is not None:
+            record["key_id"] = origin.key_id
         commit.records.append((ctx.keys.record(message_id), message_id, record))
         if req.idempotency_key is not None:
-            key = ctx.keys.idempotency(req.bot_id, req.idempotency_key)
+            key = ctx.keys.idempotency(req.bot_id, req.idempotency_key, origin.key_id)
             commit.idempotency.append((key, message_id))
         # The chat's order is fixed here, where messages are accepted one after another, so any
         # number of schedulers cannot swap two of them. A message for later takes its place

@@ -81,10 +81,9 @@ class WebhookHandler:
         """Check the bot and its secret, validate, store once, answer 200."""
         raw_bot = request.match_info["bot_id"]
         bot_id = int(raw_bot) if raw_bot.isdigit() else -1
-        if bot_id not in self._secrets:
-            self._metrics.updates.labels("refused").inc()
-            return problem(404, f"unknown bot_id {raw_bot}")
-        if not matches(self._secrets[bot_id], request.headers.get(SECRET_HEADER)):
+        # an unknown bot is answered as a wrong secret, so the answer does not tell which exist
+        secret = self._secrets.get(bot_id)
+        if secret is None or not matches(secret, request.headers.get(SECRET_HEADER)):
             self._metrics.updates.labels("refused").inc()
             return problem(401, f"missing or wrong {SECRET_HEADER}")
         try:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from services.stats.depths import queue_stats
 from services.stats.dlq import describe, replay
+from services.stats.keys import KeyRoutes
 from services.stats.metrics import StatsMetrics
 from services.stats.recorder import GROUP as STORE_GROUP
 from services.stats.recorder import Recorder
@@ -50,6 +51,7 @@ class StatsService:
             web.get("/v1/dlq", self.list_dlq),
             web.post("/v1/dlq/replay", self.replay_dlq),
             web.delete("/v1/dlq/{id}", self.drop_dlq),
+            *KeyRoutes(self._ctx.keystore).routes(),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -15,6 +15,7 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order
 from floodgate.workload import Planned, Workload, build_workload
+from tests.helpers import AUTH
 from tests.procs import Proc, RedisServer, floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(300)]
@@ -160,7 +161,7 @@ async def test_chaos(redis_server: RedisServer) -> None:
         await sandbox.wait_healthy()
         for proc in procs.values():
             await proc.wait_healthy()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             began = time.monotonic()
             recovered, _ = await asyncio.gather(
                 _break_things(procs, redis_server, env),

@@ -13,6 +13,7 @@ import pytest
 
 from floodgate.demo import demo_token
 from tests.e2e.scenario import metric_sum, scrape, submit_bodies, wait_drained
+from tests.helpers import AUTH
 from tests.procs import Proc, RedisServer, floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -66,7 +67,7 @@ async def test_killed_sender_is_taken_over_by_another(redis_url: str) -> None:
     ingest, _, stats, victim = procs
     try:
         await _healthy(sandbox, *procs)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, ingest.url, _bodies(50, "k"))
             await asyncio.sleep(0.7)  # the victim has read them and waits for the slow sandbox
             victim.kill()
@@ -99,7 +100,7 @@ async def test_restarted_sender_rereads_its_own_pending(redis_url: str) -> None:
     ingest, _, stats, sender = procs
     try:
         await _healthy(sandbox, *procs)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, ingest.url, _bodies(30, "r"))
             await asyncio.sleep(0.5)
             sender.kill()
@@ -131,7 +132,7 @@ async def test_redis_outage_refuses_then_resumes() -> None:
         await sandbox.wait_healthy()
         for proc in procs:
             await proc.wait_healthy()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, ingest.url, _bodies(20, "before"))
             redis_server.stop(hard=True)
             down_at = time.monotonic()
@@ -180,7 +181,7 @@ async def _stop_and_take_over(
     ingest, _, stats, first = procs
     try:
         await _healthy(sandbox, *procs)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, ingest.url, _bodies(count, prefix))
             await asyncio.sleep(settle_s)
             began = time.monotonic()

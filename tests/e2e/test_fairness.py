@@ -11,6 +11,7 @@ import pytest
 
 from floodgate.demo import demo_token
 from tests.e2e.scenario import submit_bodies, wait_drained
+from tests.helpers import AUTH
 from tests.procs import Proc, floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -49,7 +50,7 @@ async def test_flooded_group_delays_no_other_chat(redis_url: str) -> None:
     try:
         await sandbox.wait_healthy()
         await _start(procs)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, procs[0].url, group)
             started = time.time()
             await submit_bodies(session, procs[0].url, private)
@@ -89,7 +90,7 @@ async def test_429_holds_the_bot_on_every_replica(redis_url: str) -> None:
     try:
         await sandbox.wait_healthy()
         await _start(procs)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, procs[0].url, msgs)
             await wait_drained(session, procs[4].url, sandbox.url, 40, 60)
             async with session.get(
@@ -126,7 +127,7 @@ async def test_high_priority_overtakes_a_backlog(redis_url: str) -> None:
     try:
         await sandbox.wait_healthy()
         await _start(procs)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, procs[0].url, backlog[:1000])
             await submit_bodies(session, procs[0].url, backlog[1000:])
             await asyncio.sleep(3.0)  # the sender is busy with the backlog at 30 a second

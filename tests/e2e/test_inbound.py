@@ -20,6 +20,7 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.observe import Received
 from tests.e2e.scenario import submit_bodies
+from tests.helpers import ADMIN_KEY, AUTH
 from tests.procs import Proc, floodgate
 from tests.shared.test_store import DATABASE_URL
 
@@ -78,7 +79,7 @@ async def test_users_mention_bots_and_get_answers_first(
             "--namespace",
             env["FLOODGATE_NAMESPACE"],
         ],
-        {},
+        {"FLOODGATE_API_KEY": ADMIN_KEY},
         None,
     )
     try:
@@ -93,7 +94,7 @@ async def test_users_mention_bots_and_get_answers_first(
             check=False,
         )
         assert registered.returncode == 0, registered.stderr.decode()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             backlog = [
                 {"bot_id": b, "chat_id": 50_000 + i, "text": f"bulk-{b}-{i}"}
                 for b in BOTS

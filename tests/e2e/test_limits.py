@@ -12,6 +12,7 @@ from floodgate.demo import demo_token
 from floodgate.observe import out_of_order
 from floodgate.workload import build_workload
 from tests.e2e.scenario import check_exactly_once, submit, wait_drained
+from tests.helpers import AUTH
 from tests.procs import Proc, floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -62,7 +63,7 @@ async def test_three_replicas_mixed_workload_at_the_limit(
         await scaled_sandbox.wait_healthy()
         for proc in procs:
             await proc.wait_healthy()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             ids = await submit(session, procs[0].url, workload)
             received, _ = await wait_drained(
                 session, procs[2].url, scaled_sandbox.url, len(ids), 150

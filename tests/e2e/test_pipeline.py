@@ -11,7 +11,7 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.workload import build_workload
 from tests.e2e.scenario import check_exactly_once, metric_sum, scrape, submit, wait_drained
-from tests.helpers import eventually
+from tests.helpers import AUTH, eventually
 from tests.procs import Proc, floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -57,7 +57,7 @@ async def test_separate_processes_over_one_redis(sandbox: Proc, redis_url: str) 
         for proc in procs.values():
             await proc.wait_healthy()
         workload = _workload()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             ids = await submit(session, procs["ingest"].url, workload)
             received, stats = await wait_drained(
                 session, procs["stats"].url, sandbox.url, len(ids), 90
@@ -109,7 +109,7 @@ async def test_run_all_on_embedded_backend(sandbox: Proc) -> None:
         await sandbox.wait_healthy()
         await proc.wait_healthy()
         workload = _workload()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             async with session.get(f"{proc.url}/readyz") as resp:
                 assert (await resp.json())["backend"] == "memory"
             ids = await submit(session, proc.url, workload)

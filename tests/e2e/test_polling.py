@@ -14,6 +14,7 @@ import redis.asyncio as redis
 
 from floodgate.demo import demo_token
 from shared.redis_broker import connect
+from tests.helpers import AUTH
 from tests.procs import floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -56,7 +57,7 @@ async def test_two_polling_replicas_and_a_restart(redis_url: str) -> None:
         await sandbox.wait_healthy()
         for proc in procs:
             await proc.wait_healthy()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await _say(session, sandbox.url, range(50))
             await asyncio.sleep(1.5)
             first.kill()

@@ -12,12 +12,15 @@ from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
 from shared.context import Context, build_context
 from shared.settings import CommonSettings
-from tests.helpers import TOKENS, free_port, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, free_port, serving
 
 
 def _ctx(redis_url: str | None, namespace: str) -> Context:
     settings = CommonSettings(
-        REDIS_URL=redis_url, FLOODGATE_NAMESPACE=namespace, FLOODGATE_BOTS=",".join(TOKENS.values())
+        REDIS_URL=redis_url,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=",".join(TOKENS.values()),
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
     )
     return build_context(settings, allow_memory=True)
 
@@ -33,7 +36,10 @@ async def api(
 
 
 async def _post(url: str, path: str, **kwargs) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session, session.post(url + path, **kwargs) as resp:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.post(url + path, **kwargs) as resp,
+    ):
         return resp.status, await resp.json()
 
 
@@ -49,7 +55,10 @@ async def test_accepts_and_reports_status(api) -> None:
     assert status == 202
     assert body["status"] == "queued"
     assert body["priority"] == "normal"
-    async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/messages/{body['id']}") as resp:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as s,
+        s.get(f"{url}/v1/messages/{body['id']}") as resp,
+    ):
         assert resp.status == 200
         doc = await resp.json()
     assert (doc["id"], doc["status"], doc["priority"], doc["attempts"]) == (
@@ -177,7 +186,7 @@ async def test_batch_over_limit_is_422(api) -> None:
 
 async def test_unknown_id_is_404(api) -> None:
     url, _ = api
-    async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/messages/nope") as resp:
+    async with aiohttp.ClientSession(headers=AUTH) as s, s.get(f"{url}/v1/messages/nope") as resp:
         assert resp.status == 404
 
 
@@ -189,6 +198,6 @@ async def test_redis_unreachable_is_503(namespace: str) -> None:
         )
         assert status == 503
         assert "nothing was accepted" in body["error"]
-        async with aiohttp.ClientSession() as s, s.get(f"{url}/readyz") as resp:
+        async with aiohttp.ClientSession(headers=AUTH) as s, s.get(f"{url}/readyz") as resp:
             assert resp.status == 503
     await ctx.close()

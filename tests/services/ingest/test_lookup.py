@@ -14,7 +14,7 @@ from services.ingest.settings import IngestSettings
 from shared.context import build_context
 from shared.migrations import migrate
 from shared.settings import CommonSettings
-from tests.helpers import TOKENS, free_port, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, free_port, serving
 from tests.shared.test_store import DATABASE_URL
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,10 @@ async def database() -> AsyncIterator[str]:
 
 async def _priority(url: str, to: int) -> str:
     body = {"bot_id": 111, "chat_id": -9, "text": "late answer", "reply_to_message_id": to}
-    async with aiohttp.ClientSession() as s, s.post(f"{url}/v1/messages", json=body) as resp:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as s,
+        s.post(f"{url}/v1/messages", json=body) as resp,
+    ):
         assert resp.status == 202
         return (await resp.json())["priority"]
 
@@ -58,6 +61,7 @@ async def test_store_decides_when_redis_has_no_mark(
     settings = CommonSettings(
         REDIS_URL=redis_url,
         FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
         FLOODGATE_BOTS=",".join(TOKENS.values()),
         DATABASE_URL=db,
     )

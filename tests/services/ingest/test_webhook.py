@@ -21,7 +21,7 @@ from shared.context import Context, build_context
 from shared.migrations import migrate
 from shared.settings import CommonSettings
 from shared.webhooks import derived_secret
-from tests.helpers import TOKENS, eventually, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, eventually, serving
 from tests.shared.test_store import DATABASE_URL
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,6 +37,7 @@ def _ctx(redis_url: str | None, namespace: str, base: str = "http://127.0.0.1:1"
     settings = CommonSettings(
         REDIS_URL=redis_url,
         FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
         FLOODGATE_BOTS=",".join(TOKENS.values()),
         TELEGRAM_API_BASE=base,
     )
@@ -231,7 +232,7 @@ async def test_repeated_update_id_is_stored_once(inbound) -> None:
 
 async def test_bad_requests(inbound) -> None:
     url, ctx = inbound
-    assert (await _post(url, {"update_id": 1}, bot=999))[0] == 404
+    assert (await _post(url, {"update_id": 1}, bot=999))[0] == 401  # as a wrong secret
     status, body = await _post(url, {"message": _msg(PRIVATE, "x")})
     assert status == 422
     assert "update_id" in body["error"]
@@ -293,7 +294,10 @@ async def test_answers_to_mentions_and_replies_go_high(inbound) -> None:
             "reply_to_message_id": to,
             **extra,
         }
-        async with aiohttp.ClientSession() as s, s.post(f"{url}/v1/messages", json=body) as resp:
+        async with (
+            aiohttp.ClientSession(headers=AUTH) as s,
+            s.post(f"{url}/v1/messages", json=body) as resp,
+        ):
             assert resp.status == 202
             return (await resp.json())["priority"]
 

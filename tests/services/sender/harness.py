@@ -24,7 +24,7 @@ from sandbox.server import Sandbox
 from shared.context import Context, build_context
 from shared.runtime import serve
 from shared.settings import CommonSettings
-from tests.helpers import TOKENS, eventually, free_port
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, eventually, free_port
 
 BOT = 111
 # Short blocking reads so that a test's pipeline stops in a fraction of a second.
@@ -156,6 +156,7 @@ def pipeline_context(
         FLOODGATE_NAMESPACE=namespace,
         FLOODGATE_BOTS=",".join(TOKENS.values()),
         TELEGRAM_API_BASE=telegram_url,
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
         **{**FAST_TELEGRAM, **settings},
     )
     return build_context(common, allow_memory=True)
@@ -171,7 +172,7 @@ async def serving_pipeline(
     stop, port = asyncio.Event(), free_port()
     server = asyncio.create_task(serve(ctx, services, "127.0.0.1", port, stop))
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             pipeline = Pipeline(f"http://127.0.0.1:{port}", sb, ctx, session)
             await _wait_ready(pipeline, server)
             yield pipeline

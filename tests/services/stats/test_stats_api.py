@@ -19,7 +19,7 @@ from shared.context import Context, build_context
 from shared.keys import SENDER_GROUP
 from shared.models import Envelope, Priority
 from shared.settings import CommonSettings
-from tests.helpers import TOKENS, eventually, free_port, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, eventually, free_port, serving
 from tests.services.sender.harness import BOT, ZERO_STATS, Pipeline, backend, running
 
 __all__ = ["backend"]  # the parametrized backend fixture, re-exported for pytest
@@ -31,7 +31,10 @@ BLOCKED, MISSING = 77, 78
 
 def _stats_only_ctx(redis_url: str | None, namespace: str) -> Context:
     settings = CommonSettings(
-        REDIS_URL=redis_url, FLOODGATE_NAMESPACE=namespace, FLOODGATE_BOTS=",".join(TOKENS.values())
+        REDIS_URL=redis_url,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=",".join(TOKENS.values()),
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
     )
     return build_context(settings, allow_memory=True)
 
@@ -73,7 +76,7 @@ def _assert_stats(doc: dict, queued: int, failed: int, **depths: int) -> None:
 
 
 async def _call(method: str, url: str, **kwargs) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as s, s.request(method, url, **kwargs) as resp:
+    async with aiohttp.ClientSession(headers=AUTH) as s, s.request(method, url, **kwargs) as resp:
         return resp.status, await resp.json()
 
 

@@ -1,0 +1,87 @@
+"""Authorization of HTTP routes: one table from (method, route) to the roles that may call it.
+
+``/healthz``, ``/readyz``, ``/metrics`` and the Telegram webhook (which carries Telegram's
+secret) are open; a route not in the table is for admins only, so a new route is closed until
+it is listed. Every refusal, and every other HTTP error of the app, is answered in JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from shared.access import UNCHECKED, Authenticator, Principal, Unauthenticated
+from shared.api_keys import Role
+from shared.broker import BrokerUnavailable
+
+log = logging.getLogger("floodgate.auth")
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/webhook/telegram/{bot_id}"})
+ANYONE = frozenset(Role)
+SENDERS = frozenset({Role.PRODUCER, Role.ADMIN})
+READERS = frozenset({Role.VIEWER, Role.ADMIN})
+ADMINS = frozenset({Role.ADMIN})
+
+ROLES: dict[tuple[str, str], frozenset[Role]] = {
+    ("POST", "/v1/messages"): SENDERS,
+    ("POST", "/v1/messages/batch"): SENDERS,
+    ("GET", "/v1/messages/{id}"): ANYONE,
+    ("GET", "/queue/stats"): READERS,
+    ("GET", "/v1/dlq"): READERS,
+}
+
+
+def roles_for(method: str, route: str) -> frozenset[Role]:
+    """Who may call ``method route`` (HEAD as GET); admins only when it is not listed."""
+    return ROLES.get(("GET" if method == "HEAD" else method, route), ADMINS)
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The caller of a request the middleware let through."""
+    return request[PRINCIPAL] if PRINCIPAL in request else UNCHECKED
+
+
+def refuse(status: int, error: str) -> web.Response:
+    """A JSON refusal."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def auth_middleware(auth: Authenticator) -> Middleware:
+    """Checks every request's key against ``ROLES`` before its handler runs."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        canonical = route.canonical if route is not None else request.path
+        if canonical not in OPEN:
+            try:
+                principal = await auth.check(request.headers.get("Authorization"))
+            except Unauthenticated as exc:
+                return refuse(401, str(exc))
+            except BrokerUnavailable:
+                log.warning("key store unreachable, refused with 503")
+                return refuse(503, "key store unavailable, retry later")
+            if principal.role not in roles_for(request.method, canonical):
+                return refuse(
+                    403, f"a {principal.role.value} key may not {request.method} {canonical}"
+                )
+            request[PRINCIPAL] = principal
+        return await handler(request)
+
+    return middleware
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own error answers (404, 405, 413...) as JSON, like every other."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=None)
