@@ -42,7 +42,8 @@ def roles_for(method: str, route: str) -> frozenset[Role]:
 
 def principal_of(request: web.Request) -> Principal:
     """The caller of a request the middleware let through."""
-    return request[PRINCIPAL] if PRINCIPAL in request else UNCHECKED
+    principal: Principal = request.get(PRINCIPAL, UNCHECKED)
+    return principal
 
 
 def refuse(status: int, error: str) -> web.Response:
