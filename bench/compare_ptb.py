@@ -63,6 +63,7 @@ from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order, percentile, sandbox_stats
 from floodgate.workload import Workload, build_workload
 from shared.limiter import Policy
+from tests.helpers import AUTH
 from tests.procs import Proc, floodgate
 
 PRIORITIES = ("high", "normal", "low")
@@ -511,7 +512,8 @@ async def _main(args: argparse.Namespace) -> int:
     procs: list[Proc] = [sandbox]
     outcomes: list[Outcome] = []
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout, headers=AUTH) as session:
             await sandbox.wait_healthy()
             if args.only in (None, "floodgate"):
                 print("floodgate ...", flush=True)

@@ -26,6 +26,7 @@ from bench._common import delete_namespace
 from floodgate.demo import demo_token
 from floodgate.observe import Received, percentile
 from floodgate.workload import build_workload
+from tests.helpers import AUTH
 from tests.procs import Proc, floodgate
 
 
@@ -96,7 +97,7 @@ async def _run(args: argparse.Namespace) -> None:
 async def _measure(args, ingest_url: str, sandbox_url: str, bodies: list[dict], total: int) -> None:
     received = Received()
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=AUTH) as session:
         started_wall, started = time.time(), time.perf_counter()
         await _submit(session, ingest_url, bodies, args.concurrency)
         submitted = time.perf_counter() - started
