@@ -22,7 +22,8 @@ class IngestMetrics:
         )
         self.rejected = Counter(
             "floodgate_messages_rejected_total",
-            "Messages refused, by reason (invalid, unknown_bot, too_large, unavailable).",
+            "Messages refused, by reason (invalid, unknown_bot, too_large, unavailable, forbidden,"
+            " over_quota).",
             ["reason"],
             registry=registry,
         )
