@@ -63,6 +63,11 @@ async def _main(target: str, host: str, port: int) -> int:
         log.info(
             "no REDIS_URL: running on the embedded in-memory backend (nothing survives a restart)"
         )
+    if ctx.backend == "memory" and settings.auth == "on" and ctx.admin_key is None:
+        log.warning(
+            "no FLOODGATE_ADMIN_KEY on the embedded backend: no key can call the API"
+            " (set one, or FLOODGATE_AUTH=off on a laptop)"
+        )
     if not ctx.bots and "ingest" in names:
         log.warning("FLOODGATE_BOTS is empty: every send request will answer 404 unknown bot")
     return await serve(ctx, build_services(ctx, names), host, port)
