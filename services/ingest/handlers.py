@@ -91,10 +91,10 @@ class Handlers:
             }
         return refusal(principal, req) or req
 
-    def _reject(self, status: int) -> str:
+    def _reject(self, status: int, count: int = 1) -> str:
         reasons = {403: "forbidden", 404: "unknown_bot", 413: "too_large", 429: "over_quota"}
         reason = {**reasons, 503: "unavailable"}.get(status, "invalid")
-        self._metrics.rejected.labels(reason).inc()
+        self._metrics.rejected.labels(reason).inc(count)
         return reason
 
     async def post_message(self, request: web.Request) -> web.Response:
@@ -184,7 +184,7 @@ class Handlers:
             self._reject(503)
             return problem(503, "queue unavailable: nothing was accepted, retry later")
         if grant is not None and grant.taken == 0:
-            self._reject(429)
+            self._reject(429, wanted)
             return too_many(grant)
         return grant
 
