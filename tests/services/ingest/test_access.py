@@ -298,7 +298,12 @@ async def test_quota_in_a_batch_takes_the_first_messages_that_fit(pair) -> None:
     status, doc, headers = await call(two.url, "POST", "/v1/messages/batch", token, batch)
     if status == 429:  # still in the same second: the whole batch refused, nothing queued
         assert set(doc) == {"error", "retry_after"}
+        assert int(headers["Retry-After"]) == doc["retry_after"]
         assert await _queued(one.ctx) == 5
+    else:  # a second has passed since the first batch: at most 5 more
+        taken = sum(1 for r in doc["results"] if r["status"] == "queued")
+        assert 1 <= taken <= 5
+        assert await _queued(one.ctx) == 5 + taken
 
 
 async def test_auth_off_serves_without_keys(redis_url: str, namespace: str, redis_client) -> None:
