@@ -98,13 +98,15 @@ class Keys:
         return f"{self._pipeline}:idem:{scope}{bot_id}:{digest}"
 
     def api_key(self, key_id: str) -> str:
-        """Hash of one API key (its role, scopes, the hash of its secret)."""
-        return f"{self.namespace}:auth:key:{key_id}"
+        """Hash of one API key (its role, scopes, the hash of its secret); in one slot with the
+        set of ids, so a key and its id are added in one transaction on a Redis Cluster too
+        (each process reads a key at most once per 5 s, so one slot carries them all)."""
+        return f"{self.namespace}:{{auth}}:key:{key_id}"
 
     @property
     def api_key_ids(self) -> str:
         """Set of every API key id."""
-        return f"{self.namespace}:auth:keys"
+        return f"{self.namespace}:{{auth}}:keys"
 
     def key_rate(self, key_id: str) -> str:
         """Sliding log of the messages accepted under one API key in the last second."""

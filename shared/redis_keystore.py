@@ -57,7 +57,7 @@ def from_fields(key_id: str, fields: dict[str, str]) -> ApiKey:
 
 
 class RedisKeyStore:
-    """Keys in Redis under the namespace (``{ns}:auth:key:<id>``, ``{ns}:auth:keys``)."""
+    """Keys in Redis under the namespace (``{ns}:{auth}:key:<id>``, ``{ns}:{auth}:keys``)."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._r = client
