@@ -95,6 +95,11 @@ class Keys:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return f"{self._pipeline}:idem:{bot_id}:{digest}"
 
+    @property
+    def senders(self) -> str:
+        """Sorted set of the sender processes alive, scored by their last beat."""
+        return f"{self.namespace}:senders"
+
     def bot_window(self, bot_id: int) -> str:
         """Sliding log of one bot's sends (those under way scored a lease ahead)."""
         return f"{self.namespace}:{{bot:{bot_id}}}:rl:bot"
