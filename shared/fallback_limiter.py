@@ -7,7 +7,9 @@ pool with no connection free (``BrokerBusy``) is back-pressure, and the caller w
 
 - **The share** is the bot's rate divided by the senders alive just before Redis went away (each
   sender beats in Redis every second, see ``services/sender/presence.py``), or by the configured
-  floor if that is larger: together the senders never take more than the bot's rate.
+  floor if that is larger: together the senders never take more than the bot's rate. Each
+  chat belongs to one of the senders alive then (the same hash in every sender): only its owner
+  sends to it on its own, so messages of one chat held by two senders never both go.
 - **The switch** starts from what the shared logs may hold: every send granted through Redis by
   any sender is unknown here, and may have filled any window up to the switch. So the local
   windows count as full at the switch (plus ``QUIET_SLACK_S`` for requests still on their way)
@@ -18,16 +20,18 @@ pool with no connection free (``BrokerBusy``) is back-pressure, and the caller w
   shared decision, and before any message sent meanwhile is settled (``ready``): the next message
   of its chat can only go once Redis counts this one. Other senders may still limit on their own
   for up to ``PROBE_EVERY_S`` and a window more, unknown to Redis: until then this process keeps
-  to its local share as well as to the shared logs.
+  to its local share and its own chats as well as to the shared logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -37,7 +41,8 @@ from shared.memory_limiter import TICKET_PREFIX, MemoryLimiter
 
 log = logging.getLogger("floodgate.limiter")
 
-PROBE_EVERY_S = 1.0
+PROBE_EVERY_S = 0.2  # how soon after Redis is back a sender limiting on its own notices
+NOT_MINE = Grant(1000, "chat")  # another sender's chat: wait for Redis
 QUIET_SLACK_S = 0.25  # a request granted just before Redis went away may still be on its way
 
 Scope = tuple[int, int | str | None]
@@ -68,19 +73,28 @@ class FallbackLimiter:
     """``Limiter`` that prefers the shared one and falls back to a local share of each rate."""
 
     def __init__(
-        self, shared: Limiter, policy: Policy, floor: int, metrics: FallbackMetrics
+        self,
+        shared: Limiter,
+        policy: Policy,
+        floor: int,
+        metrics: FallbackMetrics,
+        ping: Callable[[], Awaitable[None]],
+        name: str = "",
     ) -> None:
         self._shared = shared
+        self._ping = ping  # BrokerUnavailable unless Redis answers
         self._policy = policy
         self._floor = max(1, floor)
-        self._alive = 0  # senders alive as Redis last said
+        self._name = name
+        self._alive: tuple[str, ...] = ()  # senders alive as Redis last said
+        self._ring: tuple[str, ...] = ()  # those of the last switch: they share the chats
         self._local = MemoryLimiter(self._share(self._floor))
         self._forward: set[str] = set()  # local tokens handed over while under way
         self._owed: dict[Scope, float] = {}  # holds not yet in Redis: until (monotonic s)
         self._longest_ms = max(policy.chat_window(-1).ms, policy.bot_window(0).ms)
         self._metrics = metrics
         self._degraded_since: float | None = None
-        self._next_probe = 0.0
+        self._prober: asyncio.Task[None] | None = None
         self._both_until = 0.0  # after a way back: the local share holds too until then
         self._recovering = asyncio.Lock()
         metrics.senders.set(self._floor)
@@ -93,42 +107,66 @@ class FallbackLimiter:
             overrides={bot: rate / senders for bot, rate in p.overrides.items()},
         )
 
-    def observe_senders(self, alive: int) -> None:
-        """The senders alive as Redis says now, this one included: the share to keep if Redis
-        goes away (never below the configured floor)."""
-        self._alive = alive
+    def observe_senders(self, names: Sequence[str]) -> None:
+        """The senders alive as Redis says now, this one included: if Redis goes away, each
+        keeps to its share of every bot's rate (never below the configured floor) and sends
+        only to its own part of the chats."""
+        self._alive = tuple(sorted(names))
         if self._degraded_since is None:
-            senders = max(self._floor, alive)
+            senders = max(self._floor, len(self._alive))
             self._local.policy = self._share(senders)
             self._metrics.senders.set(senders)
+
+    def _own(self, bot_id: int, chat_id: int | str) -> bool:
+        """Whether this sender may send to the chat on its own: each chat belongs to one of
+        the senders alive at the switch (by a hash all of them compute alike), so that two
+        messages of one chat held by two senders (different priorities) never both go while
+        neither knows of the other's send."""
+        if len(self._ring) <= 1:
+            return not self._ring or self._ring[0] == self._name
+        if self._name not in self._ring:
+            return False
+        slot = zlib.crc32(f"{bot_id}:{chat_id}".encode()) % len(self._ring)
+        return self._ring[slot] == self._name
+
+    async def _local_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        """Local decisions for the chats this sender owns; the others wait for Redis."""
+        mine = [i for i, chat in enumerate(chat_ids) if self._own(bot_id, chat)]
+        grants = await self._local.acquire_many(bot_id, [chat_ids[i] for i in mine])
+        return _place(len(chat_ids), mine, grants, NOT_MINE)
 
     async def acquire(self, bot_id: int, chat_id: int | str) -> Grant:
         return (await self.acquire_many(bot_id, [chat_id]))[0]
 
     async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
-        if self._degraded_since is not None and (
-            time.monotonic() < self._next_probe or not await self._recover()
-        ):
-            return await self._local.acquire_many(bot_id, chat_ids)
-        asked, refusal = self._both(bot_id, len(chat_ids))
+        if self._degraded_since is not None:
+            return await self._local_many(bot_id, chat_ids)
+        if time.monotonic() < self._both_until:
+            return await self._both(bot_id, chat_ids)
+        return await self._shared_many(bot_id, chat_ids)
+
+    async def _shared_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
         try:
-            grants = await self._shared.acquire_many(bot_id, chat_ids[:asked]) if asked else []
+            grants = await self._shared.acquire_many(bot_id, chat_ids)
         except BrokerBusy:
             raise
         except BrokerUnavailable as exc:
             self._degrade(exc)
-            return await self._local.acquire_many(bot_id, chat_ids)
+            return await self._local_many(bot_id, chat_ids)
         self._mirror(bot_id, chat_ids, grants)
-        return grants + [refusal] * (len(chat_ids) - asked)
+        return grants
 
-    def _both(self, bot_id: int, wanted: int) -> tuple[int, Grant]:
-        """How many tokens to ask Redis for while other senders may still limit on their own
-        (all, once that time is over), and the refusal for the others."""
-        if time.monotonic() >= self._both_until:
-            return wanted, Grant(1, "bot")
+    async def _both(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        """While other senders may still limit on their own, unknown to Redis: only the chats
+        this sender owns, and no more than its local share of the bot's window."""
         room, wait_ms = self._local.bot_room(bot_id)
         window = self._local.policy.bot_window(bot_id)
-        return min(room, wanted), Grant(max(1, wait_ms, int(window.ms / window.limit)), "bot")
+        mine = [i for i, chat in enumerate(chat_ids) if self._own(bot_id, chat)]
+        asked, later = mine[:room], set(mine[room:])
+        grants = await self._shared_many(bot_id, [chat_ids[i] for i in asked]) if asked else []
+        answers = _place(len(chat_ids), asked, grants, NOT_MINE)
+        full = Grant(max(1, wait_ms, int(window.ms / window.limit)), "bot")
+        return [full if i in later else answer for i, answer in enumerate(answers)]
 
     def _mirror(self, bot_id: int, chat_ids: Sequence[int | str], grants: list[Grant]) -> None:
         """Keep locally what the shared limiter said, for a switch to come: its grants as
@@ -156,6 +194,13 @@ class FallbackLimiter:
     async def flush(self) -> None:
         await self._shared.flush()
 
+    async def close(self) -> None:
+        """Stop probing for Redis (the process stops)."""
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         await self._local.hold(bot_id, chat_id, seconds)
         if self._degraded_since is not None:
@@ -181,11 +226,12 @@ class FallbackLimiter:
 
     def _degrade(self, exc: BrokerUnavailable) -> None:
         now = time.monotonic()
-        self._next_probe = now + PROBE_EVERY_S
         if self._degraded_since is not None:
             return
+        self._prober = asyncio.get_running_loop().create_task(self._probe())
         self._degraded_since = now
-        senders = max(self._floor, self._alive)
+        self._ring = self._alive
+        senders = max(self._floor, len(self._alive))
         self._local.policy = self._share(senders)
         self._local.quiet(QUIET_SLACK_S * 1000)
         self._metrics.switches.inc()
@@ -195,12 +241,26 @@ class FallbackLimiter:
             extra={"reason": str(exc), "senders": senders},
         )
 
+    async def _probe(self) -> None:
+        """Try the way back every PROBE_EVERY_S until it works, in the background: no local
+        decision waits for a Redis that does not answer, and none is made long after it does."""
+        while self._degraded_since is not None:
+            await asyncio.sleep(PROBE_EVERY_S)
+            try:
+                await self._recover()
+            except Exception:
+                log.exception("probing for redis failed; trying again")
+
     async def _recover(self) -> bool:
         """Back to the shared limiter, first handing it this process's recent sends and the
         holds it learnt meanwhile, so their windows are not filled a second time."""
         async with self._recovering:
             if self._degraded_since is None:
                 return True
+            try:
+                await self._ping()
+            except BrokerUnavailable:
+                return False
             own = self._local.recent(self._longest_ms)
             # A shared token still under way is in Redis's logs already, a lease ahead (unless
             # Redis restarted empty; then it is logged when its call ends). A local one still
@@ -249,3 +309,11 @@ class FallbackLimiter:
     def _longest_bot_s(self) -> float:
         bots = [self._policy.bot_window(bot).ms for bot in (0, *self._policy.overrides)]
         return max(bots) / 1000
+
+
+def _place(size: int, at: list[int], grants: list[Grant], other: Grant) -> list[Grant]:
+    """``grants`` at the positions ``at`` of a list of ``size``, ``other`` everywhere else."""
+    placed = [other] * size
+    for i, grant in zip(at, grants, strict=True):
+        placed[i] = grant
+    return placed

@@ -130,6 +130,8 @@ class SenderService:
                 await asyncio.gather(heartbeat, *beats)
                 if self._presence is not None:
                     await self._presence.leave()
+        if isinstance(self._limiter, FallbackLimiter):
+            await self._limiter.close()
         log.info("sender drained")
 
     def _limiters(self) -> tuple[Limiter, Presence | None]:
@@ -143,6 +145,8 @@ class SenderService:
             policy_from(ctx.settings),
             self._settings.expected_replicas,
             FallbackMetrics(ctx.registry),
+            ctx.broker.ping,
+            ctx.consumer,
         )
         return limiter, Presence(ctx.broker.client, ctx.keys.senders, ctx.consumer)
 

@@ -28,8 +28,8 @@ class Presence:
         self._key = key
         self._name = name
 
-    async def beat(self) -> int:
-        """Say this sender is alive; the number of senders alive, this one included."""
+    async def beat(self) -> list[str]:
+        """Say this sender is alive; the names of the senders alive, this one included."""
         return await self._call("beat")
 
     async def leave(self) -> None:
@@ -37,9 +37,9 @@ class Presence:
         with contextlib.suppress(Exception):
             await self._call("leave")
 
-    async def _call(self, mode: str) -> int:
+    async def _call(self, mode: str) -> list[str]:
         try:
             alive = await self._script(keys=[self._key], args=[self._name, ALIVE_FOR_MS, mode])
         except UNREACHABLE as exc:
             raise await unavailable(self._client, exc) from exc
-        return int(alive)
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in alive)

@@ -10,10 +10,11 @@ import redis.asyncio as redis
 from prometheus_client import CollectorRegistry
 
 from shared.broker import BrokerBusy
+from shared.context import dlq_keys
 from shared.fallback_limiter import PROBE_EVERY_S, QUIET_SLACK_S, FallbackLimiter, FallbackMetrics
 from shared.keys import Keys
 from shared.limiter import Grant, Limiter, Policy
-from shared.redis_broker import connect
+from shared.redis_broker import RedisBroker, connect
 from shared.redis_limiter import RedisLimiter
 from tests.helpers import free_port
 from tests.procs import RedisServer
@@ -35,11 +36,13 @@ async def client(server: RedisServer) -> AsyncIterator[redis.Redis]:
 
 
 def _fallback(
-    client: redis.Redis, keys: Keys, policy: Policy, floor: int = 1
+    client: redis.Redis, keys: Keys, policy: Policy, floor: int = 1, name: str = "a"
 ) -> tuple[FallbackLimiter, CollectorRegistry]:
     registry = CollectorRegistry()
     shared = RedisLimiter(client, keys, policy)
-    return FallbackLimiter(shared, policy, floor, FallbackMetrics(registry)), registry
+    ping = RedisBroker(client, dlq_keys(keys)).ping
+    metrics = FallbackMetrics(registry)
+    return FallbackLimiter(shared, policy, floor, metrics, ping, name), registry
 
 
 async def _send(limiter: Limiter, bot_id: int, chat_id: int) -> Grant:
@@ -56,14 +59,32 @@ async def test_nothing_goes_before_the_windows_at_the_switch_have_passed(keys: K
     dead = connect(f"redis://127.0.0.1:{free_port()}/0")
     policy = Policy(bot_rate=30, chat_rate=100, window_scale=0.2)  # 30 per 0.2 s
     limiter, registry = _fallback(dead, keys, policy, floor=2)
-    limiter.observe_senders(3)  # Redis said so while it was up
+    limiter.observe_senders(["c", "a", "b"])  # Redis said so while it was up
     try:
         assert not any([(await _send(limiter, 1, c)).granted for c in range(5)])
         assert registry.get_sample_value("floodgate_limiter_fallback_total") == 1
         assert registry.get_sample_value("floodgate_limiter_fallback_active") == 1
         await asyncio.sleep(0.2 + QUIET_SLACK_S + 0.05)
-        grants = [await _send(limiter, 1, c) for c in range(10, 30)]
+        grants = [await _send(limiter, 1, c) for c in range(10, 100)]
         assert sum(g.granted for g in grants) == 10, "a third of the rate for three senders"
+    finally:
+        await dead.aclose()
+
+
+async def test_each_chat_is_one_senders_while_redis_is_away(keys: Keys) -> None:
+    """Messages of one chat held by several senders (different priorities): only one of them
+    sends to the chat on its own."""
+    dead = connect(f"redis://127.0.0.1:{free_port()}/0")
+    policy = Policy(bot_rate=1000, chat_rate=1, window_scale=0.1)
+    senders = [_fallback(dead, keys, policy, name=name)[0] for name in "abc"]
+    try:
+        for limiter in senders:
+            limiter.observe_senders(["a", "b", "c"])
+            await _send(limiter, 1, 0)  # the switch
+        await asyncio.sleep(0.1 + QUIET_SLACK_S + 0.05)
+        for chat in range(1, 60):
+            grants = [await _send(limiter, 1, chat) for limiter in senders]
+            assert sum(g.granted for g in grants) == 1, grants
     finally:
         await dead.aclose()
 
@@ -147,6 +168,7 @@ async def test_on_the_way_back_the_local_share_holds_a_while(
     back a sender keeps to its share as well as to the shared logs."""
     policy = Policy(bot_rate=30, chat_rate=100, window_scale=0.2)
     limiter, _ = _fallback(client, keys, policy, floor=3)
+    limiter.observe_senders(["a"])  # the only one alive; the floor says three
     server.stop()
     assert not (await _send(limiter, 1, 1)).granted
     server.start()
