@@ -5,11 +5,9 @@ in-memory limiter that allows each bot a share of its rate, logs and counts the 
 back to the shared limiter as soon as Redis answers again. Only a failed connection switches: a
 pool with no connection free (``BrokerBusy``) is back-pressure, and the caller waits.
 
-- **The share** is the bot's rate divided by the senders alive just before Redis went away (each
-  sender beats in Redis every second, see ``services/sender/presence.py``), or by the configured
-  floor if that is larger: together the senders never take more than the bot's rate. Each
-  chat belongs to one of the senders alive then (the same hash in every sender): only its owner
-  sends to it on its own, so messages of one chat held by two senders never both go.
+- **The share** (``shared.fallback_share``): the bot's rate divided by the senders alive just
+  before Redis went away (each beats in Redis every second, ``services/sender/presence.py``),
+  at least a configured floor, and only the chats this sender owns among them.
 - **The switch** starts from what the shared logs may hold: every send granted through Redis by
   any sender is unknown here, and may have filled any window up to the switch. So the local
   windows count as full at the switch (plus ``QUIET_SLACK_S`` for requests still on their way)
@@ -27,15 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.broker import BrokerBusy, BrokerUnavailable
+from shared.fallback_share import Share
 from shared.limiter import Grant, Limiter, Policy
 from shared.memory_limiter import TICKET_PREFIX, MemoryLimiter
 
@@ -84,11 +81,8 @@ class FallbackLimiter:
         self._shared = shared
         self._ping = ping  # BrokerUnavailable unless Redis answers
         self._policy = policy
-        self._floor = max(1, floor)
-        self._name = name
-        self._alive: tuple[str, ...] = ()  # senders alive as Redis last said
-        self._ring: tuple[str, ...] = ()  # those of the last switch: they share the chats
-        self._local = MemoryLimiter(self._share(self._floor))
+        self._share = Share(name, floor)
+        self._local = MemoryLimiter(self._share.policy(policy))
         self._forward: set[str] = set()  # local tokens handed over while under way
         self._owed: dict[Scope, float] = {}  # holds not yet in Redis: until (monotonic s)
         self._longest_ms = max(policy.chat_window(-1).ms, policy.bot_window(0).ms)
@@ -97,41 +91,19 @@ class FallbackLimiter:
         self._prober: asyncio.Task[None] | None = None
         self._both_until = 0.0  # after a way back: the local share holds too until then
         self._recovering = asyncio.Lock()
-        metrics.senders.set(self._floor)
-
-    def _share(self, senders: int) -> Policy:
-        p = self._policy
-        return dataclasses.replace(
-            p,
-            bot_rate=p.bot_rate / senders,
-            overrides={bot: rate / senders for bot, rate in p.overrides.items()},
-        )
+        metrics.senders.set(self._share.senders)
 
     def observe_senders(self, names: Sequence[str]) -> None:
         """The senders alive as Redis says now, this one included: if Redis goes away, each
-        keeps to its share of every bot's rate (never below the configured floor) and sends
-        only to its own part of the chats."""
-        self._alive = tuple(sorted(names))
+        keeps to its share of every bot's rate and sends only to its own part of the chats."""
+        self._share.observe(names)
         if self._degraded_since is None:
-            senders = max(self._floor, len(self._alive))
-            self._local.policy = self._share(senders)
-            self._metrics.senders.set(senders)
-
-    def _own(self, bot_id: int, chat_id: int | str) -> bool:
-        """Whether this sender may send to the chat on its own: each chat belongs to one of
-        the senders alive at the switch (by a hash all of them compute alike), so that two
-        messages of one chat held by two senders (different priorities) never both go while
-        neither knows of the other's send."""
-        if len(self._ring) <= 1:
-            return not self._ring or self._ring[0] == self._name
-        if self._name not in self._ring:
-            return False
-        slot = zlib.crc32(f"{bot_id}:{chat_id}".encode()) % len(self._ring)
-        return self._ring[slot] == self._name
+            self._local.policy = self._share.policy(self._policy)
+            self._metrics.senders.set(self._share.senders)
 
     async def _local_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
         """Local decisions for the chats this sender owns; the others wait for Redis."""
-        mine = [i for i, chat in enumerate(chat_ids) if self._own(bot_id, chat)]
+        mine = [i for i, chat in enumerate(chat_ids) if self._share.owns(bot_id, chat)]
         grants = await self._local.acquire_many(bot_id, [chat_ids[i] for i in mine])
         return _place(len(chat_ids), mine, grants, NOT_MINE)
 
@@ -161,7 +133,7 @@ class FallbackLimiter:
         this sender owns, and no more than its local share of the bot's window."""
         room, wait_ms = self._local.bot_room(bot_id)
         window = self._local.policy.bot_window(bot_id)
-        mine = [i for i, chat in enumerate(chat_ids) if self._own(bot_id, chat)]
+        mine = [i for i, chat in enumerate(chat_ids) if self._share.owns(bot_id, chat)]
         asked, later = mine[:room], set(mine[room:])
         grants = await self._shared_many(bot_id, [chat_ids[i] for i in asked]) if asked else []
         answers = _place(len(chat_ids), asked, grants, NOT_MINE)
@@ -230,9 +202,9 @@ class FallbackLimiter:
             return
         self._prober = asyncio.get_running_loop().create_task(self._probe())
         self._degraded_since = now
-        self._ring = self._alive
-        senders = max(self._floor, len(self._alive))
-        self._local.policy = self._share(senders)
+        self._share.freeze()
+        senders = self._share.senders
+        self._local.policy = self._share.policy(self._policy)
         self._local.quiet(QUIET_SLACK_S * 1000)
         self._metrics.switches.inc()
         self._metrics.active.set(1)
