@@ -21,6 +21,11 @@ class BrokerUnavailable(Exception):
     """The backend cannot be reached; nothing of the failed call took effect or it is unknown."""
 
 
+class BrokerBusy(BrokerUnavailable):
+    """No connection to the backend came free in time: this process asks more than its pool
+    carries. Retried like an outage, but it says nothing about the backend's health."""
+
+
 ORDER_TTL = 7 * 86400
 
 GATE_GO = 0

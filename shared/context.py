@@ -124,7 +124,11 @@ def build_context(settings: CommonSettings, *, allow_memory: bool) -> Context:
     policy = policy_from(settings)
     client: redis.Redis | None = None
     if settings.redis_url:
-        client = redis_broker.connect(settings.redis_url)
+        client = redis_broker.connect(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            pool_wait=settings.redis_pool_wait,
+        )
         broker: Broker = redis_broker.RedisBroker(client, dlq_keys(keys))
         limiter: Limiter = RedisLimiter(client, keys, policy)
         key_rate: KeyRate = RedisKeyRate(client, keys)

@@ -112,6 +112,11 @@ class Keys:
         """Sliding log of the messages accepted under one API key in the last second."""
         return f"{self.namespace}:{{key:{key_id}}}:rate"
 
+    @property
+    def senders(self) -> str:
+        """Sorted set of the sender processes alive, scored by their last beat."""
+        return f"{self.namespace}:senders"
+
     def bot_window(self, bot_id: int) -> str:
         """Sliding log of one bot's sends (those under way scored a lease ahead)."""
         return f"{self.namespace}:{{bot:{bot_id}}}:rl:bot"

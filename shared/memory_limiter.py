@@ -67,6 +67,17 @@ class MemoryLimiter:
         # unique across processes: senders hand their local tokens to one Redis on recovery
         self._nonce = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._in_flight: dict[str, float] = {}  # ticket: when it counts as lost
+        self._quiet_from: float | None = None  # every window counts as full from then on
+
+    @property
+    def policy(self) -> Policy:
+        """The limits this limiter keeps."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        """Keep other limits from now on (the logs stay)."""
+        self._policy = policy
 
     def _factor(self, bot_id: int, now: float) -> float:
         cut = self._adapt.get(bot_id)
@@ -91,6 +102,9 @@ class MemoryLimiter:
             until = self._holds.get(key, 0.0)
             if until > now:
                 return Grant(int(until - now + 0.999), scope, factor)
+        quiet = self._quiet(bot_id, chat_id, now, factor)
+        if quiet is not None:
+            return quiet
         bot_log = self._logs.setdefault((bot_id, None), _Log())
         chat_log = self._logs.setdefault((bot_id, chat_id), _Log())
         window = self._policy.bot_window(bot_id)
@@ -106,6 +120,52 @@ class MemoryLimiter:
         if len(self._logs) > self._sweep_at or len(self._in_flight) > self._sweep_at:
             self._sweep(now)
         return Grant(0, "", factor, ticket, window.limit - len(bot_log.sends))
+
+    def quiet(self, slack_ms: float) -> None:
+        """Count every window as full at ``slack_ms`` from now, until it has passed.
+
+        For a switch from the shared limiter: the sends other processes made through it are
+        unknown here, and may fill any window up to the moment of the switch (``slack_ms``
+        covering their requests still on the way), so nothing goes before each window passed.
+        """
+        self._quiet_from = time.monotonic() * 1000 + slack_ms
+
+    def _quiet(self, bot_id: int, chat_id: int | str, now: float, factor: float) -> Grant | None:
+        if self._quiet_from is None:
+            return None
+        bot = self._quiet_from + self._policy.bot_window(bot_id).ms - now
+        chat = self._quiet_from + self._policy.chat_window(chat_id).ms - now
+        if max(bot, chat) <= 0:
+            return None
+        if bot >= chat:
+            return Grant(int(bot + 0.999), "bot", factor)
+        return Grant(int(chat + 0.999), "chat", factor)
+
+    def bot_room(self, bot_id: int) -> tuple[int, int]:
+        """How many sends the bot's window takes now, and if none, how long until one."""
+        now = time.monotonic() * 1000
+        until = self._holds.get((bot_id, None), 0.0)
+        if until > now:
+            return 0, int(until - now + 0.999)
+        window = self._policy.bot_window(bot_id)
+        window = Window(max(1, int(window.limit * self._factor(bot_id, now))), window.ms)
+        log = self._logs.setdefault((bot_id, None), _Log())
+        wait = log.wait_ms(now, window, self._in_flight)
+        return (0, wait) if wait else (window.limit - len(log.sends), 0)
+
+    def note_hold(self, bot_id: int, chat_id: int | str | None, ms: int) -> None:
+        """A hold learnt from the shared limiter: kept here too, without cutting the rate."""
+        key = (bot_id, chat_id)
+        self._holds[key] = max(self._holds.get(key, 0.0), time.monotonic() * 1000 + ms)
+
+    def holds(self) -> list[tuple[int, int | str | None, int]]:
+        """The holds still running: (bot, chat or None for the whole bot, ms left)."""
+        now = time.monotonic() * 1000
+        return [
+            (bot, chat, int(until - now))
+            for (bot, chat), until in self._holds.items()
+            if until > now
+        ]
 
     def note(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
         """Log a send granted elsewhere (by the shared limiter) as made now."""

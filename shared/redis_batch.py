@@ -17,14 +17,33 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.broker import BrokerUnavailable
+from shared.broker import BrokerBusy, BrokerUnavailable
 
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+NO_CONNECTION = "No connection available."  # redis-py's blocking pool, after its wait
 
 Call = tuple[Sequence[str], Sequence[Any]]
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True when the error says only that no pooled connection was free (the pool's limit, or
+    the wait for a connection ran out): back-pressure from this process, not a Redis outage."""
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    return isinstance(exc, RedisConnectionError) and str(exc) == NO_CONNECTION
+
+
+async def unavailable(client: redis.Redis, exc: BaseException) -> BrokerUnavailable:
+    """The error to raise for a failed call: ``BrokerBusy`` when the pool was only exhausted,
+    else ``BrokerUnavailable``, after dropping the pool's connections if one was found dead."""
+    if is_busy(exc):
+        return BrokerBusy(f"no redis connection free: {exc}")
+    if isinstance(exc, RedisConnectionError):
+        await drop_connections(client)
+    return BrokerUnavailable(f"redis unreachable: {exc}")
 
 
 async def drop_connections(client: redis.Redis) -> None:
@@ -105,9 +124,7 @@ class ScriptBatcher:
                 self._client, self._source, self._sha, [c for c, _ in batch]
             )
         except UNREACHABLE as exc:
-            if isinstance(exc, RedisConnectionError):
-                await drop_connections(self._client)
-            error = BrokerUnavailable(f"redis unreachable: {exc}")
+            error = await unavailable(self._client, exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)

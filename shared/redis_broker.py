@@ -8,7 +8,6 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shared.broker import (
@@ -20,7 +19,7 @@ from shared.broker import (
     Entry,
     unroute,
 )
-from shared.redis_batch import UNREACHABLE, ScriptBatcher, drop_connections
+from shared.redis_batch import UNREACHABLE, ScriptBatcher, unavailable
 from shared.scripts import lua
 
 P = ParamSpec("P")
@@ -42,9 +41,7 @@ def _unavailable(
         try:
             return await fn(*args, **kwargs)
         except UNREACHABLE as exc:
-            if isinstance(exc, RedisConnectionError) and args:
-                await drop_connections(cast(Any, args[0]).client)
-            raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+            raise await unavailable(cast(Any, args[0]).client, exc) from exc
         except ResponseError as exc:
             if str(exc).startswith(REFUSING):
                 raise BrokerUnavailable(f"redis refuses writes: {exc}") from exc
@@ -58,16 +55,23 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def connect(url: str, *, max_connections: int = 64) -> redis.Redis:
-    """A pooled client with bounded timeouts, so an outage fails fast instead of hanging."""
-    return redis.Redis.from_url(
+def connect(url: str, *, max_connections: int = 64, pool_wait: float = 5.0) -> redis.Redis:
+    """A pooled client with bounded timeouts, so an outage fails fast instead of hanging.
+
+    The pool blocks: a burst of calls larger than the pool (a sender claiming hundreds of
+    entries at once) waits up to ``pool_wait`` seconds for a connection to come free instead of
+    failing with "Too many connections", which would look exactly like an outage.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
+        timeout=pool_wait,
         socket_connect_timeout=2.0,
         socket_timeout=10.0,
         health_check_interval=15,
         retry_on_timeout=False,
     )
+    return redis.Redis.from_pool(pool)
 
 
 def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:

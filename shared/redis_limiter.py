@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis
 
-from shared.broker import BrokerUnavailable
 from shared.keys import Keys
 from shared.limiter import (
     ADAPT_CUT,
@@ -29,7 +28,7 @@ from shared.limiter import (
     Window,
     is_private,
 )
-from shared.redis_batch import UNREACHABLE, ScriptBatcher
+from shared.redis_batch import UNREACHABLE, ScriptBatcher, unavailable
 from shared.scripts import lua
 
 LEASE_CAP_S = 3600.0  # a token still unreported after an hour is a leak, not a call
@@ -45,6 +44,7 @@ class RedisLimiter:
     """``shared.limiter.Limiter`` over Redis."""
 
     def __init__(self, client: redis.Redis, keys: Keys, policy: Policy) -> None:
+        self._client = client
         self._keys = keys
         self._policy = policy
         self._acquire = ScriptBatcher(client, lua("acquire"))
@@ -202,7 +202,7 @@ class RedisLimiter:
             else:
                 await self._hold(keys=[k.chat_holds(bot_id)], args=[ms, chat_id])
         except UNREACHABLE as exc:
-            raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
+            raise await unavailable(self._client, exc) from exc
 
 
 def _parts(items: Sequence[T]) -> Iterator[Sequence[T]]:

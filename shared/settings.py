@@ -70,6 +70,18 @@ class CommonSettings(BaseSettings):
         validation_alias=_env("FLOODGATE_AUTH"),
         description="'off' serves every route without keys (local development only)",
     )
+    redis_pool_size: int = Field(
+        64,
+        validation_alias=_env("FLOODGATE_REDIS_POOL_SIZE"),
+        gt=0,
+        description="connections to Redis per process, at most",
+    )
+    redis_pool_wait: float = Field(
+        5.0,
+        validation_alias=_env("FLOODGATE_REDIS_POOL_WAIT"),
+        gt=0,
+        description="seconds a call waits for a free Redis connection before it fails",
+    )
     log_level: str = Field("INFO", validation_alias=_env("FLOODGATE_LOG_LEVEL"))
     log_format: str = Field("json", validation_alias=_env("FLOODGATE_LOG_FORMAT"))
 

@@ -17,6 +17,7 @@ from services.sender.deliver import Deliverer
 from services.sender.lanes import Lanes
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
+from services.sender.presence import BEAT_EVERY_S, Presence
 from services.sender.settings import SenderSettings
 from shared.broker import BrokerUnavailable, Entry
 from shared.context import Context, policy_from
@@ -25,6 +26,7 @@ from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, repeat
 from shared.models import Envelope
+from shared.redis_broker import RedisBroker
 from shared.telegram import TelegramClient, new_session
 
 log = logging.getLogger("floodgate.sender")
@@ -52,7 +54,10 @@ class SenderService:
         self._room = asyncio.Event()
         self._recovered = False
         self._reads = itertools.count()
-        self._committer = Committer(ctx, self._metrics, self._settled)
+        self._limiter, self._presence = self._limiters()
+        # a message sent while Redis was away settles only once Redis counts its send
+        ready = self._limiter.ready if isinstance(self._limiter, FallbackLimiter) else None
+        self._committer = Committer(ctx, self._metrics, self._settled, ready)
         # Every held message may have a lane: waiting for a token costs nothing but a future, and
         # a lane slot held while waiting would make a high message queue behind normal ones for
         # a slot. Calls to Telegram are bounded by the session's connection pool instead.
@@ -70,7 +75,7 @@ class SenderService:
             client = TelegramClient(
                 session, self._ctx.settings.telegram_api_base, self._ctx.settings.telegram_timeout
             )
-            limiter = self._limiter()
+            limiter = self._limiter
             pacer = Pacer(
                 limiter,
                 policy_from(self._ctx.settings),
@@ -110,6 +115,11 @@ class SenderService:
                         self._claim_idle / 3000,
                     )
                 )
+                beats = [
+                    tg.create_task(
+                        repeat("sender.presence", self._beat, drained, errors, BEAT_EVERY_S)
+                    )
+                ]
                 await stop.wait()
                 await asyncio.gather(*loops)
                 pacer.close()
@@ -117,19 +127,37 @@ class SenderService:
                 self._committer.finish()
                 await committer
                 drained.set()
-                await heartbeat
+                await asyncio.gather(heartbeat, *beats)
+                if self._presence is not None:
+                    await self._presence.leave()
+        if isinstance(self._limiter, FallbackLimiter):
+            await self._limiter.close()
         log.info("sender drained")
 
-    def _limiter(self) -> Limiter:
-        """The shared limiter, degrading to a local share of each rate while Redis is away."""
-        if self._ctx.backend != "redis":
-            return self._ctx.limiter
-        return FallbackLimiter(
-            self._ctx.limiter,
-            policy_from(self._ctx.settings),
+    def _limiters(self) -> tuple[Limiter, Presence | None]:
+        """The shared limiter, degrading to a local share of each rate while Redis is away, and
+        this sender's beat, which tells that share."""
+        ctx = self._ctx
+        if not isinstance(ctx.broker, RedisBroker):
+            return ctx.limiter, None
+        limiter = FallbackLimiter(
+            ctx.limiter,
+            policy_from(ctx.settings),
             self._settings.expected_replicas,
-            FallbackMetrics(self._ctx.registry),
+            FallbackMetrics(ctx.registry),
+            ctx.broker.ping,
+            ctx.consumer,
         )
+        return limiter, Presence(ctx.broker.client, ctx.keys.senders, ctx.consumer)
+
+    async def _beat(self) -> bool:
+        """Tell the other senders this one is alive, and learn how many are."""
+        if self._presence is None:  # the embedded backend: one process, nothing to share
+            return False
+        alive = await self._presence.beat()
+        if isinstance(self._limiter, FallbackLimiter):
+            self._limiter.observe_senders(alive)
+        return False
 
     def _observe_grant(self, bot_id: int, grant: Grant) -> None:
         self._metrics.decisions.labels(grant.scope or "granted").inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from services.sender.decision import Decision, Verdict, apply
 from services.sender.metrics import SenderMetrics
@@ -31,9 +31,14 @@ class Committer:
     """
 
     def __init__(
-        self, ctx: Context, metrics: SenderMetrics, settled: Callable[[list[Decision]], None]
+        self,
+        ctx: Context,
+        metrics: SenderMetrics,
+        settled: Callable[[list[Decision]], None],
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._ctx = ctx
+        self._ready = ready  # raises BrokerUnavailable while a batch must not be written yet
         self._metrics = metrics
         self._settled = settled
         self._queue: asyncio.Queue[Decision | None] = asyncio.Queue()
@@ -76,6 +81,8 @@ class Committer:
         while True:
             try:
                 commit.records = [(key, "", fields) for key, fields in records.items()]
+                if self._ready is not None:
+                    await self._ready()
                 await self._ctx.broker.commit(commit)
                 break
             except BrokerUnavailable as exc:

@@ -29,11 +29,11 @@ class SenderSettings(BaseSettings):
         0.05, validation_alias=AliasChoices("FLOODGATE_SENDER_PROMOTE_INTERVAL"), gt=0
     )
     expected_replicas: int = Field(
-        2,
+        1,
         validation_alias=AliasChoices("FLOODGATE_SENDER_REPLICAS"),
         gt=0,
-        description="senders expected to run; while Redis is unreachable each limits itself "
-        "to this share of every bot's rate",
+        description="while Redis is unreachable each sender limits itself to 1/N of every "
+        "bot's rate, N the senders alive just before (as Redis said) but at least this many",
     )
     max_deliveries: int = Field(
         5,

@@ -237,9 +237,11 @@ def _check(
         faults_5xx=sb["5xx"],
         timeouts=sb["timeouts"],
     )
+    REPORT.update(http_429=sb["429"], sent_during_hold=sb["sent_during_hold"])
     print(f"\nchaos report: {REPORT}")
     assert duplicates <= kills, f"{duplicates} duplicates for {kills} kills"
     order = {m.tag: i for i, m in enumerate(work.messages)}
     prio = {m.tag: m.priority for m in work.messages}
     bad = out_of_order(received.messages, order, lambda tag, d: (d.bot_id, d.chat_id, prio[tag]))
     assert bad == 0, f"{bad} deliveries out of order"
+    assert sb["429"] == 0, f"{sb['429']} answers 429, {sb['sent_during_hold']} into a hold: {sb}"

@@ -9,16 +9,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
-from prometheus_client import CollectorRegistry
 
-from shared.fallback_limiter import PROBE_EVERY_S, FallbackLimiter, FallbackMetrics
 from shared.keys import Keys
 from shared.limiter import Grant, Limiter, Policy, window_for
 from shared.memory_limiter import MemoryLimiter
-from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
-from tests.helpers import free_port
-from tests.procs import RedisServer
 
 POLICY = Policy(bot_rate=5, chat_rate=2, group_rate=3)
 
@@ -223,45 +218,6 @@ async def test_bot_rate_adapts_after_a_429_and_recovers(limiter: Limiter) -> Non
     await limiter.hold(5, None, 0.01)
     await asyncio.sleep(0.02)
     assert 0.25 <= (await limiter.acquire(5, 300)).factor < 0.27  # the floor
-
-
-async def test_fallback_limits_locally_while_redis_is_away(keys: Keys) -> None:
-    registry = CollectorRegistry()
-    dead = connect(f"redis://127.0.0.1:{free_port()}/0")
-    policy = Policy(bot_rate=10, chat_rate=100)
-    limiter = FallbackLimiter(
-        RedisLimiter(dead, keys, policy), policy, 2, FallbackMetrics(registry)
-    )
-    grants = [await limiter.acquire(1, c) for c in range(20)]
-    assert sum(g.granted for g in grants) == 5, "half of the rate for each of two replicas"
-    assert registry.get_sample_value("floodgate_limiter_fallback_active") == 1
-    assert registry.get_sample_value("floodgate_limiter_fallback_total") == 1
-    ticket = next(g.ticket for g in grants if g.granted)
-    await limiter.sent(1, 0, ticket)  # a local token is moved in the local logs
-    await dead.aclose()
-
-
-async def test_fallback_counts_this_process_sends_across_both_switches(keys: Keys) -> None:
-    """Switching to the local limiter and back does not refill windows this process used."""
-    server = RedisServer(appendonly=False)
-    server.start()
-    client = connect(server.url)
-    policy = Policy(bot_rate=10, chat_rate=100, window_scale=5)  # 10 sends per 5 s
-    limiter = FallbackLimiter(
-        RedisLimiter(client, keys, policy), policy, 1, FallbackMetrics(CollectorRegistry())
-    )
-    try:
-        assert all([(await _send(limiter, 1, c)).granted for c in range(4)])
-        server.stop()
-        local = [(await _send(limiter, 1, c)).granted for c in range(10, 20)]
-        assert sum(local) == 6, "the four shared sends count in the local window too"
-        server.start()  # empty: it kept nothing
-        await asyncio.sleep(PROBE_EVERY_S + 0.1)
-        back = [(await _send(limiter, 1, c)).granted for c in range(20, 30)]
-        assert sum(back) == 0, "the ten sends of this window were handed to the new Redis"
-    finally:
-        await client.aclose()
-        server.cleanup()
 
 
 async def test_tokens_finishing_together_move_in_one_call(
