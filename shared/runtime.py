@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.broker import BrokerUnavailable
 from shared.context import Context
+from shared.http_guard import GuardedSite
 
 log = logging.getLogger("floodgate.runtime")
 
@@ -85,12 +86,16 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    s = ctx.settings
     runner = web.AppRunner(
-        build_app(ctx, services, stop), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
+        build_app(ctx, services, stop),
+        access_log=None,
+        shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
+        keepalive_timeout=s.http_header_timeout,  # also bounds the wait for headers
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await GuardedSite(runner, host, port, s.http_max_connections).start()
         log.info(
             "serving",
             extra={"services": [s.name for s in services], "port": port, "backend": ctx.backend},

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.ingest.body import BodyError, read_json
 from services.ingest.errors import field_errors, problem, summary
 from services.ingest.lookup import StoreLookup
 from services.ingest.metrics import IngestMetrics
@@ -21,31 +22,6 @@ from shared.models import MAX_BATCH, SendRequest
 log = logging.getLogger("floodgate.ingest")
 
 RECORD_FIELDS = ("priority", "bot_id", "chat_id", "accepted_at", "updated_at", "error_code")
-
-
-class BodyError(Exception):
-    """The body cannot be read as a JSON object; carries the answer to send."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.text)
-        self.response = response
-
-
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The body parsed as JSON, refusing more than ``limit`` bytes before reading them all."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyError(
-            problem(413, f"body too large: {request.content_length} bytes, limit {limit}")
-        )
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BodyError(problem(413, f"body too large: over {limit} bytes"))
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BodyError(
-            problem(422, f"invalid JSON: {exc}", errors=[{"field": "body", "reason": str(exc)}])
-        ) from exc
 
 
 class Handlers:
@@ -62,6 +38,7 @@ class Handlers:
         self._ctx = ctx
         self._settings = settings
         self._metrics = metrics
+        self._body_timeout = ctx.settings.http_body_timeout
 
     def _validate(self, doc: Any) -> SendRequest | tuple[int, dict[str, Any]]:
         if not isinstance(doc, dict):
@@ -88,7 +65,7 @@ class Handlers:
         """``POST /v1/messages``."""
         with self._metrics.request_seconds.labels("single").time():
             try:
-                doc = await read_json(request, self._settings.max_body_bytes)
+                doc = await read_json(request, self._settings.max_body_bytes, self._body_timeout)
             except BodyError as exc:
                 self._reject(exc.response.status)
                 return exc.response
@@ -105,7 +82,9 @@ class Handlers:
         """``POST /v1/messages/batch``: each message accepted or refused on its own."""
         with self._metrics.request_seconds.labels("batch").time():
             try:
-                doc = await read_json(request, self._settings.max_batch_body_bytes)
+                doc = await read_json(
+                    request, self._settings.max_batch_body_bytes, self._body_timeout
+                )
             except BodyError as exc:
                 self._reject(exc.response.status)
                 return exc.response

@@ -17,8 +17,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from services.ingest.body import BodyError, read_json
 from services.ingest.errors import field_errors, problem, summary
-from services.ingest.handlers import BodyError, read_json
 from shared.broker import BrokerUnavailable, Commit
 from shared.context import Context
 from shared.updates import Update, normalize
@@ -88,7 +88,7 @@ class WebhookHandler:
             self._metrics.updates.labels("refused").inc()
             return problem(401, f"missing or wrong {SECRET_HEADER}")
         try:
-            doc = await read_json(request, self._max_bytes)
+            doc = await read_json(request, self._max_bytes, self._ctx.settings.http_body_timeout)
             update = Update.model_validate(doc)
         except BodyError as exc:
             self._metrics.updates.labels("refused").inc()
