@@ -53,18 +53,31 @@ class DeadLetter:
 
 
 def routed(priority: Priority, payload: bytes, chat_state: str = "") -> bytes:
-    """Member of a delay set or the DLQ: ``<priority code>|<chat state key>|<payload>``.
+    """Member of a delay set or the DLQ: ``<priority code>:<length>:<chat state key><payload>``,
+    the length being the key's in bytes, so no byte of the key or the payload can move the
+    boundary between them.
 
     With a chat state key the message takes a new place in its chat's order when it enters a
     send queue; without one it keeps the place its payload carries.
     """
-    return PRIORITY_CODES[priority].encode() + b"|" + chat_state.encode() + b"|" + payload
+    chat = chat_state.encode()
+    return f"{PRIORITY_CODES[priority]}:{len(chat)}:".encode() + chat + payload
 
 
 def unroute(member: bytes) -> tuple[Priority, str, bytes]:
-    """Split a routed member back into priority, chat state key and payload."""
-    chat, _, payload = member[2:].partition(b"|")
-    return CODE_PRIORITIES[chr(member[0])], chat.decode(), payload
+    """Split a routed member back into priority, chat state key and payload.
+
+    Members written before the length prefix (``<code>|<chat state key>|<payload>``, the key
+    ending at its first ``|``) may still wait in delay sets or the DLQ after an upgrade; they
+    are read as they were written then.
+    """
+    priority = CODE_PRIORITIES[chr(member[0])]
+    if member[1:2] == b"|":
+        chat, _, payload = member[2:].partition(b"|")
+        return priority, chat.decode(), payload
+    size, _, rest = member[2:].partition(b":")
+    length = int(size)
+    return priority, rest[:length].decode(), rest[length:]
 
 
 @dataclass(frozen=True, slots=True)
