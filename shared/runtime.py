@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.broker import BrokerUnavailable
 from shared.context import Context
+from shared.http_errors import json_errors
 from shared.http_guard import GuardedSite
 
 log = logging.getLogger("floodgate.runtime")
@@ -47,7 +48,7 @@ def build_app(
     ctx: Context, services: Sequence[Service], stopping: asyncio.Event
 ) -> web.Application:
     """One aiohttp app with the common routes and every service's own."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "services": [s.name for s in services]})

@@ -39,13 +39,14 @@ class Handlers:
         self._settings = settings
         self._metrics = metrics
         self._body_timeout = ctx.settings.http_body_timeout
+        self._context = {"horizon_s": settings.max_send_at_horizon}
 
     def _validate(self, doc: Any) -> SendRequest | tuple[int, dict[str, Any]]:
         if not isinstance(doc, dict):
             errors = [{"field": "body", "reason": "must be a JSON object"}]
             return 422, {"error": summary(errors), "errors": errors}
         try:
-            req = SendRequest.model_validate(doc)
+            req = SendRequest.model_validate(doc, context=self._context)
         except ValidationError as exc:
             errors = field_errors(exc)
             return 422, {"error": summary(errors), "errors": errors}
@@ -141,7 +142,7 @@ class Handlers:
         except BrokerUnavailable:
             return problem(503, "queue unavailable")
         if record is None:
-            return problem(404, f"no message with id {message_id}")
+            return problem(404, f"no message with id {message_id[:64]}", field="id")
         return web.json_response(status_body(message_id, record), dumps=_dumps)
 
 

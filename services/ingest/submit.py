@@ -42,9 +42,10 @@ def _reply_target(envelope: Envelope) -> int | None:
     if envelope.priority is not None or envelope.kind not in {None, Kind.REPLY}:
         return None
     target = envelope.params.get("reply_to_message_id")
-    if target is None:
-        target = (envelope.params.get("reply_parameters") or {}).get("message_id")
-    return target if isinstance(target, int) else None
+    reply = envelope.params.get("reply_parameters")
+    if target is None and isinstance(reply, dict):
+        target = reply.get("message_id")
+    return target if isinstance(target, int) and not isinstance(target, bool) else None
 
 
 async def answers_to_urgent(

@@ -80,13 +80,13 @@ class WebhookHandler:
     async def receive(self, request: web.Request) -> web.Response:
         """Check the bot and its secret, validate, store once, answer 200."""
         raw_bot = request.match_info["bot_id"]
-        bot_id = int(raw_bot) if raw_bot.isdigit() else -1
+        bot_id = int(raw_bot) if raw_bot.isascii() and raw_bot.isdigit() else -1
         if bot_id not in self._secrets:
             self._metrics.updates.labels("refused").inc()
-            return problem(404, f"unknown bot_id {raw_bot}")
+            return problem(404, f"unknown bot_id {raw_bot[:64]}", field="bot_id")
         if not matches(self._secrets[bot_id], request.headers.get(SECRET_HEADER)):
             self._metrics.updates.labels("refused").inc()
-            return problem(401, f"missing or wrong {SECRET_HEADER}")
+            return problem(401, f"missing or wrong {SECRET_HEADER}", field=SECRET_HEADER)
         try:
             doc = await read_json(request, self._max_bytes, self._ctx.settings.http_body_timeout)
             update = Update.model_validate(doc)

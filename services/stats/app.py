@@ -34,6 +34,11 @@ def _json(doc: Any, status: int = 200) -> web.Response:
     return web.json_response(doc, status=status, dumps=lambda o: orjson.dumps(o).decode())
 
 
+def _error(error: str, field: str) -> dict[str, Any]:
+    """An error body naming the field at fault."""
+    return {"error": error, "errors": [{"field": field, "reason": error}]}
+
+
 class StatsService:
     """Read-only views of the queues, plus the DLQ's replay and drop."""
 
@@ -136,9 +141,9 @@ class StatsService:
         try:
             limit = int(request.query.get("limit", DEFAULT_DLQ_LIMIT))
         except ValueError:
-            return _json({"error": "limit: must be an integer"}, 422)
+            return _json(_error("limit: must be an integer", "limit"), 422)
         if not 1 <= limit <= MAX_DLQ_LIMIT:
-            return _json({"error": f"limit: must be between 1 and {MAX_DLQ_LIMIT}"}, 422)
+            return _json(_error(f"limit: must be between 1 and {MAX_DLQ_LIMIT}", "limit"), 422)
         try:
             letters = await self._ctx.broker.dlq_list(limit)
         except BrokerUnavailable as exc:
@@ -152,14 +157,14 @@ class StatsService:
             try:
                 doc = orjson.loads(await request.read() or b"{}")
             except orjson.JSONDecodeError as exc:
-                return _json({"error": f"invalid JSON: {exc}"}, 422)
+                return _json(_error(f"invalid JSON: {exc}", "body"), 422)
             if not isinstance(doc, dict):
-                return _json({"error": 'body: must be a JSON object like {"ids": [...]}'}, 422)
+                return _json(_error('body: must be a JSON object like {"ids": [...]}', "body"), 422)
             ids = doc.get("ids")
             if ids is not None and not (
                 isinstance(ids, list) and all(isinstance(i, str) for i in ids)
             ):
-                return _json({"error": "ids: must be a list of message ids"}, 422)
+                return _json(_error("ids: must be a list of message ids", "ids"), 422)
         try:
             moved = await replay(
                 self._ctx.broker, self._ctx.keys, ids, self._ctx.settings.record_ttl
