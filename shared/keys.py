@@ -23,13 +23,15 @@ DELAY_SETS = ("scheduled", "deferred", "retry")
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@.-")
 
 
-def key_part(value: int | str) -> str:
+def key_part(value: object) -> str:
     """A chat or message id as a key part: numbers, @usernames and message ids as they are; any
     other byte of a string as ``%XX``, so no value can add a separator, a hash tag or a line to
-    a key, and two different ids never share one."""
-    if isinstance(value, int):
+    a key, and two different ids never share one. Anything else (a value queued before ingest
+    checked ids) is escaped as its ``repr``."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raw = value.encode("utf-8", "surrogatepass")
+    text = value if isinstance(value, str) else repr(value)
+    raw = text.encode("utf-8", "surrogatepass")
     return "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in raw)
 
 

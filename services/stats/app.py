@@ -15,7 +15,7 @@ from services.stats.depths import queue_stats
 from services.stats.dlq import describe, replay
 from services.stats.metrics import StatsMetrics
 from services.stats.recorder import GROUP as STORE_GROUP
-from services.stats.recorder import Recorder
+from services.stats.recorder import Recorder, RecorderMetrics
 from services.stats.settings import StatsSettings
 from shared.broker import BrokerUnavailable
 from shared.context import Context
@@ -48,6 +48,7 @@ class StatsService:
         self._ctx = ctx
         self._settings = settings
         self._metrics = StatsMetrics(ctx.registry)
+        self._recorder_metrics = RecorderMetrics(ctx.registry)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [
@@ -86,7 +87,7 @@ class StatsService:
         if pool is None:
             return
         try:
-            recorder = Recorder(self._ctx, pool)
+            recorder = Recorder(self._ctx, pool, self._recorder_metrics)
             await recorder.start()
             await repeat("stats.record", recorder.step, stop, self._metrics.errors)
         finally:
