@@ -18,6 +18,7 @@ from services.ingest.submit import Accepted, submit
 from shared.broker import BrokerUnavailable
 from shared.context import Context
 from shared.models import MAX_BATCH, SendRequest
+from shared.redact import redact
 
 log = logging.getLogger("floodgate.ingest")
 
@@ -159,7 +160,7 @@ def status_body(message_id: str, record: dict[str, str]) -> dict[str, Any]:
         doc["telegram_message_id"] = ids[0] if ids and ids[0] else None
         doc["telegram_message_ids"] = ids
     if doc["status"] in {"dead", "retrying"} and record.get("error"):
-        doc["error"] = record["error"]
+        doc["error"] = redact(record["error"])
     for name in RECORD_FIELDS:
         if name in record:
             doc[name] = record[name]
