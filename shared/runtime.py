@@ -24,6 +24,7 @@ from shared.broker import BrokerUnavailable
 from shared.context import Context
 from shared.http_errors import json_errors
 from shared.http_guard import GuardedSite
+from shared.openapi import document
 
 log = logging.getLogger("floodgate.runtime")
 
@@ -66,8 +67,18 @@ def build_app(
         body = generate_latest(ctx.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    description = document([s.name for s in services])
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(description)
+
     app.add_routes(
-        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics),
+            web.get("/openapi.json", openapi),
+        ]
     )
     for service in services:
         app.add_routes(service.routes())

@@ -17,6 +17,7 @@ from services.stats.metrics import StatsMetrics
 from services.stats.recorder import GROUP as STORE_GROUP
 from services.stats.recorder import Recorder, RecorderMetrics
 from services.stats.settings import StatsSettings
+from shared.api_models import DLQ_LIMIT_DEFAULT, DLQ_LIMIT_MAX
 from shared.broker import BrokerUnavailable
 from shared.context import Context
 from shared.keys import SCHEDULER_GROUP, SENDER_GROUP
@@ -25,9 +26,9 @@ from shared.migrations import migrate
 
 log = logging.getLogger("floodgate.stats")
 
-DEFAULT_DLQ_LIMIT = 100
+DEFAULT_DLQ_LIMIT = DLQ_LIMIT_DEFAULT
 STORE_RETRY_S = 2.0
-MAX_DLQ_LIMIT = 10_000
+MAX_DLQ_LIMIT = DLQ_LIMIT_MAX
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -134,8 +135,8 @@ class StatsService:
         """``GET /queue/stats``."""
         try:
             return _json(await queue_stats(self._ctx.broker, self._ctx.keys))
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
 
     async def list_dlq(self, request: web.Request) -> web.Response:
         """``GET /v1/dlq?limit=N``: dead messages, oldest first, with their last error."""
@@ -147,8 +148,8 @@ class StatsService:
             return _json(_error(f"limit: must be between 1 and {MAX_DLQ_LIMIT}", "limit"), 422)
         try:
             letters = await self._ctx.broker.dlq_list(limit)
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
         return _json({"items": [describe(letter) for letter in letters], "count": len(letters)})
 
     async def replay_dlq(self, request: web.Request) -> web.Response:
@@ -170,8 +171,8 @@ class StatsService:
             moved = await replay(
                 self._ctx.broker, self._ctx.keys, ids, self._ctx.settings.record_ttl
             )
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
         self._metrics.dlq_replayed.inc(moved)
         return _json({"replayed": moved})
 
@@ -180,8 +181,8 @@ class StatsService:
         message_id = request.match_info["id"]
         try:
             dropped = await self._ctx.broker.dlq_drop(message_id)
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
         if not dropped:
-            return _json({"error": f"no dead letter with id {message_id}"}, 404)
+            return _json(_error(f"no dead letter with id {message_id[:64]}", "id"), 404)
         return _json({"dropped": message_id})
