@@ -105,6 +105,8 @@ class Commit:
     carrying the same message id is skipped and the existing id reported; ``records`` write
     ``(record key, message id, fields)`` of status records first (skipped for a taken id), kept
     ``record_ttl`` seconds from now, or with None for the lifetime they were created with.
+    ``record_ttls`` gives single records (by key) a lifetime of their own instead (a message
+    scheduled far ahead keeps its record until it is sent and ``record_ttl`` beyond).
     ``once`` names a key that marks the commit as applied: the same commit sent again (after
     its reply was lost) finds it and changes nothing.
     """
@@ -119,6 +121,7 @@ class Commit:
     seen: list[tuple[str, str]] = field(default_factory=list)
     records: list[tuple[str, str, Mapping[str, str]]] = field(default_factory=list)
     record_ttl: int | None = None
+    record_ttls: dict[str, int] = field(default_factory=dict)
     once: str = ""
 
     def __bool__(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ async def submit(
             "accepted_at": f"{now:.6f}",
         }
         commit.records.append((ctx.keys.record(message_id), message_id, record))
+        if envelope.send_at and envelope.send_at > now:
+            ahead = math.ceil(envelope.send_at - now)
+            commit.record_ttls[ctx.keys.record(message_id)] = ctx.settings.record_ttl + ahead
         if req.idempotency_key is not None:
             key = ctx.keys.idempotency(req.bot_id, req.idempotency_key)
             commit.idempotency.append((key, message_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -198,3 +199,20 @@ async def test_secret_header_of_any_bytes_is_401(api) -> None:
     head, _, answer = raw.partition(b"\r\n\r\n")
     assert head.split(b" ", 2)[1] == b"401", raw
     assert orjson.loads(answer)["errors"]
+
+
+async def test_record_of_a_message_far_ahead_outlives_its_send_at(
+    redis_url, namespace, redis_client
+) -> None:
+    """A record must not expire while its message still waits for its time."""
+    settings = CommonSettings(
+        REDIS_URL=redis_url, FLOODGATE_NAMESPACE=namespace, FLOODGATE_BOTS=TOKENS[111]
+    )
+    ctx = build_context(settings, allow_memory=False)
+    async with serving(ctx, [IngestService(ctx, IngestSettings())]) as url:
+        later = time.time() + 30 * 86400
+        status, doc = await _call("POST", f"{url}/v1/messages", json=_text(send_at=later))
+        assert status == 202, doc
+        ttl = await redis_client.ttl(ctx.keys.record(doc["id"]))
+        assert ttl > 30 * 86400 + settings.record_ttl - 60
+    await ctx.close()

@@ -90,3 +90,10 @@ def test_poison_with_a_place_hands_the_turn_on() -> None:
     plan = plan_batch(KEYS, [entry], max_deliveries=5)
     [settle] = plan.commit.settles
     assert (settle.chat_state, settle.seq) == (KEYS.chat_state(1, 5, Priority.NORMAL), 3)
+
+
+def test_scheduled_record_is_kept_until_after_send_at() -> None:
+    now = time.time()
+    env = _env(send_at=now + 3600)
+    plan = plan_batch(KEYS, [_entry(env)], now=now)
+    assert 3599 < plan.ahead[KEYS.record(env.id)] <= 3600
