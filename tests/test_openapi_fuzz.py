@@ -43,12 +43,14 @@ CHECKS = [
 ]
 
 schema = schemathesis.openapi.from_dict(document(["ingest", "stats"]))
+# The pipeline's admin key and the header that carries it: the one place credentials are set.
+ADMIN_KEY = f"fuzz-{secrets.token_hex(24)}"
 
 
 @pytest.fixture(scope="module")
 def api_headers() -> dict[str, str]:
-    """Headers every fuzzed request carries (the one place to add credentials)."""
-    return {}
+    """Headers every fuzzed request carries."""
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,7 @@ def pipeline() -> Iterator[tuple[Proc, Proc]]:
         "TELEGRAM_API_BASE": sandbox.url,
         "FLOODGATE_BOTS": ",".join(TOKENS.values()),
         "FLOODGATE_NAMESPACE": f"fuzz{secrets.token_hex(4)}",
+        "FLOODGATE_ADMIN_KEY": ADMIN_KEY,
     }
     proc = floodgate("all", ["run", "all"], env)
     try:
