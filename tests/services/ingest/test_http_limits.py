@@ -144,3 +144,20 @@ async def test_connection_over_the_cap_is_503(redis_url, namespace, redis_client
         finally:
             for _, writer in held:
                 writer.close()
+
+
+async def test_chunked_body_is_read_whole_and_limited(redis_url, namespace, redis_client):
+    async with _ingest(redis_url, namespace) as (url, _):
+        body = orjson.dumps({"bot_id": 111, "chat_id": 5, "text": "chunked " * 3000})
+
+        async def pieces(data: bytes, size: int):
+            for start in range(0, len(data), size):
+                yield data[start : start + size]
+
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{url}/v1/messages", data=pieces(body, 1000)) as resp:
+                assert resp.status == 202, await resp.text()
+            huge = b'{"text": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+            async with s.post(f"{url}/v1/messages", data=pieces(huge, 64 * 1024)) as resp:
+                assert resp.status == 413
+                assert (await resp.json())["errors"]
