@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-TOKEN_RE = re.compile(r"^(\d{1,20}):[A-Za-z0-9_-]{20,}$")
+from shared.redact import BOT_ID, SECRET
+
+TOKEN_RE = re.compile(rf"^({BOT_ID}):{SECRET}$")
 
 
 def parse_bots(spec: str | None) -> dict[int, str]:

@@ -58,18 +58,31 @@ class DeadLetter:
 
 
 def routed(priority: Priority, payload: bytes, chat_state: str = "") -> bytes:
-    """Member of a delay set or the DLQ: ``<priority code>|<chat state key>|<payload>``.
+    """Member of a delay set or the DLQ: ``<priority code>:<length>:<chat state key><payload>``,
+    the length being the key's in bytes, so no byte of the key or the payload can move the
+    boundary between them.
 
     With a chat state key the message takes a new place in its chat's order when it enters a
     send queue; without one it keeps the place its payload carries.
     """
-    return PRIORITY_CODES[priority].encode() + b"|" + chat_state.encode() + b"|" + payload
+    chat = chat_state.encode()
+    return f"{PRIORITY_CODES[priority]}:{len(chat)}:".encode() + chat + payload
 
 
 def unroute(member: bytes) -> tuple[Priority, str, bytes]:
-    """Split a routed member back into priority, chat state key and payload."""
-    chat, _, payload = member[2:].partition(b"|")
-    return CODE_PRIORITIES[chr(member[0])], chat.decode(), payload
+    """Split a routed member back into priority, chat state key and payload.
+
+    Members written before the length prefix (``<code>|<chat state key>|<payload>``, the key
+    ending at its first ``|``) may still wait in delay sets or the DLQ after an upgrade; they
+    are read as they were written then.
+    """
+    priority = CODE_PRIORITIES[chr(member[0])]
+    if member[1:2] == b"|":
+        chat, _, payload = member[2:].partition(b"|")
+        return priority, chat.decode(), payload
+    size, _, rest = member[2:].partition(b":")
+    length = int(size)
+    return priority, rest[:length].decode(), rest[length:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,8 @@ class Commit:
     carrying the same message id is skipped and the existing id reported; ``records`` write
     ``(record key, message id, fields)`` of status records first (skipped for a taken id), kept
     ``record_ttl`` seconds from now, or with None for the lifetime they were created with.
+    ``record_ttls`` gives single records (by key) a lifetime of their own instead (a message
+    scheduled far ahead keeps its record until it is sent and ``record_ttl`` beyond).
     ``once`` names a key that marks the commit as applied: the same commit sent again (after
     its reply was lost) finds it and changes nothing.
     """
@@ -111,6 +126,7 @@ class Commit:
     seen: list[tuple[str, str]] = field(default_factory=list)
     records: list[tuple[str, str, Mapping[str, str]]] = field(default_factory=list)
     record_ttl: int | None = None
+    record_ttls: dict[str, int] = field(default_factory=dict)
     once: str = ""
 
     def __bool__(self) -> bool:

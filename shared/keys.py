@@ -20,6 +20,20 @@ SENDER_GROUP = "sender"
 
 DELAY_SETS = ("scheduled", "deferred", "retry")
 
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@.-")
+
+
+def key_part(value: object) -> str:
+    """A chat or message id as a key part: numbers, @usernames and message ids as they are; any
+    other byte of a string as ``%XX``, so no value can add a separator, a hash tag or a line to
+    a key, and two different ids never share one. Anything else (a value queued before ingest
+    checked ids) is escaped as its ``repr``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    text = value if isinstance(value, str) else repr(value)
+    raw = text.encode("utf-8", "surrogatepass")
+    return "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in raw)
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -66,11 +80,11 @@ class Keys:
 
     def chat_state(self, bot_id: int, chat_id: int | str, priority: Priority) -> str:
         """Hash of one (bot, chat, priority): ``seq`` handed out so far, ``cur`` settled so far."""
-        return f"{self._pipeline}:chat:{bot_id}:{chat_id}:{priority.value}"
+        return f"{self._pipeline}:chat:{bot_id}:{key_part(chat_id)}:{priority.value}"
 
     def parked(self, bot_id: int, chat_id: int | str, priority: Priority) -> str:
         """Sorted set of a chat's messages waiting for an earlier one, scored by sequence."""
-        return f"{self._pipeline}:parked:{bot_id}:{chat_id}:{priority.value}"
+        return f"{self._pipeline}:parked:{bot_id}:{key_part(chat_id)}:{priority.value}"
 
     def order(self, bot_id: int, chat_id: int | str, priority: Priority) -> tuple[str, str]:
         """The chat state and parked keys of one (bot, chat, priority)."""
@@ -88,7 +102,7 @@ class Keys:
     def record(self, message_id: str) -> str:
         """Hash with the status of one accepted message (in the pipeline's slot, so the scripts
         that move a message write its status in the same step)."""
-        return f"{self._pipeline}:msg:{message_id}"
+        return f"{self._pipeline}:msg:{key_part(message_id)}"
 
     def idempotency(self, bot_id: int, key: str, api_key: str | None = None) -> str:
         """String holding the id first accepted under an idempotency key: per bot, and per API
@@ -123,7 +137,7 @@ class Keys:
 
     def chat_window(self, bot_id: int, chat_id: int | str) -> str:
         """Sliding log of one bot's sends to one chat."""
-        return f"{self.namespace}:{{bot:{bot_id}}}:rl:chat:{chat_id}"
+        return f"{self.namespace}:{{bot:{bot_id}}}:rl:chat:{key_part(chat_id)}"
 
     def bot_adaptation(self, bot_id: int) -> str:
         """Hash of a bot's adaptive rate factor after a 429, and when it was cut."""
@@ -141,7 +155,7 @@ class Keys:
     def urgent(self, bot_id: int, chat_id: int | str, message_id: int) -> str:
         """Marks an incoming message that mentioned the bot or replied to it: answers to it are
         high priority."""
-        return f"{self._pipeline}:urgent:{bot_id}:{chat_id}:{message_id}"
+        return f"{self._pipeline}:urgent:{bot_id}:{key_part(chat_id)}:{message_id}"
 
     def update_seen(self, bot_id: int, update_id: int) -> str:
         """Marks an update as stored, so Telegram's retries of it are stored once."""

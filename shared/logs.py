@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from typing import Any
 
 import orjson
 
-TOKEN_PATTERN = re.compile(r"(\d{3,20}):[A-Za-z0-9_-]{20,}")
+from shared.redact import redact
+
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-def redact(text: str) -> str:
-    """Replace the secret half of every bot token in ``text``."""
-    return TOKEN_PATTERN.sub(r"\1:<redacted>", text)
 
 
 class JsonFormatter(logging.Formatter):

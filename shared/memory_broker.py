@@ -207,7 +207,12 @@ class MemoryBroker:
             return {}
         taken = self._claim_keys(commit.idempotency)
         fresh = {key: fields for key, ident, fields in commit.records if ident not in taken}
-        self._put(fresh, commit.record_ttl)
+        self._put(
+            {k: f for k, f in fresh.items() if k not in commit.record_ttls}, commit.record_ttl
+        )
+        for key, ttl in commit.record_ttls.items():
+            if key in fresh:
+                self._put({key: fresh[key]}, ttl)
         for name, entry_id in commit.acks:
             self._ack(name, commit.group, entry_id)
         for name, entry_id in commit.seen:

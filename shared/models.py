@@ -9,7 +9,18 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from shared.validation import (
+    DEFAULT_HORIZON_S,
+    BotId,
+    ChatId,
+    MessageId,
+    SendAt,
+    Text,
+    check_params,
+    within_horizon,
+)
 
 TELEGRAM_TEXT_LIMIT = 4096
 MAX_TEXT_CHARS = 65536
@@ -49,23 +60,34 @@ class SendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_max_length=MAX_TEXT_CHARS)
 
-    bot_id: int
-    chat_id: int | str | None = None
-    text: str | None = Field(None, min_length=1)
+    bot_id: BotId
+    chat_id: ChatId | None = None
+    text: Text | None = Field(None, min_length=1)
     method: str | None = Field(None, pattern=r"^[A-Za-z]{2,64}$")
     params: dict[str, Any] | None = None
     priority: Priority | None = None
     kind: Kind | None = None
-    reply_to_message_id: int | None = None
-    parse_mode: str | None = Field(None, max_length=32)
-    disable_notification: bool | None = None
-    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
-    send_at: datetime | None = None
+    reply_to_message_id: MessageId | None = None
+    parse_mode: Text | None = Field(None, max_length=32)
+    disable_notification: bool | None = Field(None, strict=True)
+    idempotency_key: Text | None = Field(None, min_length=1, max_length=256)
+    send_at: SendAt | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_params(value)
+
+    @field_validator("send_at")
+    @classmethod
+    def _not_too_far(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is not None:
+            context = info.context or {}
+            within_horizon(value, context.get("horizon_s", DEFAULT_HORIZON_S))
+        return value
 
     @model_validator(mode="after")
     def _one_form(self) -> SendRequest:
-        if self.send_at is not None and self.send_at.tzinfo is None:
-            raise ValueError("send_at needs a time zone, e.g. 2026-11-28T12:00:00Z")
         if self.method is None:
             if self.chat_id is None:
                 raise ValueError("chat_id is required with text")

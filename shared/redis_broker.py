@@ -345,7 +345,8 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
     for key, message_id, fields in commit.records:
-        args += ["rec", ref(key), message_id, commit.record_ttl or 0, len(fields)]
+        ttl = commit.record_ttls.get(key, commit.record_ttl or 0)
+        args += ["rec", ref(key), message_id, ttl, len(fields)]
         for name, value in fields.items():
             args += [name, value]
     for stream, entry_id in commit.acks:

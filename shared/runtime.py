@@ -23,7 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.access import Authenticator
 from shared.broker import BrokerUnavailable
 from shared.context import Context
-from shared.web_auth import auth_middleware, json_errors
+from shared.http_errors import json_errors
+from shared.http_guard import GuardedSite
+from shared.openapi import document
+from shared.web_auth import auth_middleware
 
 log = logging.getLogger("floodgate.runtime")
 
@@ -69,8 +72,18 @@ def build_app(
         body = generate_latest(ctx.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    description = document([s.name for s in services])
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(description)
+
     app.add_routes(
-        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics),
+            web.get("/openapi.json", openapi),
+        ]
     )
     for service in services:
         app.add_routes(service.routes())
@@ -90,12 +103,16 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    s = ctx.settings
     runner = web.AppRunner(
-        build_app(ctx, services, stop), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
+        build_app(ctx, services, stop),
+        access_log=None,
+        shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
+        keepalive_timeout=s.http_header_timeout,  # also bounds the wait for headers
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await GuardedSite(runner, host, port, s.http_max_connections).start()
         log.info(
             "serving",
             extra={"services": [s.name for s in services], "port": port, "backend": ctx.backend},

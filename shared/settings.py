@@ -82,6 +82,25 @@ class CommonSettings(BaseSettings):
         gt=0,
         description="seconds a call waits for a free Redis connection before it fails",
     )
+    http_header_timeout: float = Field(
+        15.0,
+        validation_alias=_env("FLOODGATE_HTTP_HEADER_TIMEOUT"),
+        gt=0,
+        description="seconds a connection may take to send a request's headers (also the "
+        "longest idle keep-alive)",
+    )
+    http_body_timeout: float = Field(
+        30.0,
+        validation_alias=_env("FLOODGATE_HTTP_BODY_TIMEOUT"),
+        gt=0,
+        description="seconds a request may take to send its whole body",
+    )
+    http_max_connections: int = Field(
+        1000,
+        validation_alias=_env("FLOODGATE_HTTP_MAX_CONNECTIONS"),
+        gt=0,
+        description="open HTTP connections per process; one more is answered 503 and closed",
+    )
     log_level: str = Field("INFO", validation_alias=_env("FLOODGATE_LOG_LEVEL"))
     log_format: str = Field("json", validation_alias=_env("FLOODGATE_LOG_FORMAT"))
 

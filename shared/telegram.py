@@ -1,6 +1,8 @@
 """Bot API client: one pooled aiohttp session, orjson bodies, answers sorted into outcomes.
 
-Tokens appear only in the request URL; nothing this module raises or returns contains the URL.
+Tokens appear only in the request URL; nothing this module raises or returns contains the URL,
+and every description taken from an answer is redacted, since an upstream (a proxy's error page,
+a stand-in) may echo the request path with the token in it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from shared.redact import redact
+
 HTML_SNIPPET = 120
+SCANNED_BYTES = 64 * 1024  # of a page, redacted before the snippet is cut, so no token is halved
+DESCRIPTION_CHARS = 1000
 
 
 class Outcome(enum.Enum):
@@ -101,12 +107,13 @@ def classify(status: int, body: bytes) -> ApiResult:
     except orjson.JSONDecodeError:
         doc = None
     if not isinstance(doc, dict):
-        text = body[:HTML_SNIPPET].decode("utf-8", "replace").replace("\n", " ")
+        page = body[:SCANNED_BYTES].decode("utf-8", "replace")
+        text = redact(page)[:HTML_SNIPPET].replace("\n", " ")
         outcome = Outcome.RETRYABLE if status >= 500 or status == 429 else Outcome.PERMANENT
         return ApiResult(outcome, status, f"HTTP {status}: {text}")
     if 200 <= status < 300 and doc.get("ok"):
         return ApiResult(Outcome.OK, status, result=doc.get("result"))
-    description = str(doc.get("description") or f"HTTP {status}")
+    description = redact(str(doc.get("description") or f"HTTP {status}"))[:DESCRIPTION_CHARS]
     params = doc.get("parameters") or {}
     if status == 429:
         return ApiResult(

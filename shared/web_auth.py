@@ -49,7 +49,11 @@ def principal_of(request: web.Request) -> Principal:
 def refuse(status: int, error: str) -> web.Response:
     """A JSON refusal."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return web.json_response({"error": error}, status=status, headers=headers)
+    return web.json_response(
+        {"error": error, "errors": [{"field": "Authorization", "reason": error}]},
+        status=status,
+        headers=headers,
+    )
 
 
 def auth_middleware(auth: Authenticator) -> Middleware:
@@ -75,15 +79,3 @@ def auth_middleware(auth: Authenticator) -> Middleware:
         return await handler(request)
 
     return middleware
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own error answers (404, 405, 413...) as JSON, like every other."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return web.json_response({"error": exc.reason}, status=exc.status, headers=allow)

@@ -32,4 +32,7 @@ def secrets_for(bots: dict[int, str], configured: dict[int, str]) -> dict[int, s
 
 def matches(expected: str, given: str | None) -> bool:
     """Constant-time comparison of the secret header."""
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    if given is None:
+        return False
+    # a header may carry any bytes (read as surrogate escapes): never an error, just no match
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from shared.context import Context
+from shared.http_guard import GuardedSite
 from shared.runtime import Service, build_app
 
 # The admin key every test process and in-process app accepts (FLOODGATE_ADMIN_KEY), and the
@@ -52,10 +53,15 @@ def free_port() -> int:
 @asynccontextmanager
 async def serving(ctx: Context, services: list[Service]) -> AsyncIterator[str]:
     """Serve the services' routes on a free port; yields the base URL."""
-    runner = web.AppRunner(build_app(ctx, services, asyncio.Event()), access_log=None)
+    s = ctx.settings
+    runner = web.AppRunner(
+        build_app(ctx, services, asyncio.Event()),
+        access_log=None,
+        keepalive_timeout=s.http_header_timeout,  # also bounds the wait for headers
+    )
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await GuardedSite(runner, "127.0.0.1", port, s.http_max_connections).start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

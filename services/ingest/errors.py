@@ -8,9 +8,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 
-def problem(status: int, error: str, **extra: Any) -> web.Response:
-    """A JSON error answer."""
-    return web.json_response({"error": error, **extra}, status=status)
+def problem(status: int, error: str, field: str = "body", **extra: Any) -> web.Response:
+    """A JSON error answer: ``error`` a sentence, ``errors`` the fields at fault (by default
+    ``field`` with ``error`` as the reason)."""
+    errors = extra.pop("errors", None) or [{"field": field, "reason": error}]
+    return web.json_response({"error": error, "errors": errors, **extra}, status=status)
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ from services.ingest.access import (
     take_quota,
     too_many,
 )
+from services.ingest.body import BodyError, read_json
 from services.ingest.errors import field_errors, problem, summary
 from services.ingest.lookup import StoreLookup
 from services.ingest.metrics import IngestMetrics
@@ -28,36 +29,12 @@ from shared.broker import BrokerUnavailable
 from shared.context import Context
 from shared.key_rate import Grant
 from shared.models import MAX_BATCH, SendRequest
+from shared.redact import redact
 from shared.web_auth import principal_of
 
 log = logging.getLogger("floodgate.ingest")
 
 RECORD_FIELDS = ("priority", "bot_id", "chat_id", "accepted_at", "updated_at", "error_code")
-
-
-class BodyError(Exception):
-    """The body cannot be read as a JSON object; carries the answer to send."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.text)
-        self.response = response
-
-
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The body parsed as JSON, refusing more than ``limit`` bytes before reading them all."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyError(
-            problem(413, f"body too large: {request.content_length} bytes, limit {limit}")
-        )
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BodyError(problem(413, f"body too large: over {limit} bytes"))
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BodyError(
-            problem(422, f"invalid JSON: {exc}", errors=[{"field": "body", "reason": str(exc)}])
-        ) from exc
 
 
 class Handlers:
@@ -74,13 +51,15 @@ class Handlers:
         self._ctx = ctx
         self._settings = settings
         self._metrics = metrics
+        self._body_timeout = ctx.settings.http_body_timeout
+        self._context = {"horizon_s": settings.max_send_at_horizon}
 
     def _validate(self, doc: Any, principal: Principal) -> SendRequest | tuple[int, dict[str, Any]]:
         if not isinstance(doc, dict):
             errors = [{"field": "body", "reason": "must be a JSON object"}]
             return 422, {"error": summary(errors), "errors": errors}
         try:
-            req = SendRequest.model_validate(doc)
+            req = SendRequest.model_validate(doc, context=self._context)
         except ValidationError as exc:
             errors = field_errors(exc)
             return 422, {"error": summary(errors), "errors": errors}
@@ -101,7 +80,7 @@ class Handlers:
         """``POST /v1/messages``."""
         with self._metrics.request_seconds.labels("single").time():
             try:
-                doc = await read_json(request, self._settings.max_body_bytes)
+                doc = await read_json(request, self._settings.max_body_bytes, self._body_timeout)
             except BodyError as exc:
                 self._reject(exc.response.status)
                 return exc.response
@@ -122,7 +101,9 @@ class Handlers:
         """``POST /v1/messages/batch``: each message accepted or refused on its own."""
         with self._metrics.request_seconds.labels("batch").time():
             try:
-                doc = await read_json(request, self._settings.max_batch_body_bytes)
+                doc = await read_json(
+                    request, self._settings.max_batch_body_bytes, self._body_timeout
+                )
             except BodyError as exc:
                 self._reject(exc.response.status)
                 return exc.response
@@ -216,7 +197,7 @@ class Handlers:
         except BrokerUnavailable:
             return problem(503, "queue unavailable")
         if record is None or not principal_of(request).owns(record.get("key_id")):
-            return problem(404, f"no message with id {message_id}")
+            return problem(404, f"no message with id {message_id[:64]}", field="id")
         return web.json_response(status_body(message_id, record), dumps=_dumps)
 
 
@@ -233,7 +214,7 @@ def status_body(message_id: str, record: dict[str, str]) -> dict[str, Any]:
         doc["telegram_message_id"] = ids[0] if ids and ids[0] else None
         doc["telegram_message_ids"] = ids
     if doc["status"] in {"dead", "retrying"} and record.get("error"):
-        doc["error"] = record["error"]
+        doc["error"] = redact(record["error"])
     for name in RECORD_FIELDS:
         if name in record:
             doc[name] = record[name]

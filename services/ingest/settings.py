@@ -54,3 +54,9 @@ class IngestSettings(BaseSettings):
     max_batch_body_bytes: int = Field(
         16 * 1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_BATCH_BODY_BYTES"), gt=0
     )
+    max_send_at_horizon: float = Field(
+        365 * 86400.0,
+        validation_alias=AliasChoices("FLOODGATE_MAX_SEND_AT_HORIZON"),
+        gt=0,
+        description="seconds ahead a send_at may lie at most",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +44,10 @@ def _reply_target(envelope: Envelope) -> int | None:
     if envelope.priority is not None or envelope.kind not in {None, Kind.REPLY}:
         return None
     target = envelope.params.get("reply_to_message_id")
-    if target is None:
-        target = (envelope.params.get("reply_parameters") or {}).get("message_id")
-    return target if isinstance(target, int) else None
+    reply = envelope.params.get("reply_parameters")
+    if target is None and isinstance(reply, dict):
+        target = reply.get("message_id")
+    return target if isinstance(target, int) and not isinstance(target, bool) else None
 
 
 async def answers_to_urgent(
@@ -105,6 +107,9 @@ async def submit(
         if origin.key_id is not None:
             record["key_id"] = origin.key_id
         commit.records.append((ctx.keys.record(message_id), message_id, record))
+        if envelope.send_at and envelope.send_at > now:
+            ahead = math.ceil(envelope.send_at - now)
+            commit.record_ttls[ctx.keys.record(message_id)] = ctx.settings.record_ttl + ahead
         if req.idempotency_key is not None:
             key = ctx.keys.idempotency(req.bot_id, req.idempotency_key, origin.key_id)
             commit.idempotency.append((key, message_id))

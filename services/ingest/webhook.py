@@ -17,8 +17,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from services.ingest.body import BodyError, read_json
 from services.ingest.errors import field_errors, problem, summary
-from services.ingest.handlers import BodyError, read_json
 from shared.broker import BrokerUnavailable, Commit
 from shared.context import Context
 from shared.updates import Update, normalize
@@ -80,14 +80,14 @@ class WebhookHandler:
     async def receive(self, request: web.Request) -> web.Response:
         """Check the bot and its secret, validate, store once, answer 200."""
         raw_bot = request.match_info["bot_id"]
-        bot_id = int(raw_bot) if raw_bot.isdigit() else -1
+        bot_id = int(raw_bot) if raw_bot.isascii() and raw_bot.isdigit() else -1
         # an unknown bot is answered as a wrong secret, so the answer does not tell which exist
         secret = self._secrets.get(bot_id)
         if secret is None or not matches(secret, request.headers.get(SECRET_HEADER)):
             self._metrics.updates.labels("refused").inc()
-            return problem(401, f"missing or wrong {SECRET_HEADER}")
+            return problem(401, f"missing or wrong {SECRET_HEADER}", field=SECRET_HEADER)
         try:
-            doc = await read_json(request, self._max_bytes)
+            doc = await read_json(request, self._max_bytes, self._ctx.settings.http_body_timeout)
             update = Update.model_validate(doc)
         except BodyError as exc:
             self._metrics.updates.labels("refused").inc()

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from shared.http_errors import json_errors
 from shared.runtime import HTTP_SHUTDOWN_SECONDS
-from shared.web_auth import json_errors
 
 log = logging.getLogger("floodgate.ingest")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -68,7 +69,8 @@ class SchedulerService:
             return
         plan = plan_batch(self._ctx.keys, entries, max_deliveries=self._settings.max_deliveries)
         plan.commit.records = [(key, "", fields) for key, fields in plan.records.items()]
-        plan.commit.record_ttl = self._ctx.settings.record_ttl
+        ttl = plan.commit.record_ttl = self._ctx.settings.record_ttl
+        plan.commit.record_ttls = {key: ttl + math.ceil(s) for key, s in plan.ahead.items()}
         await self._ctx.broker.commit(plan.commit)
         for priority, count in plan.routed.items():
             self._metrics.routed.labels(priority.value).inc(count)

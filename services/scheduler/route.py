@@ -28,6 +28,7 @@ class Plan:
     delayed: int = 0
     extra_parts: int = 0
     poison: int = 0
+    ahead: dict[str, float] = field(default_factory=dict)  # record key: seconds until send_at
 
 
 def plan_batch(
@@ -86,6 +87,7 @@ def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
     if delay_ms > EARLY_MS:
         member = routed(priority, envelope.dumps(), chat)
         plan.commit.delays.append((keys.delayed("scheduled"), delay_ms, member))
+        plan.ahead[keys.record(envelope.id)] = delay_ms / 1000
         plan.delayed += 1
         return
     # a message placed in its chat's order at ingest keeps that place (its payload carries it)

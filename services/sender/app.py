@@ -226,9 +226,10 @@ class SenderService:
         return False
 
     async def _handle(self, entry: Entry) -> None:
-        """Deliver one entry, riding out a Redis outage in place so the chat's order holds."""
+        """Deliver one entry, riding out a Redis outage in place so the chat's order holds; an
+        entry that fails for a reason of its own is dead-lettered after a few tries."""
         assert self._deliverer is not None
-        backoff = BACKOFF_FIRST
+        backoff, failures = BACKOFF_FIRST, 0
         while True:
             try:
                 decision = await self._deliverer.deliver(entry)
@@ -238,13 +239,22 @@ class SenderService:
                 log.warning(
                     "redis unavailable during delivery, waiting", extra={"reason": str(exc)}
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-            except Exception:
+            except Exception as exc:
                 self._metrics.errors.labels("sender.deliver").inc()
-                log.exception("delivery failed unexpectedly; retrying in place")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                failures += 1
+                if failures >= self._settings.max_internal_failures:
+                    log.exception(
+                        "delivery failed unexpectedly; dead-lettered",
+                        extra={"entry_id": entry.entry_id, "failures": failures},
+                    )
+                    decision = self._deliverer.poisoned(entry, exc)
+                    break
+                log.exception(
+                    "delivery failed unexpectedly; retrying in place",
+                    extra={"entry_id": entry.entry_id, "failures": failures},
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
         self._committer.put(decision)
 
     def _hand_back(self, entry: Entry) -> None:

@@ -18,6 +18,7 @@ from shared.context import Context
 from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter, is_private
 from shared.models import Envelope, Priority, Status
+from shared.redact import redact
 from shared.telegram import ApiResult, Outcome, TelegramClient
 
 log = logging.getLogger("floodgate.sender")
@@ -25,6 +26,7 @@ log = logging.getLogger("floodgate.sender")
 MAX_REDIRECTS = 3
 HISTORY = 10
 BOT_HOLD_MAX_S = 2.0
+ERROR_CHARS = 500
 
 
 class Deliverer:
@@ -53,18 +55,7 @@ class Deliverer:
         try:
             env = Envelope.loads(entry.payload)
         except ValidationError as exc:
-            stream = entry.stream.rsplit(":", 1)[-1]
-            poison = Envelope(
-                id=f"poison-{stream}-{entry.entry_id}",
-                bot_id=0,
-                method="?",
-                params={},
-                accepted_at=0,
-            )
-            error = f"unreadable entry: {exc}"[:500]
-            return Decision(
-                entry, poison, Verdict.DEAD, error=error, reason="poison", raw=entry.payload
-            )
+            return _unreadable(entry, f"unreadable entry: {exc}")
         if entry.seq is not None:
             env.seq = entry.seq
         # Only the chat's next message may settle it, dead or sent: a later one dead-lettered
@@ -84,6 +75,18 @@ class Deliverer:
         if (entry.redelivered or several) and await self._resume(env):
             return Decision(entry, env, Verdict.ALREADY_SENT)
         return await self._send_parts(entry, env, token, leading)
+
+    def poisoned(self, entry: Entry, exc: Exception) -> Decision:
+        """The verdict on an entry whose delivery kept failing for a reason of its own (a bug,
+        a value nothing downstream can take): dead, with that reason."""
+        error = redact(f"internal error: {type(exc).__name__}: {exc}")[:ERROR_CHARS]
+        try:
+            env = Envelope.loads(entry.payload)
+        except ValidationError:
+            return _unreadable(entry, error)
+        if entry.seq is not None:
+            env.seq = entry.seq
+        return self._dead(entry, env, error, "internal")
 
     async def _gate(self, entry: Entry, env: Envelope) -> tuple[Verdict | None, bool]:
         """None when it is this message's turn in its chat, else why it does not go now; and
@@ -229,6 +232,17 @@ class Deliverer:
         await self._ctx.broker.put_records(
             {self._ctx.keys.record(env.id): {"telegram_message_ids": ids}}, None
         )
+
+
+def _unreadable(entry: Entry, error: str) -> Decision:
+    """An entry that is no envelope: dead as it came, under an id made from its place."""
+    stream = entry.stream.rsplit(":", 1)[-1]
+    poison = Envelope(
+        id=f"poison-{stream}-{entry.entry_id}", bot_id=0, method="?", params={}, accepted_at=0
+    )
+    return Decision(
+        entry, poison, Verdict.DEAD, error=error[:ERROR_CHARS], reason="poison", raw=entry.payload
+    )
 
 
 def _params(env: Envelope) -> dict[str, Any]:

@@ -42,6 +42,13 @@ class SenderSettings(BaseSettings):
         description="an entry delivered to consumers this often without being settled "
         "(it keeps crashing them) is dead-lettered",
     )
+    max_internal_failures: int = Field(
+        3,
+        validation_alias=AliasChoices("FLOODGATE_MAX_INTERNAL_FAILURES"),
+        gt=0,
+        description="a message whose delivery fails this often for a reason that is neither "
+        "Telegram's nor Redis' (a bug, a value nothing can take) is dead-lettered with it",
+    )
     claim_idle_ms: int | None = Field(
         None,
         validation_alias=AliasChoices("FLOODGATE_SENDER_CLAIM_IDLE_MS"),

@@ -16,8 +16,9 @@ from services.stats.dlq import describe, replay
 from services.stats.keys import KeyRoutes
 from services.stats.metrics import StatsMetrics
 from services.stats.recorder import GROUP as STORE_GROUP
-from services.stats.recorder import Recorder
+from services.stats.recorder import Recorder, RecorderMetrics
 from services.stats.settings import StatsSettings
+from shared.api_models import DLQ_LIMIT_DEFAULT, DLQ_LIMIT_MAX
 from shared.broker import BrokerUnavailable
 from shared.context import Context
 from shared.keys import SCHEDULER_GROUP, SENDER_GROUP
@@ -26,13 +27,18 @@ from shared.migrations import migrate
 
 log = logging.getLogger("floodgate.stats")
 
-DEFAULT_DLQ_LIMIT = 100
+DEFAULT_DLQ_LIMIT = DLQ_LIMIT_DEFAULT
 STORE_RETRY_S = 2.0
-MAX_DLQ_LIMIT = 10_000
+MAX_DLQ_LIMIT = DLQ_LIMIT_MAX
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
     return web.json_response(doc, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def _error(error: str, field: str) -> dict[str, Any]:
+    """An error body naming the field at fault."""
+    return {"error": error, "errors": [{"field": field, "reason": error}]}
 
 
 class StatsService:
@@ -44,6 +50,7 @@ class StatsService:
         self._ctx = ctx
         self._settings = settings
         self._metrics = StatsMetrics(ctx.registry)
+        self._recorder_metrics = RecorderMetrics(ctx.registry)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [
@@ -83,7 +90,7 @@ class StatsService:
         if pool is None:
             return
         try:
-            recorder = Recorder(self._ctx, pool)
+            recorder = Recorder(self._ctx, pool, self._recorder_metrics)
             await recorder.start()
             await repeat("stats.record", recorder.step, stop, self._metrics.errors)
         finally:
@@ -130,21 +137,21 @@ class StatsService:
         """``GET /queue/stats``."""
         try:
             return _json(await queue_stats(self._ctx.broker, self._ctx.keys))
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
 
     async def list_dlq(self, request: web.Request) -> web.Response:
         """``GET /v1/dlq?limit=N``: dead messages, oldest first, with their last error."""
         try:
             limit = int(request.query.get("limit", DEFAULT_DLQ_LIMIT))
         except ValueError:
-            return _json({"error": "limit: must be an integer"}, 422)
+            return _json(_error("limit: must be an integer", "limit"), 422)
         if not 1 <= limit <= MAX_DLQ_LIMIT:
-            return _json({"error": f"limit: must be between 1 and {MAX_DLQ_LIMIT}"}, 422)
+            return _json(_error(f"limit: must be between 1 and {MAX_DLQ_LIMIT}", "limit"), 422)
         try:
             letters = await self._ctx.broker.dlq_list(limit)
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
         return _json({"items": [describe(letter) for letter in letters], "count": len(letters)})
 
     async def replay_dlq(self, request: web.Request) -> web.Response:
@@ -154,20 +161,20 @@ class StatsService:
             try:
                 doc = orjson.loads(await request.read() or b"{}")
             except orjson.JSONDecodeError as exc:
-                return _json({"error": f"invalid JSON: {exc}"}, 422)
+                return _json(_error(f"invalid JSON: {exc}", "body"), 422)
             if not isinstance(doc, dict):
-                return _json({"error": 'body: must be a JSON object like {"ids": [...]}'}, 422)
+                return _json(_error('body: must be a JSON object like {"ids": [...]}', "body"), 422)
             ids = doc.get("ids")
             if ids is not None and not (
                 isinstance(ids, list) and all(isinstance(i, str) for i in ids)
             ):
-                return _json({"error": "ids: must be a list of message ids"}, 422)
+                return _json(_error("ids: must be a list of message ids", "ids"), 422)
         try:
             moved = await replay(
                 self._ctx.broker, self._ctx.keys, ids, self._ctx.settings.record_ttl
             )
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
         self._metrics.dlq_replayed.inc(moved)
         return _json({"replayed": moved})
 
@@ -176,8 +183,8 @@ class StatsService:
         message_id = request.match_info["id"]
         try:
             dropped = await self._ctx.broker.dlq_drop(message_id)
-        except BrokerUnavailable as exc:
-            return _json({"error": f"queue unavailable: {exc}"}, 503)
+        except BrokerUnavailable:
+            return _json(_error("queue unavailable, retry later", "body"), 503)
         if not dropped:
-            return _json({"error": f"no dead letter with id {message_id}"}, 404)
+            return _json(_error(f"no dead letter with id {message_id[:64]}", "id"), 404)
         return _json({"dropped": message_id})

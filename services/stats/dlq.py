@@ -11,6 +11,7 @@ import orjson
 from shared.broker import Broker, DeadLetter, routed
 from shared.keys import Keys
 from shared.models import Envelope, Status
+from shared.redact import redact
 
 REPLAY_PAGE = 1000
 
@@ -33,7 +34,7 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
     env = _loads(letter.payload)
     if not env:
         env = {"raw": letter.payload.decode("utf-8", "replace")}
-    return {
+    doc = {
         "id": letter.message_id,
         "priority": letter.priority.value,
         "bot_id": env.get("bot_id"),
@@ -46,6 +47,9 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
         "dead_at": letter.dead_at_ms / 1000,
         "message": env,
     }
+    # errors are redacted where they are made; this catches letters stored before that
+    redacted: dict[str, Any] = orjson.loads(redact(orjson.dumps(doc).decode()))
+    return redacted
 
 
 async def replay(broker: Broker, keys: Keys, ids: Sequence[str] | None, ttl: int) -> int:

@@ -4,6 +4,11 @@ The recorder reads the normalized updates and the sender's settled-message event
 group of its own and writes them with one ``executemany`` per table per batch. While PostgreSQL
 is away the entries stay pending in Redis and the record catches up when it returns; delivery
 never waits for the store.
+
+A row the store cannot take (a NUL in a text, a number out of its range) spoils its batch's
+transaction: the batch is then written one entry at a time, and an entry that fails on its own
+is set aside (acknowledged, logged with the reason, counted in
+``floodgate_store_rows_set_aside_total``) so that the entries behind it are recorded.
 """
 
 from __future__ import annotations
@@ -14,15 +19,28 @@ from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import CollectorRegistry, Counter
 
 from shared.broker import Commit, Entry
 from shared.context import Context
+from shared.redact import redact
 
 log = logging.getLogger("floodgate.store")
 
 GROUP = "store"
 BATCH = 500
 BLOCK_MS = 1000
+REASON_CHARS = 300
+# What one bad entry raises: it is set aside. Anything else (the store is away) keeps the batch
+# pending until the store is back.
+ROW_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    ValueError,
+    TypeError,
+    KeyError,
+    OverflowError,
+)
 
 UPSERT_BOT = "INSERT INTO bots (id) VALUES ($1) ON CONFLICT (id) DO NOTHING"
 UPSERT_CHAT = """
@@ -47,12 +65,27 @@ SET status = EXCLUDED.status, telegram_message_id = EXCLUDED.telegram_message_id
 """
 
 
+class RecorderMetrics:
+    """Entries the store could not take."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.set_aside = Counter(
+            "floodgate_store_rows_set_aside_total",
+            "Entries the message store refused and that were skipped, by stream and error.",
+            ["stream", "error"],
+            registry=registry,
+        )
+
+
 class Recorder:
     """Moves updates and settled messages from Redis into PostgreSQL."""
 
-    def __init__(self, ctx: Context, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, ctx: Context, pool: asyncpg.Pool, metrics: RecorderMetrics | None = None
+    ) -> None:
         self._ctx = ctx
         self._pool = pool
+        self._metrics = metrics or RecorderMetrics(CollectorRegistry())
 
     async def start(self) -> None:
         """Create the consumer groups at the start of both streams."""
@@ -69,7 +102,7 @@ class Recorder:
             entries = await broker.read([keys.updates, keys.events], GROUP, me, BATCH, BLOCK_MS)
         if not entries:
             return False
-        await self._write(entries)
+        await self._write_apart(entries)
         commit = Commit(group=GROUP)
         for entry in entries:
             if entry.stream == keys.events:
@@ -78,6 +111,32 @@ class Recorder:
                 commit.seen.append((entry.stream, entry.entry_id))
         await broker.commit(commit)
         return True
+
+    async def _write_apart(self, entries: Sequence[Entry]) -> None:
+        """Write the batch; if one of its entries spoils it, each on its own, setting aside
+        those the store refuses."""
+        try:
+            await self._write(entries)
+        except ROW_ERRORS:
+            for entry in entries:
+                try:
+                    await self._write([entry])
+                except ROW_ERRORS as exc:
+                    self._set_aside(entry, exc)
+
+    def _set_aside(self, entry: Entry, exc: Exception) -> None:
+        stream = "events" if entry.stream == self._ctx.keys.events else "updates"
+        error = type(exc).__name__
+        self._metrics.set_aside.labels(stream, error).inc()
+        log.warning(
+            "entry set aside: the message store refuses it",
+            extra={
+                "stream": stream,
+                "entry_id": entry.entry_id,
+                "error": error,
+                "reason": redact(str(exc))[:REASON_CHARS],
+            },
+        )
 
     async def _write(self, entries: Sequence[Entry]) -> None:
         incoming, outgoing = [], []

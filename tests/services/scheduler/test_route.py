@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from services.scheduler.route import plan_batch
-from shared.broker import Entry
+from shared.broker import Entry, unroute
 from shared.keys import Keys
 from shared.models import Envelope, Kind, Priority
 
@@ -52,7 +52,7 @@ def test_future_send_at_waits_in_scheduled_set() -> None:
     [(delay_set, delay_ms, member)] = plan.commit.delays
     assert delay_set == KEYS.delayed("scheduled")
     assert 29_000 < delay_ms <= 30_000
-    assert member.startswith(b"n|" + KEYS.chat_state(1, 5, Priority.NORMAL).encode() + b"|")
+    assert unroute(member)[:2] == (Priority.NORMAL, KEYS.chat_state(1, 5, Priority.NORMAL))
 
 
 def test_past_send_at_goes_now() -> None:
@@ -90,3 +90,10 @@ def test_poison_with_a_place_hands_the_turn_on() -> None:
     plan = plan_batch(KEYS, [entry], max_deliveries=5)
     [settle] = plan.commit.settles
     assert (settle.chat_state, settle.seq) == (KEYS.chat_state(1, 5, Priority.NORMAL), 3)
+
+
+def test_scheduled_record_is_kept_until_after_send_at() -> None:
+    now = time.time()
+    env = _env(send_at=now + 3600)
+    plan = plan_batch(KEYS, [_entry(env)], now=now)
+    assert 3599 < plan.ahead[KEYS.record(env.id)] <= 3600

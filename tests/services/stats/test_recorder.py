@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
-from services.stats.recorder import Recorder
+from services.stats.recorder import Recorder, RecorderMetrics
 from shared.broker import Commit
 from shared.context import Context, build_context
 from shared.migrations import migrate
@@ -138,3 +141,54 @@ async def test_store_outage_catches_up(ctx: Context, pool: asyncpg.Pool) -> None
         ("out", 501),
         ("out", 502),
     ]
+
+
+async def test_rows_the_store_refuses_are_set_aside(
+    ctx: Context, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL in a text or a chat id past bigint spoils only its own entry, with the reason."""
+    registry = CollectorRegistry()
+    recorder = Recorder(ctx, pool, RecorderMetrics(registry))
+    await recorder.start()
+    nul = orjson.loads(_event(2)) | {"text": "a\x00b"}
+    huge = orjson.loads(_event(3)) | {"chat_id": 2**63}
+    bad_update = orjson.loads(_update(4)) | {"text": "nul\x00"}
+    await _publish(ctx, 1)
+    await ctx.broker.commit(
+        Commit(
+            adds=[
+                (ctx.keys.events, "m2", orjson.dumps(nul), ""),
+                (ctx.keys.events, "m3", json.dumps(huge).encode(), ""),
+                (ctx.keys.events, "m6", b"not json", ""),
+                (ctx.keys.updates, "u4", orjson.dumps(bad_update), ""),
+            ]
+        )
+    )
+    await _publish(ctx, 5)
+    with caplog.at_level(logging.WARNING, logger="floodgate.store"):
+        while await recorder.step():
+            pass
+    assert [r[:3] for r in await _rows(pool)] == [
+        ("in", 101, "in 1"),
+        ("in", 105, "in 5"),
+        ("out", 501, "out 1"),
+        ("out", 505, "out 5"),
+    ]
+    assert (await ctx.broker.depths([ctx.keys.events], []))[ctx.keys.events] == 0
+    set_aside = registry.get_sample_value
+    total = sum(
+        set_aside("floodgate_store_rows_set_aside_total", {"stream": s, "error": e}) or 0
+        for s in ("events", "updates")
+        for e in (
+            "CharacterNotInRepertoireError",
+            "DataError",
+            "JSONDecodeError",
+            "UntranslatableCharacterError",
+            "OverflowError",
+            "ValueError",
+        )
+    )
+    assert total == 4
+    reasons = [r for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(reasons) == 4
+    assert all(getattr(r, "reason", "") for r in reasons)

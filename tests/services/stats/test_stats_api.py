@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiohttp
@@ -118,14 +119,16 @@ async def test_unreachable_redis_is_503(namespace) -> None:
     await ctx.close()
 
 
+def _in_days(days: int) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
 async def test_queue_stats_counts_each_queue(backend, namespace) -> None:
     async with running(backend, namespace, names=["ingest", "scheduler", "stats"]) as p:
         _assert_stats(await p.stats(), queued=0, failed=0)
         for extra in ({"kind": "system"}, {"priority": "high"}, {}, {"priority": "low"}):
             await p.submit({"bot_id": BOT, "chat_id": 5, "text": "x", **extra})
-        await p.submit(
-            {"bot_id": BOT, "chat_id": 5, "text": "x", "send_at": "2099-01-01T00:00:00Z"}
-        )
+        await p.submit({"bot_id": BOT, "chat_id": 5, "text": "x", "send_at": _in_days(30)})
 
         async def routed_all() -> bool:
             return (await p.stats())["stats"]["ingest"] == 0
