@@ -126,7 +126,15 @@ async def get_updates_view(request: web.Request) -> web.Response:
         raise _error(400, "bot_id is required")
     updates = state.updates(bot_id)
     return json_response(
-        {"bot_id": bot_id, "pending": list(updates.pending), "webhook": updates.info()}
+        {
+            "bot_id": bot_id,
+            "pending": list(updates.pending),
+            "webhook": updates.info(),
+            "delivered_by": {
+                "getUpdates": updates.confirmed_by_poll,
+                "webhook": updates.taken_by_webhook,
+            },
+        }
     )
 
 

@@ -35,6 +35,9 @@ class BotUpdates:
         self.closed = False
         self._changed = asyncio.Event()
         self._poll_generation = 0
+        # How updates left: confirmed by a getUpdates offset, or taken by the webhook.
+        self.confirmed_by_poll = 0
+        self.taken_by_webhook = 0
 
     def push(self, fields: JsonObject) -> JsonObject:
         """Queue a new update made of ``fields`` (e.g. ``{"message": …}``) and return it."""
@@ -67,6 +70,7 @@ class BotUpdates:
         """The webhook took ``update``: remove it unless it was dropped meanwhile."""
         if self.pending and self.pending[0] is update:
             self.pending.popleft()
+            self.taken_by_webhook += 1
 
     def confirm(self, offset: int | None) -> None:
         """Apply getUpdates' offset: positive confirms lower ids, negative keeps the last -N."""
@@ -75,6 +79,7 @@ class BotUpdates:
         if offset > 0:
             while self.pending and self.pending[0]["update_id"] < offset:
                 self.pending.popleft()
+                self.confirmed_by_poll += 1
             return
         while len(self.pending) > -offset:
             self.pending.popleft()

@@ -181,12 +181,20 @@ class Broker(Protocol):
         """Apply ``commit`` atomically; return {message id: existing id} for taken keys."""
 
     async def gate(
-        self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
+        self,
+        chat_state: str,
+        parked: str,
+        entry: Entry,
+        group: str,
+        seq: int,
+        parked_count: str,
+        record: str | None = None,
     ) -> int:
         """May the chat's message ``seq`` go now? ``GATE_GO``, or ``GATE_GO_LEADING`` when later
         messages of the chat are parked behind it; ``GATE_DONE`` if it was settled before
         (acknowledge it, do not send); ``GATE_PARKED`` if an earlier message of the chat is
-        still under way: the entry is then acknowledged and waits in ``parked``."""
+        still under way: the entry is then acknowledged and waits in ``parked``. When it goes,
+        its status ``record`` (if given and still there) says ``sending``."""
 
     async def trim_older(self, stream: str, max_age_ms: int) -> None:
         """Delete entries older than ``max_age_ms``, for a stream that other consumer groups

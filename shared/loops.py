@@ -35,6 +35,7 @@ async def repeat(
     A failing step is logged with the loop's name, counted in ``errors`` and retried after a
     backoff that doubles up to ``BACKOFF_MAX`` while the failures go on.
     """
+    errors.labels(name)  # the series exists from the start, at 0 (alerts and tests read it)
     backoff = BACKOFF_FIRST
     while not stop.is_set():
         try:

@@ -27,6 +27,7 @@ from shared.broker import (
     Settle,
     unroute,
 )
+from shared.models import Status
 from shared.redis_broker import IDEMPOTENCY_TTL
 
 SWEEP_EVERY = 10_000
@@ -267,10 +268,19 @@ class MemoryBroker:
         return []  # consumers live in this process only: nobody else's name stays behind
 
     async def gate(
-        self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
+        self,
+        chat_state: str,
+        parked: str,
+        entry: Entry,
+        group: str,
+        seq: int,
+        parked_count: str,
+        record: str | None = None,
     ) -> int:
         state = self._chats.setdefault(chat_state, _Chat())
         if seq == state.cur + 1:
+            if record is not None and record in self._records:
+                self._records[record][0]["status"] = Status.SENDING.value
             return GATE_GO_LEADING if state.parked else GATE_GO
         if seq <= state.cur:
             return GATE_DONE

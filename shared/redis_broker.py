@@ -219,10 +219,18 @@ class RedisBroker:
         return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
 
     async def gate(
-        self, chat_state: str, parked: str, entry: Entry, group: str, seq: int, parked_count: str
+        self,
+        chat_state: str,
+        parked: str,
+        entry: Entry,
+        group: str,
+        seq: int,
+        parked_count: str,
+        record: str | None = None,
     ) -> int:
+        keys = [chat_state, parked, entry.stream, parked_count]
         verdict: int = await self._gate.call(
-            [chat_state, parked, entry.stream, parked_count],
+            keys if record is None else [*keys, record],
             [seq, group, entry.entry_id, entry.payload, ORDER_TTL],
         )
         return verdict

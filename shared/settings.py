@@ -7,15 +7,21 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Settings are read only under their documented names, exactly as written: neither a field's
+# own name (``bot_rate``) nor another spelling (``BOT_RATE``, ``floodgate_bot_rate``), so a
+# variable meant for another program in the same environment changes nothing here.
+ENV_CONFIG = SettingsConfigDict(extra="ignore", case_sensitive=True)
+
 
 def _env(name: str) -> AliasChoices:
-    return AliasChoices(name, name.lower())
+    """The one environment variable a setting is read from."""
+    return AliasChoices(name)
 
 
 class CommonSettings(BaseSettings):
     """Environment of every process; built once in ``main()`` and passed down."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ENV_CONFIG
 
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))

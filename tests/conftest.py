@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis as sync_redis
@@ -18,6 +20,9 @@ from shared.redis_broker import RedisBroker, connect
 from tests.procs import NAMESPACES
 
 REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE_URL = os.environ.get(
+    "FLOODGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,6 +45,23 @@ def _forget_process_namespaces() -> Iterator[None]:
 def redis_url() -> str:
     """The shared test Redis (``make test`` starts it if it is not running)."""
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The test PostgreSQL (``make test`` starts it and creates the database). A test that
+    needs it fails, never skips, when it is not there."""
+    parts = urlsplit(DATABASE_URL)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 2).close()
+    except OSError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {parts.hostname}:{parts.port} ({exc}): run"
+            " scripts/ensure-services.sh (make test does), which starts it, creates the"
+            " database, or names the command that installs it",
+            pytrace=False,
+        )
+    return DATABASE_URL
 
 
 @pytest.fixture

@@ -3,46 +3,44 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings import ENV_CONFIG, _env
 
 
 class IngestSettings(BaseSettings):
     """Limits of the public HTTP API."""
 
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = ENV_CONFIG
 
     max_body_bytes: int = Field(
-        1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_BODY_BYTES"), gt=0
+        1024 * 1024, validation_alias=_env("FLOODGATE_MAX_BODY_BYTES"), gt=0
     )
     webhook_secrets: str = Field(
         "",
-        validation_alias=AliasChoices("FLOODGATE_WEBHOOK_SECRETS"),
+        validation_alias=_env("FLOODGATE_WEBHOOK_SECRETS"),
         description="per-bot webhook secrets, '123=secret,...'; a bot without one uses a "
         "secret derived from its token (what `floodgate webhook set` registers)",
     )
     bot_usernames: str = Field(
         "",
-        validation_alias=AliasChoices("FLOODGATE_BOT_USERNAMES"),
+        validation_alias=_env("FLOODGATE_BOT_USERNAMES"),
         description="per-bot @usernames, '123=my_bot,...', to recognise mentions",
     )
     max_update_bytes: int = Field(
-        1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_UPDATE_BYTES"), gt=0
+        1024 * 1024, validation_alias=_env("FLOODGATE_MAX_UPDATE_BYTES"), gt=0
     )
     polling_bots: str = Field(
         "",
-        validation_alias=AliasChoices("FLOODGATE_POLLING_BOTS"),
+        validation_alias=_env("FLOODGATE_POLLING_BOTS"),
         description="bots that get their updates by getUpdates long polling instead of a "
         "webhook: 'all' or '123,456'",
     )
-    poll_timeout: float = Field(
-        25.0, validation_alias=AliasChoices("FLOODGATE_POLL_TIMEOUT"), gt=0, le=50
-    )
-    poll_lease_ms: int = Field(
-        30_000, validation_alias=AliasChoices("FLOODGATE_POLL_LEASE_MS"), gt=0
-    )
+    poll_timeout: float = Field(25.0, validation_alias=_env("FLOODGATE_POLL_TIMEOUT"), gt=0, le=50)
+    poll_lease_ms: int = Field(30_000, validation_alias=_env("FLOODGATE_POLL_LEASE_MS"), gt=0)
     webhook_port: int | None = Field(
         None,
-        validation_alias=AliasChoices("FLOODGATE_WEBHOOK_PORT"),
+        validation_alias=_env("FLOODGATE_WEBHOOK_PORT"),
         gt=0,
         lt=65536,
         description="when set, the webhook is served on this port alone, and only there",
@@ -52,11 +50,11 @@ class IngestSettings(BaseSettings):
         validation_alias=AliasChoices("FLOODGATE_WEBHOOK_HOST", "HOST"),
     )
     max_batch_body_bytes: int = Field(
-        16 * 1024 * 1024, validation_alias=AliasChoices("FLOODGATE_MAX_BATCH_BODY_BYTES"), gt=0
+        16 * 1024 * 1024, validation_alias=_env("FLOODGATE_MAX_BATCH_BODY_BYTES"), gt=0
     )
     max_send_at_horizon: float = Field(
         365 * 86400.0,
-        validation_alias=AliasChoices("FLOODGATE_MAX_SEND_AT_HORIZON"),
+        validation_alias=_env("FLOODGATE_MAX_SEND_AT_HORIZON"),
         gt=0,
         description="seconds ahead a send_at may lie at most",
     )

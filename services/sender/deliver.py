@@ -96,7 +96,13 @@ class Deliverer:
         priority = env.priority or Priority.NORMAL
         chat, parked = self._ctx.keys.order(env.bot_id, env.order_key, priority)
         turn = await self._ctx.broker.gate(
-            chat, parked, entry, SENDER_GROUP, env.seq, self._ctx.keys.parked_count
+            chat,
+            parked,
+            entry,
+            SENDER_GROUP,
+            env.seq,
+            self._ctx.keys.parked_count,
+            record=self._ctx.keys.record(env.id),
         )
         if turn in (GATE_GO, GATE_GO_LEADING):
             return None, turn == GATE_GO_LEADING

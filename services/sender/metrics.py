@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.models import Priority
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
 
 
@@ -102,3 +104,6 @@ class SenderMetrics:
             ["loop"],
             registry=registry,
         )
+        for priority in Priority:  # at 0 from the start, so a rate over them sees the first
+            self.sent.labels(priority.value)
+            self.retried.labels(priority.value)

@@ -1,6 +1,7 @@
 -- Keep a chat's messages in order: may message SEQ of this chat go now?
 -- KEYS: chat state (hash: seq, cur), parked set of the chat, the stream the entry came from,
--- the count of parked messages over all chats.
+-- the count of parked messages over all chats; optionally the message's status record, marked
+-- `sending` when the message goes (only if the record exists: it may have expired).
 -- ARGV: seq, consumer group, entry id, member to park (the payload), lifetime of the state (s).
 -- Returns 0: go (it is the chat's next); 3: go, and later messages of the chat are parked
 -- behind it; 1: done already (acknowledge, do not send);
@@ -9,6 +10,9 @@
 local seq = tonumber(ARGV[1])
 local cur = tonumber(redis.call('HGET', KEYS[1], 'cur') or '0')
 if seq == cur + 1 then
+  if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
+    redis.call('HSET', KEYS[5], 'status', 'sending')
+  end
   if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
   return 0
 end

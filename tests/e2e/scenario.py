@@ -8,9 +8,12 @@ import time
 from collections import Counter
 
 import aiohttp
+import orjson
 
 from floodgate.observe import Received, sandbox_stats
 from floodgate.workload import Workload
+from shared.keys import SENDER_GROUP, Keys
+from shared.redis_broker import connect
 
 SUBMIT_CHUNK = 200
 
@@ -69,9 +72,43 @@ async def wait_drained(
 
 
 def metric_sum(text: str, name: str) -> float:
-    """Sum of every sample of ``name`` (all label sets) in Prometheus text."""
+    """Sum of every sample of ``name`` (all label sets) in Prometheus text; a metric that is
+    not there at all fails the test (a renamed counter must not read as 0)."""
     pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", re.MULTILINE)
-    return sum(float(v) for v in pattern.findall(text))
+    samples = pattern.findall(text)
+    assert samples, f"no metric {name} in the scrape"
+    return sum(float(v) for v in samples)
+
+
+async def in_flight_at_kill(
+    session: aiohttp.ClientSession, sandbox_url: str, redis_url: str, namespace: str, consumer: str
+) -> set[str]:
+    """Tags of the messages a sender killed a moment ago had sent and not settled: its pending
+    entries in the send queues whose request the sandbox ("Telegram") has received. These,
+    and only these, may be sent a second time by whoever takes the entries over."""
+    client = connect(redis_url)
+    held: set[str] = set()
+    try:
+        for stream in Keys(namespace).send_streams:
+            pending = await client.xpending_range(
+                stream, SENDER_GROUP, "-", "+", 100_000, consumername=consumer
+            )
+            for item in pending:
+                entry = item["message_id"]
+                for _, fields in await client.xrange(stream, entry, entry):
+                    envelope = orjson.loads(fields[b"d"])
+                    parts = envelope.get("parts") or [envelope["params"].get("text", "")]
+                    held.update(str(part).split(" ", 1)[0] for part in parts)
+    finally:
+        await client.aclose()
+    received = Received()
+    await received.refresh(session, sandbox_url)
+    return held & {m.text.split(" ", 1)[0] for m in received.messages}
+
+
+def duplicates(received: Received) -> dict[str, int]:
+    """Tag -> how many times more than once the sandbox received it."""
+    return {tag: len(got) - 1 for tag, got in received.by_tag().items() if len(got) > 1}
 
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> str:

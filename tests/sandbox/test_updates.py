@@ -56,20 +56,25 @@ async def test_group_messages_and_replies(bot: BotClient) -> None:
     assert sent["chat"]["title"] == "Friends"
 
 
+async def _delivered_by(bot: BotClient) -> dict[str, int]:
+    return (await bot.control(f"updates?bot_id={BOT_ID}"))["delivered_by"]
+
+
 async def test_long_poll_waits_and_offset_confirms(bot: BotClient) -> None:
-    began = time.monotonic()
-    polling = asyncio.ensure_future(bot.call("getUpdates", timeout=5))
-    await asyncio.sleep(0.2)
+    polling = asyncio.ensure_future(bot.call("getUpdates", timeout=30))
+    await wait_for(lambda: bot.sandbox.state.updates(BOT_ID)._poll_generation == 1)
+    assert not polling.done(), "the poll waits for an update"
     await say(bot, "wake up")
     updates = (await polling).result
-    assert 0.15 < time.monotonic() - began < 2.0
     assert [u["message"]["text"] for u in updates] == ["wake up"]
     # Unconfirmed updates come again; an offset past them confirms them.
     await say(bot, "second")
     again = (await bot.call("getUpdates", offset=updates[0]["update_id"])).result
     assert [u["update_id"] for u in again] == [1, 2]
+    assert await _delivered_by(bot) == {"getUpdates": 0, "webhook": 0}, "none confirmed yet"
     assert (await bot.call("getUpdates", offset=3, timeout=0.2)).result == []
     assert (await bot.call("getWebhookInfo")).result["pending_update_count"] == 0
+    assert await _delivered_by(bot) == {"getUpdates": 2, "webhook": 0}
 
 
 async def test_poll_limit_negative_offset_and_empty_timeout(bot: BotClient) -> None:
@@ -84,8 +89,8 @@ async def test_poll_limit_negative_offset_and_empty_timeout(bot: BotClient) -> N
 
 
 async def test_a_newer_poll_ends_the_older_one(bot: BotClient) -> None:
-    older = asyncio.ensure_future(bot.call("getUpdates", timeout=5))
-    await asyncio.sleep(0.1)
+    older = asyncio.ensure_future(bot.call("getUpdates", timeout=30))
+    await wait_for(lambda: bot.sandbox.state.updates(BOT_ID)._poll_generation == 1)
     newer = asyncio.ensure_future(bot.call("getUpdates", timeout=0.2))
     conflict = await older
     assert conflict.status == 409
@@ -143,6 +148,7 @@ async def test_webhook_delivery_with_secret_retries_and_order(bot: BotClient, re
     assert {secret for secret, _ in hook.got} == {"s3cr3t_-X"}
     texts = [update["message"]["text"] for _, update in hook.got]
     assert texts == ["before the webhook", "one", "two", "three"]
+    assert await _delivered_by(bot) == {"getUpdates": 0, "webhook": 4}
     info = (await bot.call("getWebhookInfo")).result
     assert info["url"] == url
     assert info["pending_update_count"] == 0

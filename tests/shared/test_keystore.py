@@ -23,7 +23,7 @@ from shared.models import Priority
 from shared.postgres_keystore import PostgresKeyStore
 from shared.redis_key_rate import RedisKeyRate
 from shared.redis_keystore import RedisKeyStore
-from tests.shared.test_store import DATABASE_URL
+from tests.conftest import DATABASE_URL
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,8 +1,15 @@
-"""Property: whatever the arrival pattern, no window of any scope holds more than its limit."""
+"""Property: whatever the arrival pattern, no window of any scope holds more than its limit.
+
+The runs last several windows and report every token's call as over, so windows slide and the
+limiter must let old tokens go at the right moment: a limiter that keeps every token proves
+only "never more than the limit in total"; one that forgets tokens too early is caught
+(``test_the_check_catches_a_limiter_that_forgets_too_early``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.keys import Keys
-from shared.limiter import Grant, Limiter, Policy, is_private
+from shared.limiter import Grant, Limiter, Policy, Window, is_private
 from shared.memory_limiter import MemoryLimiter
 from shared.redis_broker import connect
 from shared.redis_limiter import RedisLimiter
@@ -26,24 +33,39 @@ CHATS = st.sampled_from([11, 12, -21])  # two private chats and a group
 TOGETHER = st.lists(CHATS, min_size=1, max_size=3)  # requests fired together
 arrivals = st.lists(
     st.tuples(
-        st.integers(min_value=0, max_value=6),  # ms to wait before the next request
+        st.integers(min_value=0, max_value=12),  # ms to wait before the next request
         st.integers(min_value=1, max_value=2),  # bot
         TOGETHER,
         st.booleans(),  # asked in one acquire_many call, else as concurrent acquire calls
+        st.integers(min_value=0, max_value=10),  # ms the call takes before it is reported sent
     ),
     min_size=5,
     max_size=30,
 )
+RUN_S = 0.3  # a pattern is repeated for six bot windows at least
+GROUP_POLICY = Policy(bot_rate=1000, chat_rate=2, group_rate=3, window_scale=0.005)
+GROUPS = st.lists(st.sampled_from([-21, -22]), min_size=1, max_size=3)
+GROUP_RUN_S = 1.0  # three group windows of 0.3 s
 
 
-def _violations(grants: list[tuple[float, int, int]], slack_s: float = SLACK_S) -> list[str]:
-    found = []
+def _scopes(grants: list[tuple[float, int, int]]) -> dict[tuple, list[float]]:
     scopes: dict[tuple, list[float]] = {}
     for at, bot, chat in grants:
         scopes.setdefault(("bot", bot), []).append(at)
         scopes.setdefault(("chat", bot, chat), []).append(at)
-    for scope, times in scopes.items():
-        window = POLICY.bot_window(scope[1]) if scope[0] == "bot" else POLICY.chat_window(scope[2])
+    return scopes
+
+
+def _window(scope: tuple, policy: Policy) -> Window:
+    return policy.bot_window(scope[1]) if scope[0] == "bot" else policy.chat_window(scope[2])
+
+
+def _violations(
+    grants: list[tuple[float, int, int]], slack_s: float = SLACK_S, policy: Policy = POLICY
+) -> list[str]:
+    found = []
+    for scope, times in _scopes(grants).items():
+        window = _window(scope, policy)
         span = window.ms / 1000 - slack_s
         times.sort()
         for i, start in enumerate(times):
@@ -65,15 +87,33 @@ async def _asked(
 
 
 async def _drive(
-    limiter: Limiter, pattern: list[tuple[int, int, list[int], bool]]
+    limiter: Limiter, pattern: list[tuple[int, int, list[int], bool, int]], run_s: float = RUN_S
 ) -> list[tuple[float, int, int]]:
+    """The pattern, repeated for ``run_s`` at least; each granted token's call reported over
+    after its length, so the token leaves the windows when it should. The grant times."""
     grants: list[tuple[float, int, int]] = []
-    for pause, bot, chats, in_one_call in pattern:
-        await asyncio.sleep(pause / 1000)
-        for chat, grant in await _asked(limiter, bot, chats, in_one_call):
-            if grant.granted:
-                grants.append((time.monotonic(), bot, chat))
+    calls: list[asyncio.Task[None]] = []
+
+    async def call(bot: int, chat: int, ticket: str, took_ms: int) -> None:
+        await asyncio.sleep(took_ms / 1000)
+        await limiter.sent(bot, chat, ticket)
+
+    began = time.monotonic()
+    while time.monotonic() - began < run_s:
+        for pause, bot, chats, in_one_call, took_ms in pattern:
+            await asyncio.sleep(pause / 1000)
+            for chat, grant in await _asked(limiter, bot, chats, in_one_call):
+                if grant.granted:
+                    grants.append((time.monotonic(), bot, chat))
+                    calls.append(asyncio.create_task(call(bot, chat, grant.ticket, took_ms)))
+    await asyncio.gather(*calls)
+    await limiter.flush()
     return grants
+
+
+def _slid(grants: list[tuple[float, int, int]], policy: Policy) -> bool:
+    """True when some scope was granted more than its limit over the run: its window slid."""
+    return any(len(t) > _window(s, policy).limit for s, t in _scopes(grants).items())
 
 
 def _run(
@@ -81,18 +121,26 @@ def _run(
     drive: Callable[[Limiter], Awaitable[list[tuple[float, int, int]]]],
     namespace: str,
     slack_s: float = SLACK_S,
+    policy: Policy = POLICY,
+    limiter_policy: Policy | None = None,
+    must_slide: bool = True,
 ) -> list[str]:
-    """Windows over their limit among the times ``drive`` reports, on one backend."""
+    """Windows over ``policy``'s limits among the times ``drive`` reports, on one backend whose
+    limiter runs ``limiter_policy`` (the same policy, unless a test breaks it on purpose)."""
 
     async def main() -> list[str]:
         client: redis.Redis | None = None
+        used = limiter_policy or policy
         if backend == "redis":
             client = connect(REDIS_URL)
-            limiter: Limiter = RedisLimiter(client, Keys(namespace), POLICY)
+            limiter: Limiter = RedisLimiter(client, Keys(namespace), used)
         else:
-            limiter = MemoryLimiter(POLICY)
+            limiter = MemoryLimiter(used)
         try:
-            return _violations(await drive(limiter), slack_s)
+            grants = await drive(limiter)
+            if must_slide:
+                assert _slid(grants, policy), "no window slid: the run proves only a total"
+            return _violations(grants, slack_s, policy)
         finally:
             if client is not None:
                 async for key in client.scan_iter(match=f"{namespace}:*"):
@@ -109,6 +157,42 @@ def _run(
 @given(pattern=arrivals)
 def test_no_window_exceeds_its_limit(backend: str, pattern, namespace: str) -> None:
     assert _run(backend, lambda limiter: _drive(limiter, pattern), namespace) == []
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pattern=st.lists(
+        st.tuples(st.integers(0, 40), st.just(1), GROUPS, st.booleans(), st.integers(0, 10)),
+        min_size=3,
+        max_size=10,
+    )
+)
+def test_no_group_window_exceeds_its_limit(backend: str, pattern, namespace: str) -> None:
+    """The same for groups, whose windows are 60 times a bot's: here 3 per 0.3 s."""
+    found = _run(
+        backend,
+        lambda limiter: _drive(limiter, pattern, GROUP_RUN_S),
+        namespace,
+        policy=GROUP_POLICY,
+    )
+    assert found == []
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+def test_the_check_catches_a_limiter_that_forgets_too_early(backend: str, namespace: str) -> None:
+    """A limiter whose windows are 40% short lets old tokens go too early: the check finds
+    windows over their limit (and finds none when the limiter keeps the right windows)."""
+    pattern = [(2, 1, [11, 12, -21], True, 1), (2, 1, [12, 11], False, 0)]
+    short = dataclasses.replace(POLICY, window_scale=SCALE * 0.6)
+
+    def drive(limiter: Limiter) -> Awaitable[list[tuple[float, int, int]]]:
+        return _drive(limiter, pattern)
+
+    assert _run(backend, drive, namespace, limiter_policy=short) != []
+    assert _run(backend, drive, namespace) == []
 
 
 def test_group_and_private_windows_differ() -> None:
@@ -165,5 +249,11 @@ def test_no_window_exceeds_its_limit_where_telegram_counts(
 ) -> None:
     """With no margin, calls of any length, and Telegram seeing each request at any moment
     between its grant and the end of its call: no window of arrivals exceeds its limit."""
-    found = _run(backend, lambda limiter: _drive_calls(limiter, pattern), namespace, slack_s=0.0)
+    found = _run(
+        backend,
+        lambda limiter: _drive_calls(limiter, pattern),
+        namespace,
+        slack_s=0.0,
+        must_slide=False,
+    )
     assert found == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,18 +14,14 @@ from shared.migrations import available, migrate
 
 pytestmark = pytest.mark.timeout(120)
 
-DATABASE_URL = os.environ.get(
-    "FLOODGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
 
 @pytest.fixture
-async def conn() -> AsyncIterator[asyncpg.Connection]:
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection working in a schema of this test's own, dropped afterwards."""
     schema = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(DATABASE_URL)
+    admin = await asyncpg.connect(database_url)
     await admin.execute(f"CREATE SCHEMA {schema}")
-    connection = await asyncpg.connect(DATABASE_URL, server_settings={"search_path": schema})
+    connection = await asyncpg.connect(database_url, server_settings={"search_path": schema})
     yield connection
     await connection.close()
     await admin.execute(f"DROP SCHEMA {schema} CASCADE")

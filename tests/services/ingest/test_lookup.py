@@ -15,17 +15,16 @@ from shared.context import build_context
 from shared.migrations import migrate
 from shared.settings import CommonSettings
 from tests.helpers import ADMIN_KEY, AUTH, TOKENS, free_port, serving
-from tests.shared.test_store import DATABASE_URL
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def database() -> AsyncIterator[str]:
+async def database(database_url: str) -> AsyncIterator[str]:
     name = f"fg_lookup_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(DATABASE_URL)
+    admin = await asyncpg.connect(database_url)
     await admin.execute(f"CREATE DATABASE {name}")
-    url = DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = database_url.rsplit("/", 1)[0] + f"/{name}"
     conn = await asyncpg.connect(url)
     await migrate(conn)
     await conn.execute("INSERT INTO bots (id) VALUES (111)")

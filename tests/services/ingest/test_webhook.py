@@ -22,7 +22,6 @@ from shared.migrations import migrate
 from shared.settings import CommonSettings
 from shared.webhooks import derived_secret
 from tests.helpers import ADMIN_KEY, AUTH, TOKENS, eventually, serving
-from tests.shared.test_store import DATABASE_URL
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -312,7 +311,7 @@ MENTION_AT_4 = {"type": "mention", "offset": 4, "length": 11}
 POST = {"message_id": 3, "date": 1, "chat": CHANNEL, "sender_chat": CHANNEL, "text": "news"}
 
 
-async def test_posted_updates_become_stored_rows(inbound) -> None:
+async def test_posted_updates_become_stored_rows(inbound, database_url: str) -> None:
     """The same payloads, through the recorder into PostgreSQL: one row per message update."""
     url, ctx = inbound
     updates = [
@@ -339,10 +338,10 @@ async def test_posted_updates_become_stored_rows(inbound) -> None:
     for update in updates:
         assert (await _post(url, update))[0] == 200
     schema = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(DATABASE_URL)
+    admin = await asyncpg.connect(database_url)
     await admin.execute(f"CREATE SCHEMA {schema}")
     pool = await asyncpg.create_pool(
-        DATABASE_URL, min_size=1, max_size=2, server_settings={"search_path": schema}
+        database_url, min_size=1, max_size=2, server_settings={"search_path": schema}
     )
     try:
         async with pool.acquire() as conn:

@@ -137,10 +137,14 @@ class Pipeline:
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` in Prometheus text whose labels include ``labels``."""
+    """Sum of the samples of ``name`` in Prometheus text whose labels include ``labels``. A
+    metric with no sample at all fails the test: a renamed or unregistered metric must not
+    read as 0."""
     total = 0.0
     pattern = re.compile(rf"^{re.escape(name)}(?:{{([^}}]*)}})? ([0-9.e+-]+)$", re.MULTILINE)
-    for label_text, value in pattern.findall(text):
+    samples = pattern.findall(text)
+    assert samples, f"no metric {name} in the scrape"
+    for label_text, value in samples:
         found = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(value)

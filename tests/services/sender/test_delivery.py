@@ -132,6 +132,20 @@ async def test_chat_action_reports_no_message_id(namespace) -> None:
         assert doc.get("telegram_message_id") is None, doc
 
 
+async def test_status_is_sending_while_its_call_is_under_way(backend, namespace) -> None:
+    """Telegram has the request and has not answered: the message is ``sending``."""
+    slow = SandboxConfig(latency_min_ms=4000, latency_max_ms=4000, limits_enabled=False)
+    async with running(backend, namespace, slow, TELEGRAM_TIMEOUT=20) as p:
+        ident = await p.submit({"bot_id": BOT, "chat_id": 47, "text": "slowly"})
+
+        async def arrived() -> bool:
+            return len(p.delivered(47)) >= 1
+
+        await eventually(arrived, 10, step=0.02)
+        assert (await p.status(ident))["status"] == "sending"
+        await p.wait_status(ident, "sent")
+
+
 async def test_5xx_is_retried_with_backoff_until_delivered(backend, namespace) -> None:
     faulty = SandboxConfig(fault_5xx_rate=1.0, limits_enabled=False)
     async with running(backend, namespace, faulty, **RETRY_FAST) as p:
@@ -141,7 +155,7 @@ async def test_5xx_is_retried_with_backoff_until_delivered(backend, namespace) -
             return p.sandbox.state.stats.server_errors >= 2
 
         await eventually(retried_twice, 5, step=0.02)
-        assert (await p.status(ident))["status"] in {"retrying", "sending", "scheduled"}
+        assert (await p.status(ident))["status"] in {"retrying", "sending"}
         assert p.delivered(46) == []
         p.sandbox.configure(fault_5xx_rate=0.0)
         doc = await p.wait_status(ident, "sent")

@@ -17,18 +17,17 @@ from shared.broker import Commit
 from shared.context import Context, build_context
 from shared.migrations import migrate
 from shared.settings import CommonSettings
-from tests.shared.test_store import DATABASE_URL
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def pool() -> AsyncIterator[asyncpg.Pool]:
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     schema = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(DATABASE_URL)
+    admin = await asyncpg.connect(database_url)
     await admin.execute(f"CREATE SCHEMA {schema}")
     pg = await asyncpg.create_pool(
-        DATABASE_URL, min_size=1, max_size=2, server_settings={"search_path": schema}
+        database_url, min_size=1, max_size=2, server_settings={"search_path": schema}
     )
     async with pg.acquire() as conn:
         await migrate(conn)

@@ -1,0 +1,77 @@
+"""Settings are read under their documented names only, and every one is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+from services.ingest.settings import IngestSettings
+from services.scheduler.settings import SchedulerSettings
+from services.sender.settings import SenderSettings
+from services.stats.settings import StatsSettings
+from shared.settings import CommonSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES: list[type[BaseSettings]] = [
+    CommonSettings,
+    IngestSettings,
+    SchedulerSettings,
+    SenderSettings,
+    StatsSettings,
+]
+
+
+def _names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> the environment variable it is read from."""
+    found = {}
+    for field_name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        assert isinstance(alias, AliasChoices), f"{cls.__name__}.{field_name} has no env name"
+        assert len(alias.choices) == 1, f"{cls.__name__}.{field_name}: {alias.choices}"
+        found[field_name] = str(alias.choices[0])
+    return found
+
+
+def _read_directly() -> set[str]:
+    """Variables the code reads with ``os.environ.get`` (the CLI's entry points)."""
+    names: set[str] = set()
+    for folder in ("floodgate", "services", "shared"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z_]+)"', path.read_text()))
+    return names
+
+
+def _documented() -> set[str]:
+    """Every variable named in a row of the README's configuration table."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z_]+)`", row)}
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    used = {name for cls in CLASSES for name in _names(cls).values()} | _read_directly()
+    assert {"PORT", "HOST", "FLOODGATE_STATS_URL", "FLOODGATE_CONSUMER"} <= used
+    assert sorted(used - _documented()) == []
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_only_the_documented_name_is_read(cls: type[BaseSettings], monkeypatch) -> None:
+    """A field's own name, its upper-case form and the documented name in lower case change
+    nothing (another program's ``BOT_RATE`` or ``batch`` in the same environment)."""
+    defaults = cls().model_dump()
+    for field_name, env_name in _names(cls).items():
+        for other in {field_name, field_name.upper(), env_name.lower()} - {env_name}:
+            monkeypatch.setenv(other, "7")
+    assert cls().model_dump() == defaults
+
+
+def test_the_documented_name_is_read(monkeypatch) -> None:
+    monkeypatch.setenv("FLOODGATE_BOT_RATE", "7")
+    monkeypatch.setenv("FLOODGATE_SENDER_BATCH", "7")
+    assert CommonSettings().bot_rate == 7
+    assert SenderSettings().batch == 7
