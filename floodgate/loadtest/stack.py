@@ -166,10 +166,15 @@ async def _forget_namespace(client: redis.Redis, namespace: str) -> None:
         await client.delete(*batch)
 
 
+def admin_key() -> str:
+    """``FLOODGATE_ADMIN_KEY`` if the operator set one, else a fresh key for this run."""
+    return os.environ.get("FLOODGATE_ADMIN_KEY") or secrets.token_urlsafe(ADMIN_KEY_BYTES)
+
+
 @contextlib.asynccontextmanager
 async def running(plan: Plan, opts: Options) -> AsyncIterator[Stack]:
     """Start the sandbox and the pipeline, wait until they answer, register the webhooks."""
-    key = os.environ.get("FLOODGATE_ADMIN_KEY") or secrets.token_urlsafe(ADMIN_KEY_BYTES)
+    key = admin_key()
     sandbox = Child("sandbox", ["sandbox", "--seed", str(opts.seed)], {}, opts.log_dir)
     env = pipeline_env(plan, sandbox.url, opts, key)
     make = _on_redis(env, sandbox, key, opts) if opts.redis_url else _embedded(env, sandbox, key)
