@@ -70,9 +70,23 @@ def _time_axis(ax: Axes, marks: Marks, title: str, ylabel: str) -> None:
         )
 
 
-def _legend(ax: Axes, **kwargs: Any) -> None:
-    """Outside the plot on the right, so it never hides data and every plot is as wide."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, **kwargs)
+def _legend(fig: Figure, *axes: Axes) -> None:
+    """One row under the plot, so it never hides data and every plot is as wide."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes:
+        h, lab = ax.get_legend_handles_labels()
+        for handle, label in zip(h, lab, strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(len(labels), 9),
+        frameon=False,
+    )
 
 
 def throughput_plot(series: dict[str, list[int]], bot_limit: float, marks: Marks) -> str:
@@ -90,7 +104,7 @@ def throughput_plot(series: dict[str, list[int]], bot_limit: float, marks: Marks
     )
     _time_axis(ax, marks, "Deliveries per second by priority (all bots)", "messages / s")
     ax.set_ylim(bottom=0)
-    _legend(ax, title="priority")
+    _legend(fig, ax)
     return to_svg(fig)
 
 
@@ -104,7 +118,7 @@ def busiest_bot_plot(busiest: list[int], bot_limit: float, marks: Marks) -> str:
         ax, marks, "Busiest bot's deliveries per second vs Telegram's limit per bot", "messages / s"
     )
     ax.set_ylim(0, max([bot_limit, *busiest]) * 1.25)
-    _legend(ax)
+    _legend(fig, ax)
     return to_svg(fig)
 
 
@@ -121,7 +135,7 @@ def latency_plot(
         ax, marks, "Latency by priority (request to ingest → Telegram received it)", "seconds"
     )
     ax.set_ylim(bottom=0)
-    _legend(ax)
+    _legend(fig, ax)
     return to_svg(fig)
 
 
@@ -137,7 +151,7 @@ def queue_plot(samples: list[Sample], marks: Marks) -> str:
             ax.plot(ts, ys, color=color, linewidth=1.2, label=name)
     _time_axis(ax, marks, "Queue depth (accepted, not yet sent or dead)", "messages")
     ax.set_ylim(bottom=0)
-    _legend(ax)
+    _legend(fig, ax)
     return to_svg(fig)
 
 
@@ -157,7 +171,7 @@ def resources_plot(samples: list[Sample], marks: Marks) -> str:
     _time_axis(mem_ax, marks, "Memory by process (RSS)", "MB")
     cpu_ax.set_ylim(bottom=0)
     mem_ax.set_ylim(bottom=0)
-    _legend(mem_ax)
+    _legend(fig, mem_ax)
     return to_svg(fig)
 
 
@@ -187,13 +201,5 @@ def answers_plot(answers: list[tuple[float, float]], samples: list[Sample], mark
     ax.set_ylim(0, max([1.0, *[y for y in ys if not math.isnan(y)]]) * 1.2)
     ax.set_zorder(backlog.get_zorder() + 1)
     ax.patch.set_visible(False)
-    handles = ax.get_legend_handles_labels()
-    more = backlog.get_legend_handles_labels()
-    backlog.legend(
-        handles[0] + more[0],
-        handles[1] + more[1],
-        loc="upper left",
-        bbox_to_anchor=(1.07, 1.0),
-        frameon=False,
-    )
+    _legend(fig, ax, backlog)
     return to_svg(fig)

@@ -32,7 +32,7 @@ table{border-collapse:collapse;margin:8px 0}td,th{padding:4px 12px;border-bottom
 text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 .pass{color:#fff;background:#2e7d32;font-weight:600;border-radius:3px;padding:1px 8px}
 .fail{color:#fff;background:#c62828;font-weight:600;border-radius:3px;padding:1px 8px}
-.grid{display:flex;gap:32px;flex-wrap:wrap;align-items:flex-start}
+.grid{display:flex;gap:28px;flex-wrap:wrap;align-items:flex-start}
 figure{margin:12px 0 20px}figure svg{width:100%;height:auto}
 figcaption{color:#555;font-size:12.5px;margin-top:2px}
 """
@@ -171,9 +171,9 @@ def render(run: Run, summary: dict[str, Any]) -> str:
         f"<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>floodgate load test {html.escape(when)}</title><style>{CSS}</style></head>"
         f"<body><h1>floodgate load test</h1><div class=sub>{sub}</div>"
-        f"<div class=grid><div><h2>Verdicts</h2>{verdict_table(summary)}</div>"
-        f"<div><h2>Figures</h2>{figures_table(summary)}</div></div>"
-        f"<div class=grid><div><h2>Latency by priority</h2>{latency_table(summary)}</div>"
+        f"<h2>Verdicts</h2>{verdict_table(summary)}"
+        f"<div class=grid><div><h2>Figures</h2>{figures_table(summary)}</div>"
+        f"<div><h2>Latency by priority</h2>{latency_table(summary)}</div>"
         f"<div><h2>Processes</h2>{process_table(summary)}</div></div>"
         f"<h2>Over time</h2>{''.join(plot_sections(run))}</body></html>"
     )
