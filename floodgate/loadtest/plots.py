@@ -175,18 +175,18 @@ def resources_plot(samples: list[Sample], marks: Marks) -> str:
     return to_svg(fig)
 
 
-def answers_plot(answers: list[tuple[float, float]], samples: list[Sample], marks: Marks) -> str:
+def answers_plot(answers: list[tuple[float, float]], low_backlog: list[int], marks: Marks) -> str:
     """How long a mention waited for its answer, against the low-priority backlog."""
     fig = _figure()
     ax = fig.subplots()
     backlog = ax.twinx()
     backlog.fill_between(
-        [s.t for s in samples],
-        [s.queues["low"] for s in samples],
+        range(len(low_backlog)),
+        low_backlog,
         step="post",
         color=COLORS["low"],
-        alpha=0.2,
-        label="broadcast backlog (low queue)",
+        alpha=0.25,
+        label="broadcast backlog: low priority accepted, not yet delivered",
     )
     backlog.set_ylabel("low-priority messages queued")
     backlog.set_ylim(bottom=0)

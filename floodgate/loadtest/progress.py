@@ -57,7 +57,9 @@ class Progress:
     def table(self, sample: Sample, phase: str) -> Table:
         """The live view."""
         left = max(0.0, self.duration - sample.t)
-        table = Table(title=f"floodgate loadtest · {phase}", title_justify="left")
+        table = Table(
+            title=f"floodgate loadtest · {phase}", title_justify="left", show_header=False
+        )
         table.add_column("")
         table.add_column("", justify="right")
         a, q = sample.accepted, sample.queues

@@ -14,6 +14,7 @@ from floodgate.loadtest import plots
 from floodgate.loadtest.series import (
     PRIORITIES,
     answer_latencies,
+    backlog,
     busiest_bot,
     latency_window,
     latency_windows,
@@ -77,6 +78,8 @@ def figures_table(summary: dict[str, Any]) -> str:
         ["throughput, first request to last delivery", f"{summary['throughput_per_s']} msg/s"],
         ["best second", f"{summary['peak_throughput_per_s']:g} msg/s"],
         ["peak queue depth", summary["peak_queue_depth"]["total"]],
+        ["users' messages to the bots", summary["users_said"]],
+        ["sends over a limit (sandbox)", summary["telegram_answers"].get("limit_violations", 0)],
         ["mentions answered", f"{answers['n']} of {answers['asked']}"],
         ["answer latency p50 / p99", f"{answers['p50']} / {answers['p99']} s"],
     ]
@@ -108,6 +111,23 @@ def _figure(plot_id: str, svg: str, caption: str) -> str:
     )
 
 
+CAPTIONS = {
+    "throughput": "Messages Telegram received in each second, by the priority floodgate gave them.",
+    "busiest-bot": "In each second, the deliveries of the bot that had the most; floodgate must "
+    "stay at or under the dashed line.",
+    "latency": "p50 (solid) and p99 (dashed) in windows of {window} s, by the time Telegram "
+    "received the messages.",
+    "queues": "From GET /queue/stats every second: the send queues by priority, messages "
+    "deferred to their chat's window, retries, and messages parked behind an earlier one of "
+    "their chat.",
+    "resources": "From /proc every second for the processes this run started, and Redis's INFO "
+    "(a shared Redis counts every client's work).",
+    "answers": "Each dot is one user's message that mentioned a bot or replied to it, at the "
+    "time the user wrote it, and how long the application's answer (high priority) took to "
+    "reach the chat; the shaded area is the low-priority backlog.",
+}
+
+
 def plot_sections(run: Run) -> list[str]:
     """Every plot of the report, in order, as ``<figure>`` elements."""
     seconds = int(max([run.duration, *[d.t for d in run.done], *[s.t for s in run.samples]])) + 1
@@ -115,46 +135,17 @@ def plot_sections(run: Run) -> list[str]:
     limit = float(run.config["bot_rate"])
     mids, lat = latency_windows(run.done, seconds)
     answers = answer_latencies(run.ledger, run.done, run.started_wall)
-    by_prio = per_second(run.done, seconds)
-    return [
-        _figure(
-            "throughput",
-            plots.throughput_plot(by_prio, limit, marks),
-            "Messages Telegram received in each second, by the priority floodgate gave them.",
-        ),
-        _figure(
-            "busiest-bot",
-            plots.busiest_bot_plot(busiest_bot(run.done, seconds), limit, marks),
-            "In each second, the deliveries of the bot that had the most; "
-            "floodgate must stay at or under the dashed line.",
-        ),
-        _figure(
-            "latency",
-            plots.latency_plot(mids, lat, marks),
-            f"p50 (solid) and p99 (dashed) in windows of {latency_window(seconds)} s, by the time "
-            "Telegram received the messages.",
-        ),
-        _figure(
-            "queues",
-            plots.queue_plot(run.samples, marks),
-            "From GET /queue/stats every second: the send queues by priority, messages "
-            "deferred to their chat's window, retries, and messages parked behind an "
-            "earlier one of their chat.",
-        ),
-        _figure(
-            "resources",
-            plots.resources_plot(run.samples, marks),
-            "From /proc every second for the processes this run started, and Redis's "
-            "INFO (a shared Redis counts every client's work).",
-        ),
-        _figure(
-            "answers",
-            plots.answers_plot(answers, run.samples, marks),
-            "Each dot is one user's message that mentioned a bot or replied to it, at the "
-            "time the user wrote it, and how long the application's answer took to reach "
-            "the chat; the shaded area is the low-priority backlog.",
-        ),
-    ]
+    low = backlog(run.ledger, run.done, run.started_wall, seconds)
+    svgs = {
+        "throughput": plots.throughput_plot(per_second(run.done, seconds), limit, marks),
+        "busiest-bot": plots.busiest_bot_plot(busiest_bot(run.done, seconds), limit, marks),
+        "latency": plots.latency_plot(mids, lat, marks),
+        "queues": plots.queue_plot(run.samples, marks),
+        "resources": plots.resources_plot(run.samples, marks),
+        "answers": plots.answers_plot(answers, low, marks),
+    }
+    window = latency_window(seconds)
+    return [_figure(i, svgs[i], CAPTIONS[i].format(window=window)) for i in PLOT_IDS]
 
 
 def render(run: Run, summary: dict[str, Any]) -> str:

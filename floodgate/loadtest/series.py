@@ -95,3 +95,19 @@ def answer_latencies(
         for d in done
         if d.tag.startswith(ANSWER_PREFIX) and d.tag in ledger.said_at
     ]
+
+
+def backlog(ledger: Ledger, done: list[Delivered], started_wall: float, seconds: int) -> list[int]:
+    """Low-priority messages accepted and not yet delivered, at the end of each second."""
+    change = [0] * (seconds + 1)
+    for tag, priority in ledger.priority.items():
+        if priority == "low":
+            change[min(seconds, max(0, int(ledger.requested_at[tag] - started_wall)))] += 1
+    for d in done:
+        if d.priority == "low":
+            change[min(seconds, max(0, int(d.t)))] -= 1
+    level, out = 0, []
+    for delta in change[:seconds]:
+        level += delta
+        out.append(level)
+    return out
