@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
 
     keys_arguments(keys)
 
+    loadtest = sub.add_parser(
+        "loadtest",
+        help="a seeded day of traffic against the sandbox at Telegram's limits; "
+        "writes summary.json and report.html",
+    )
+    from floodgate.loadtest.command import add_arguments as loadtest_arguments  # noqa: PLC0415
+
+    loadtest_arguments(loadtest)
+
     db = sub.add_parser("db", help="the PostgreSQL message store (DATABASE_URL)")
     db.add_argument("action", choices=["migrate"], help="apply the SQL migrations not yet applied")
     return parser
@@ -109,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from floodgate.keys_cli import main as run_keys  # noqa: PLC0415
 
             return run_keys(args)
+        case "loadtest":
+            from floodgate.loadtest.command import main as run_loadtest  # noqa: PLC0415
+
+            return run_loadtest(args)
         case "webhook":
             from floodgate.webhook_cli import main as run_webhook  # noqa: PLC0415
 

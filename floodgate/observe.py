@@ -18,6 +18,7 @@ class Delivery:
     bot_id: int
     chat_id: int
     text: str
+    message_id: int | None = None
 
 
 @dataclass
@@ -36,7 +37,14 @@ class Received:
             batch: list[dict[str, Any]] = doc["messages"]
             for m in batch:
                 self.messages.append(
-                    Delivery(m["seq"], m["ts"], m["bot_id"], m["chat_id"], m.get("text") or "")
+                    Delivery(
+                        m["seq"],
+                        m["ts"],
+                        m["bot_id"],
+                        m["chat_id"],
+                        m.get("text") or "",
+                        m.get("message_id"),
+                    )
                 )
                 self.last_seq = max(self.last_seq, m["seq"])
             if len(batch) < 5000:
