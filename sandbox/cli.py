@@ -16,7 +16,7 @@ from sandbox.server import start_sandbox
 
 log = logging.getLogger("sandbox")
 
-DEFAULT_PORT = 8090  # clear of the services (ingest 8080, scheduler 8081, sender 8082, stats 8083)
+DEFAULT_PORT = 8081  # as documented; on one host with a scheduler, give one of them --port
 # argparse destination -> config field, for the options that map one to one.
 _DIRECT = {
     "seed": "seed",

@@ -27,7 +27,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_defaults() -> None:
     args = parse()
-    assert (args.host, args.port) == ("127.0.0.1", 8090)
+    assert (args.host, args.port) == ("127.0.0.1", 8081)
     config = config_from_args(args)
     assert config.limits_enabled
     assert (config.bot_rate, config.chat_rate, config.group_rate) == (30, 1, 20)
