@@ -20,7 +20,7 @@ log = logging.getLogger("floodgate.auth")
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 
-OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/webhook/telegram/{bot_id}"})
+OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/webhook/telegram/{bot_id}", "/openapi.json"})
 ANYONE = frozenset(Role)
 SENDERS = frozenset({Role.PRODUCER, Role.ADMIN})
 READERS = frozenset({Role.VIEWER, Role.ADMIN})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from shared.settings import ENV_CONFIG, _env
@@ -47,7 +47,7 @@ class IngestSettings(BaseSettings):
     )
     webhook_host: str = Field(
         "0.0.0.0",  # noqa: S104 - the webhook listens on the pod IP, like the API
-        validation_alias=AliasChoices("FLOODGATE_WEBHOOK_HOST", "HOST"),
+        validation_alias=_env("FLOODGATE_WEBHOOK_HOST"),
     )
     max_batch_body_bytes: int = Field(
         16 * 1024 * 1024, validation_alias=_env("FLOODGATE_MAX_BATCH_BODY_BYTES"), gt=0

@@ -16,7 +16,7 @@ from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order, sandbox_stats
 from floodgate.workload import Planned, Workload
 from tests.e2e.scenario import metric_sum, scrape, submit, wait_drained
-from tests.helpers import eventually
+from tests.helpers import AUTH, eventually
 from tests.procs import Proc, RedisServer, floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -95,7 +95,7 @@ async def test_mass_claim_through_a_small_pool_is_no_outage(redis_url: str) -> N
     try:
         for proc in [sandbox, stuck, *procs]:
             await proc.wait_healthy()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit(session, ingest.url, work)
 
             async def victim_holds_all() -> bool:
@@ -151,7 +151,7 @@ async def test_redis_killed_mid_broadcast_and_restarted_from_its_aof() -> None:
     try:
         for proc in [sandbox, *procs, *senders]:
             await proc.wait_healthy()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             began = time.monotonic()
             await submit(session, ingest.url, work)
             received = Received()

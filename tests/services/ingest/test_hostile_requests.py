@@ -17,7 +17,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.webhook import SECRET_HEADER
 from shared.context import Context, build_context
 from shared.settings import CommonSettings
-from tests.helpers import TOKENS, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,6 +76,7 @@ REFUSED = [
 @pytest.fixture(params=["redis", "memory"])
 async def api(request, redis_url, namespace, redis_client) -> AsyncIterator[tuple[str, Context]]:
     settings = CommonSettings(
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
         REDIS_URL=redis_url if request.param == "redis" else None,
         FLOODGATE_NAMESPACE=namespace,
         FLOODGATE_BOTS=",".join(TOKENS.values()),
@@ -87,7 +88,7 @@ async def api(request, redis_url, namespace, redis_client) -> AsyncIterator[tupl
 
 
 async def _call(method: str, url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as s, s.request(method, url, **kwargs) as resp:
+    async with aiohttp.ClientSession(headers=AUTH) as s, s.request(method, url, **kwargs) as resp:
         assert resp.content_type == "application/json", await resp.text()
         return resp.status, await resp.json()
 
@@ -154,7 +155,10 @@ async def test_send_at_as_unix_seconds_is_read_as_seconds(api) -> None:
 
 async def test_send_at_horizon_is_configurable(redis_url, namespace, redis_client) -> None:
     settings = CommonSettings(
-        REDIS_URL=redis_url, FLOODGATE_NAMESPACE=namespace, FLOODGATE_BOTS=TOKENS[111]
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        REDIS_URL=redis_url,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=TOKENS[111],
     )
     ctx = build_context(settings, allow_memory=False)
     ingest = IngestSettings(FLOODGATE_MAX_SEND_AT_HORIZON=60)
@@ -168,8 +172,8 @@ async def test_send_at_horizon_is_configurable(redis_url, namespace, redis_clien
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("POST", "/webhook/telegram/%C2%B2", 404),
-        ("POST", "/webhook/telegram/-1", 404),
+        ("POST", "/webhook/telegram/%C2%B2", 401),
+        ("POST", "/webhook/telegram/-1", 401),
         ("GET", "/v1/messages/%00%7C%7B", 404),
         ("GET", "/no/such/route", 404),
         ("DELETE", "/v1/messages", 405),
@@ -206,7 +210,10 @@ async def test_record_of_a_message_far_ahead_outlives_its_send_at(
 ) -> None:
     """A record must not expire while its message still waits for its time."""
     settings = CommonSettings(
-        REDIS_URL=redis_url, FLOODGATE_NAMESPACE=namespace, FLOODGATE_BOTS=TOKENS[111]
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        REDIS_URL=redis_url,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=TOKENS[111],
     )
     ctx = build_context(settings, allow_memory=False)
     async with serving(ctx, [IngestService(ctx, IngestSettings())]) as url:

@@ -16,7 +16,7 @@ from services.ingest.webhook import SECRET_HEADER
 from shared.context import Context, build_context
 from shared.settings import CommonSettings
 from shared.webhooks import derived_secret
-from tests.helpers import TOKENS, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,6 +28,7 @@ async def _ingest(
     redis_url: str, namespace: str, **env: object
 ) -> AsyncIterator[tuple[str, Context]]:
     settings = CommonSettings(
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
         REDIS_URL=redis_url,
         FLOODGATE_NAMESPACE=namespace,
         FLOODGATE_BOTS=",".join(TOKENS.values()),
@@ -59,6 +60,7 @@ async def _raw(url: str, parts: list[bytes], pause: float = 0.3) -> bytes:
 def _request(path: str, body: bytes, extra: str = "") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {ADMIN_KEY}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
     ).encode() + body
 
@@ -106,7 +108,7 @@ async def test_batch_of_750_kilobytes_is_read_whole(redis_url, namespace, redis_
         body = orjson.dumps({"messages": messages})
         assert len(body) > 750_000
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(headers=AUTH) as s,
             s.post(
                 f"{url}/v1/messages/batch", data=body, headers={"Content-Type": "application/json"}
             ) as resp,
@@ -154,7 +156,7 @@ async def test_chunked_body_is_read_whole_and_limited(redis_url, namespace, redi
             for start in range(0, len(data), size):
                 yield data[start : start + size]
 
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession(headers=AUTH) as s:
             async with s.post(f"{url}/v1/messages", data=pieces(body, 1000)) as resp:
                 assert resp.status == 202, await resp.text()
             huge = b'{"text": "' + b"x" * (2 * 1024 * 1024) + b'"}'

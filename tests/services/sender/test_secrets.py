@@ -16,7 +16,7 @@ from shared.context import build_context
 from shared.logs import JsonFormatter
 from shared.redact import redact
 from shared.settings import CommonSettings
-from tests.helpers import free_port
+from tests.helpers import ADMIN_KEY, free_port
 from tests.services.sender.harness import FAST_TELEGRAM, serving_pipeline
 
 pytestmark = pytest.mark.timeout(60)
@@ -119,6 +119,7 @@ def test_redaction_matches_what_the_token_parser_accepts() -> None:
 
 async def test_echoed_tokens_stay_inside(redis_url, namespace, redis_client) -> None:
     settings = CommonSettings(
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
         REDIS_URL=redis_url,
         FLOODGATE_NAMESPACE=namespace,
         FLOODGATE_BOTS=",".join(TOKENS.values()),
