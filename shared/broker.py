@@ -173,9 +173,13 @@ class Broker(Protocol):
     ) -> list[Entry]:
         """Take over entries other consumers left unacknowledged for ``min_idle_ms``."""
 
-    async def touch(self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]) -> None:
+    async def touch(
+        self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]
+    ) -> set[str]:
         """Reset the idle time of entries this consumer still works on, so no other consumer
-        claims them while they wait their turn here (the delivery counters do not move)."""
+        claims them while they wait their turn here (the delivery counters do not move).
+        Returns the ids no longer pending to this consumer: claimed by another while this one
+        was frozen, or gone. Those are never taken back; the caller must drop them."""
 
     async def commit(self, commit: Commit) -> dict[str, str]:
         """Apply ``commit`` atomically; return {message id: existing id} for taken keys."""

@@ -195,13 +195,20 @@ class MemoryBroker:
             )
         return claimed
 
-    async def touch(self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]) -> None:
+    async def touch(
+        self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]
+    ) -> set[str]:
         grp = self._stream(stream).groups.get(group)
         if grp is None:
-            return
+            return set(entry_ids)
+        lost = set()
         for entry_id in entry_ids:
-            if entry_id in grp.pending:
+            held = grp.pending.get(entry_id)
+            if held is not None and held[0] == consumer:
                 grp.pending[entry_id] = (consumer, time.monotonic())
+            else:
+                lost.add(entry_id)
+        return lost
 
     async def commit(self, commit: Commit) -> dict[str, str]:
         if commit.once and self._claim_keys([(commit.once, "applied")]):

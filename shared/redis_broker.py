@@ -99,6 +99,7 @@ class RedisBroker:
         self._gate = ScriptBatcher(client, lua("gate"))
         self._lease = client.register_script(lua("lease"))
         self._forget = client.register_script(lua("forget"))
+        self._touch = client.register_script(lua("touch"))
 
     @property
     def client(self) -> redis.Redis:
@@ -205,9 +206,18 @@ class RedisBroker:
         return [replace(e, deliveries=counts.get(e.entry_id, e.deliveries)) for e in entries]
 
     @_unavailable
-    async def touch(self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]) -> None:
-        if entry_ids:
-            await self._redis.xclaim(stream, group, consumer, 0, list(entry_ids), justid=True)
+    async def touch(
+        self, stream: str, group: str, consumer: str, entry_ids: Sequence[str]
+    ) -> set[str]:
+        if not entry_ids:
+            return set()
+        try:
+            lost = await self._touch(keys=[stream], args=[group, consumer, *entry_ids])
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return set(entry_ids)
+        return {i.decode() if isinstance(i, bytes) else str(i) for i in lost}
 
     @_unavailable
     async def commit(self, commit: Commit) -> dict[str, str]:

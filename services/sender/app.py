@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Sequence
 
 import orjson
@@ -51,6 +52,11 @@ class SenderService:
             ctx.settings.telegram_timeout, ctx.settings.telegram_rate_limit_wait
         )
         self._held: dict[str, set[str]] = {}
+        # Entries another sender claimed while this one was frozen: dropped, never sent here.
+        self._lost: set[tuple[str, str]] = set()
+        # When the last full heartbeat round began; until half the claim idle time after it,
+        # no other sender can have claimed an entry this one holds.
+        self._touched_at = time.monotonic()
         self._room = asyncio.Event()
         self._recovered = False
         self._reads = itertools.count()
@@ -90,6 +96,7 @@ class SenderService:
                 limiter,
                 self._settings.max_deliveries,
                 self._settings.concurrency,
+                self._still_mine,
             )
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -214,16 +221,50 @@ class SenderService:
             if entry.entry_id in held:
                 continue
             held.add(entry.entry_id)
+            self._lost.discard((entry.stream, entry.entry_id))
             self._lanes.submit(self._tg, _lane_key(entry), entry)
         self._metrics.inflight.set(self._inflight)
 
     async def _heartbeat(self) -> bool:
-        """Keep the entries this process holds from looking abandoned to the other senders."""
-        ctx = self._ctx
+        """Keep the entries this process holds from looking abandoned to the other senders,
+        and learn which of them another sender claimed while this one was frozen."""
+        ctx, began = self._ctx, time.monotonic()
         for stream, ids in list(self._held.items()):
             if ids:
-                await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, list(ids))
+                lost = await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, list(ids))
+                self._mark_lost(stream, lost)
+        self._touched_at = began
         return False
+
+    def _mark_lost(self, stream: str, ids: set[str]) -> None:
+        fresh = {(stream, i) for i in ids if i in self._held.get(stream, ())} - self._lost
+        if fresh:
+            log.warning(
+                "entries claimed by another sender while this one was frozen; dropping them",
+                extra={"count": len(fresh)},
+            )
+            self._lost |= fresh
+
+    async def _still_mine(self, entry: Entry) -> bool:
+        """Whether this sender still owns ``entry``: known without asking Redis while the last
+        heartbeat is recent, else asked (and the entry touched if it is still ours)."""
+        key = (entry.stream, entry.entry_id)
+        if key in self._lost:
+            return False
+        if (time.monotonic() - self._touched_at) * 1000 < self._claim_idle / 2:
+            return True
+        ctx = self._ctx
+        lost = await ctx.broker.touch(entry.stream, SENDER_GROUP, ctx.consumer, [entry.entry_id])
+        self._mark_lost(entry.stream, lost)
+        return key not in self._lost
+
+    def _drop(self, entry: Entry) -> None:
+        """Forget an entry another sender owns now, without writing anything for it."""
+        self._held.get(entry.stream, set()).discard(entry.entry_id)
+        self._lost.discard((entry.stream, entry.entry_id))
+        self._metrics.lost.inc()
+        self._metrics.inflight.set(self._inflight)
+        self._room.set()
 
     async def _handle(self, entry: Entry) -> None:
         """Deliver one entry, riding out a Redis outage in place so the chat's order holds; an
@@ -255,10 +296,19 @@ class SenderService:
                 )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+        if decision.verdict is Verdict.LOST:
+            log.info(
+                "entry claimed by another sender; not sent here", extra={"entry_id": entry.entry_id}
+            )
+            self._drop(entry)
+            return
         self._committer.put(decision)
 
     def _hand_back(self, entry: Entry) -> None:
         """Return an entry not yet started at shutdown to its queue for another sender."""
+        if (entry.stream, entry.entry_id) in self._lost:
+            self._drop(entry)
+            return
         try:
             env = Envelope.loads(entry.payload)
         except ValueError:

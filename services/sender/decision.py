@@ -23,6 +23,7 @@ class Verdict(enum.Enum):
     DEAD = "dead"
     HAND_BACK = "hand_back"
     PARKED = "parked"
+    LOST = "lost"  # claimed by another sender meanwhile: nothing to write, the entry is theirs
 
 
 # Verdicts after which the message's chat may go on with its next message.
@@ -57,7 +58,7 @@ def apply(
     """Add what ``decision`` writes to a batch: the status record, and the commit's changes;
     with ``events``, a sent or dead message is also announced for the message store."""
     env, now, verdict = decision.envelope, f"{time.time():.3f}", decision.verdict
-    if verdict is Verdict.PARKED:
+    if verdict in (Verdict.PARKED, Verdict.LOST):
         return
     commit.acks.append((decision.entry.stream, decision.entry.entry_id))
     if verdict in SETTLING and env.seq is not None:

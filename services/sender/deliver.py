@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,6 +42,7 @@ class Deliverer:
         limiter: Limiter,
         max_deliveries: int,
         concurrency: int,
+        still_mine: Callable[[Entry], Awaitable[bool]],
     ) -> None:
         self._calls = asyncio.Semaphore(concurrency)
         self._limiter = limiter
@@ -49,6 +51,7 @@ class Deliverer:
         self._client = client
         self._metrics = metrics
         self._pacer = pacer
+        self._still_mine = still_mine
 
     async def deliver(self, entry: Entry) -> Decision:
         """Send what is left of the entry's message; ``BrokerUnavailable`` if Redis is away."""
@@ -58,6 +61,8 @@ class Deliverer:
             return _unreadable(entry, f"unreadable entry: {exc}")
         if entry.seq is not None:
             env.seq = entry.seq
+        if not await self._still_mine(entry):
+            return Decision(entry, env, Verdict.LOST)
         # Only the chat's next message may settle it, dead or sent: a later one dead-lettered
         # first would move the chat's cursor past an earlier one still deferred.
         turn, leading = await self._gate(entry, env)
@@ -135,6 +140,10 @@ class Deliverer:
             # retried, and sent twice if the queued request went out after all.
             try:
                 async with self._calls:
+                    # Waiting for the token and the slot may have outlasted the claim idle
+                    # time (this process frozen meanwhile): another sender may own it now.
+                    if not await self._still_mine(entry):
+                        return Decision(entry, env, Verdict.LOST)
                     started = time.perf_counter()
                     result = await self._client.call(token, env.method, _params(env))
                     self._metrics.api_seconds.observe(time.perf_counter() - started)

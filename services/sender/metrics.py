@@ -98,6 +98,12 @@ class SenderMetrics:
             "Entries taken over from a silent sender or re-read after a restart.",
             registry=registry,
         )
+        self.lost = Counter(
+            "floodgate_sender_lost_total",
+            "Entries dropped unsent because another sender claimed them while this one was "
+            "frozen (stopped, swapped out, starved of CPU) past the claim idle time.",
+            registry=registry,
+        )
         self.errors = Counter(
             "floodgate_sender_loop_errors_total",
             "Errors caught in the sender's loops, by loop.",

@@ -95,6 +95,31 @@ async def test_claim_stale_only_after_idle(broker: Broker, keys: Keys) -> None:
     assert await broker.read_own_pending(keys.ingest, G, "alive", 10) != []
 
 
+async def test_touch_keeps_own_entries_and_never_takes_one_back(broker: Broker, keys: Keys) -> None:
+    """A sender frozen past the claim idle time must not take back, by its heartbeat, an entry
+    another sender claimed meanwhile: it learns the entry is lost instead."""
+    await broker.ensure_group(keys.ingest, G)
+    await _add(broker, keys.ingest, b"a", b"b")
+    read = await broker.read([keys.ingest], G, "frozen", 2, None)
+    ids = [e.entry_id for e in read]
+    await asyncio.sleep(0.15)
+    claimed = await broker.claim_stale(keys.ingest, G, "other", 100, 1)
+    assert [e.entry_id for e in claimed] == ids[:1]
+    lost = await broker.touch(keys.ingest, G, "frozen", ids)
+    assert lost == {ids[0]}
+    # the claimed entry stays the other sender's, the touched one this sender's
+    assert [e.entry_id for e in await broker.read_own_pending(keys.ingest, G, "other", 10)] == [
+        ids[0]
+    ]
+    assert [e.entry_id for e in await broker.read_own_pending(keys.ingest, G, "frozen", 10)] == [
+        ids[1]
+    ]
+    # a touch resets the idle time: nothing is stale right after it
+    assert await broker.claim_stale(keys.ingest, G, "other", 100, 10) == []
+    await broker.commit(Commit(group=G, acks=[(keys.ingest, ids[1])]))
+    assert await broker.touch(keys.ingest, G, "frozen", [ids[1]]) == {ids[1]}
+
+
 async def test_commit_moves_atomically(broker: Broker, keys: Keys) -> None:
     await broker.ensure_group(keys.ingest, G)
     await _add(broker, keys.ingest, b"a")
