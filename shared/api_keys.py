@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -22,6 +23,9 @@ from shared.models import Priority
 KEY_PREFIX = "fg"
 ID_BYTES = 6
 SECRET_BYTES = 32
+# What new_key makes: the id in hex, the secret in URL-safe base64 without padding.
+KEY_ID = re.compile(rf"[0-9a-f]{{{ID_BYTES * 2}}}")
+KEY_SECRET = re.compile(rf"[A-Za-z0-9_-]{{{(SECRET_BYTES * 4 + 2) // 3}}}")
 MIN_ADMIN_KEY_CHARS = 32
 ADMIN_KEY_ID = "admin"
 
@@ -127,10 +131,11 @@ def new_key(
 
 
 def split_key(token: str) -> tuple[str, str] | None:
-    """(id, secret) of a well-formed key, else None."""
+    """(id, secret) of a well-formed key, else None: a string that cannot be a key costs no
+    lookup in the store (and no cache place), whatever a client sends."""
     prefix, _, rest = token.partition("_")
     key_id, _, secret = rest.partition("_")
-    if prefix != KEY_PREFIX or not key_id or not secret:
+    if prefix != KEY_PREFIX or not KEY_ID.fullmatch(key_id) or not KEY_SECRET.fullmatch(secret):
         return None
     return key_id, secret
 

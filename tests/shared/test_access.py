@@ -68,5 +68,25 @@ async def test_the_cache_stays_bounded(monkeypatch) -> None:
     auth = Authenticator(MemoryKeyStore(), None)
     for i in range(500):
         with pytest.raises(Unauthenticated):
-            await auth.check(f"Bearer fg_{i:012x}_secret")
+            await auth.check(f"Bearer fg_{i:012x}_{'s' * 43}")
     assert len(auth._cache) <= 50
+
+
+async def test_a_string_that_cannot_be_a_key_costs_no_lookup() -> None:
+    store = CountingStore()
+    token, record = new_key(Role.PRODUCER)
+    await store.add(record)
+    auth = Authenticator(store, ADMIN_KEY)
+    key_id = record.id
+    for header in (
+        "Bearer fg_x_y",
+        f"Bearer fg_{key_id.upper()}_{'s' * 43}",
+        f"Bearer fg_{key_id}_{'s' * 42}",
+        f"Bearer fg_{key_id}_{'s' * 43}!",
+        f"Bearer fg_{key_id}_{'s' * 10_000}",
+    ):
+        with pytest.raises(Unauthenticated):
+            await auth.check(header)
+    assert store.finds == 0
+    assert (await auth.check(f"Bearer {token}")).key_id == key_id
+    assert store.finds == 1
