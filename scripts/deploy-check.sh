@@ -30,6 +30,11 @@ for overlay in deploy/kubernetes/overlays/*/; do
   echo "overlay $name: $(grep -c '^kind:' "$OUT/$name.yaml") objects valid"
 done
 
+# The files applied by hand, outside every kustomization.
+"$BIN/kubernetes-validate" --strict --quiet --no-warn deploy/kubernetes/namespace.yaml \
+  deploy/kubernetes/secret.example.yaml deploy/kubernetes/ingress.example.yaml
+echo "namespace, secret and ingress examples: valid"
+
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts.test.yml
 echo "deploy-check: all passed"
