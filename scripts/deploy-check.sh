@@ -35,6 +35,14 @@ done
   deploy/kubernetes/secret.example.yaml deploy/kubernetes/ingress.example.yaml
 echo "namespace, secret and ingress examples: valid"
 
+# Prometheus configs without the Operator, with the alerts.yml each loads. Not prometheus.yml:
+# Debian's promtool is built without Kubernetes service discovery and refuses its
+# kubernetes_sd_configs.
+for config in deploy/prometheus/prometheus-local.yml deploy/prometheus/prometheus-compose.yml; do
+  promtool check config "$config" >/dev/null
+done
+echo "prometheus configs: valid"
+
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts.test.yml
 echo "deploy-check: all passed"
