@@ -165,8 +165,10 @@ class BotApi:
         if not earlier:
             return None
         record = await broker.get_record(keys.record(earlier))
-        if record is None or record.get("orphaned") != "1" or record.get("answered") == "1":
+        if record is None or record.get("answered") == "1":
             return None
+        if record.get("orphaned") != "1" and not self.waiters.abandoned(earlier):
+            return None  # the earlier request still waits for it: this one is a second message
         await broker.put_records({keys.record(earlier): {"orphaned": ""}}, None)
         self._answers.labels("queued", "retry_found").inc()
         return earlier

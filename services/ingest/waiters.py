@@ -56,6 +56,11 @@ class Waiters:
             if not waiters:
                 self._waiting.pop(message_id, None)
 
+    def abandoned(self, message_id: str) -> bool:
+        """Whether a request of this process waited on the message and its client left (the
+        poll loop records that for every replica too, a moment later)."""
+        return any(waiter.gone() for waiter in self._waiting.get(message_id, []))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Wake waiting requests until ``stop``."""
         await repeat("ingest.waiters", self._poll, stop, self._errors, POLL_S)
