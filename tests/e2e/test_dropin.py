@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+from aiogram import Bot as AiogramBot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
 from telegram import Message
 from telegram.error import BadRequest, InvalidToken, TimedOut
 
@@ -94,6 +98,31 @@ async def test_send_message_answers_telegrams_message(stack: Stack) -> None:
         assert [m.message_id for m in delivered] == [message.message_id]
         with pytest.raises(BadRequest, match="not found"):
             await bot.send_message(MISSING_CHAT, "nobody there")
+
+
+async def test_aiogram_through_its_api_server_setting(stack: Stack) -> None:
+    def bot(token: str) -> AiogramBot:
+        server = TelegramAPIServer.from_base(stack.ingest.url)
+        return AiogramBot(token, session=AiohttpSession(api=server, timeout=90))
+
+    text = f"aiogram {secrets.token_hex(4)}"
+    aiogram = bot(TOKEN)
+    try:
+        assert (await aiogram.get_me()).username == "bot601"
+        message = await aiogram.send_message(70_010, text, reply_markup=None)
+        assert message.text == text
+        assert message.chat.id == 70_010
+        with pytest.raises(TelegramBadRequest, match="not found"):
+            await aiogram.send_message(MISSING_CHAT, "nobody there")
+    finally:
+        await aiogram.session.close()
+    assert _copies(await _received(stack.sandbox), text) == 1
+    stranger = bot(f"{BOT}:{'y' * 35}")
+    try:
+        with pytest.raises(TelegramUnauthorizedError):
+            await stranger.send_message(70_010, "not mine")
+    finally:
+        await stranger.session.close()
 
 
 async def test_unknown_token_is_telegrams_401(stack: Stack) -> None:
