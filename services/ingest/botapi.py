@@ -68,6 +68,8 @@ class BotApi:
         self._ctx = ctx
         self._settings = settings
         self._lookup = lookup
+        # marks written on a status record renew its lifetime: never one without an expiry
+        self._record_ttl = ctx.settings.record_ttl
         self.waiters = Waiters(ctx, registry)
         self.passthrough = Passthrough(
             ctx.settings.telegram_api_base,
@@ -98,11 +100,10 @@ class BotApi:
             if not _METHOD.fullmatch(method):
                 raise BotApiError(404, "Not Found")
             queued = QUEUED.get(method.lower())
+            body_s = self._ctx.settings.http_body_timeout
             if queued is None:
                 self._answers.labels("passthrough", "forwarded").inc()
-                body_s = self._ctx.settings.http_body_timeout
                 return await self.passthrough.forward(request, token, method, body_s)
-            body_s = self._ctx.settings.http_body_timeout
             params = await read_params(request, self._settings.max_body_bytes, body_s)
             return await self._send(request, bot_id, queued, params)
         except BotApiError as exc:
@@ -125,7 +126,11 @@ class BotApi:
         """The bot whose token this is; Telegram's 401 for any other string."""
         match = TOKEN_RE.match(token)
         expected = self._ctx.bots.get(int(match.group(1))) if match else None
-        if match is None or expected is None or not hmac.compare_digest(expected, token):
+        if (
+            match is None
+            or expected is None
+            or not hmac.compare_digest(expected.encode(), token.encode())
+        ):
             raise BotApiError(401, "Unauthorized")
         return int(match.group(1)), token
 
@@ -169,7 +174,7 @@ class BotApi:
             return None
         if record.get("orphaned") != "1" and not self.waiters.abandoned(earlier):
             return None  # the earlier request still waits for it: this one is a second message
-        await broker.put_records({keys.record(earlier): {"orphaned": ""}}, None)
+        await broker.put_records({keys.record(earlier): {"orphaned": ""}}, self._record_ttl)
         self._answers.labels("queued", "retry_found").inc()
         return earlier
 
@@ -179,14 +184,14 @@ class BotApi:
         record = await self.waiters.wait(message_id, wait, lambda: _gone(request))
         key = self._ctx.keys.record(message_id)
         if record is None or _gone(request):
-            await self._ctx.broker.put_records({key: {"orphaned": "1"}}, None)
+            await self._ctx.broker.put_records({key: {"orphaned": "1"}}, self._record_ttl)
             self._answers.labels("queued", "timeout").inc()
             return telegram_error(
                 502,
                 f"Bad Gateway: not delivered within {wait:g} s; it stays queued, and the same "
                 "request sent again waits for it instead of sending it twice",
             )
-        await self._ctx.broker.put_records({key: {"answered": "1"}}, None)
+        await self._ctx.broker.put_records({key: {"answered": "1"}}, self._record_ttl)
         if record.get("status") == Status.SENT.value:
             self._answers.labels("queued", "sent").inc()
             result = orjson.loads(record["result"]) if record.get("result") else True

@@ -30,6 +30,7 @@ class Waiters:
     def __init__(self, ctx: Context, registry: CollectorRegistry) -> None:
         self._ctx = ctx
         self._waiting: defaultdict[str, list[_Waiter]] = defaultdict(list)
+        self._stopped = False
         self._errors = Counter(
             "floodgate_ingest_loop_errors_total",
             "Failed steps of the ingest service's loops, by loop.",
@@ -42,6 +43,8 @@ class Waiters:
     ) -> dict[str, str] | None:
         """The message's record once it is sent or dead; None if that takes over ``seconds``
         or ``gone`` says the one waiting left meanwhile."""
+        if self._stopped:
+            return None
         waiter = _Waiter(asyncio.get_running_loop().create_future(), gone)
         self._waiting[message_id].append(waiter)
         try:
@@ -62,8 +65,16 @@ class Waiters:
         return any(waiter.gone() for waiter in self._waiting.get(message_id, []))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Wake waiting requests until ``stop``."""
-        await repeat("ingest.waiters", self._poll, stop, self._errors, POLL_S)
+        """Wake waiting requests until ``stop``; then release every request still waiting (it
+        is answered as if its wait had run out, and its message stays queued)."""
+        try:
+            await repeat("ingest.waiters", self._poll, stop, self._errors, POLL_S)
+        finally:
+            self._stopped = True
+            for waiters in self._waiting.values():
+                for waiter in waiters:
+                    if not waiter.future.done():
+                        waiter.future.set_result({})
 
     async def _poll(self) -> bool:
         waiting = list(self._waiting)

@@ -147,6 +147,8 @@ async def test_hostile_sends_get_telegrams_error_shape(
         f"999:{SECRET_PART}",  # the secret under another bot id
         "111",
         "garbage",
+        f"\u0661\u0661\u0661:{SECRET_PART}",  # the bot id in other digits
+        f"111:{SECRET_PART[:-1]}\u00e9",
     ],
 )
 async def test_tokens_other_than_the_configured_ones_get_401(
