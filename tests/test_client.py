@@ -8,10 +8,12 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
 from floodgate.client import Accepted, Floodgate, FloodgateError
+from floodgate.client_updates import Updates
 from floodgate.observe import Received
 from tests.conftest import REDIS_URL
 from tests.helpers import ADMIN_KEY, TOKENS
@@ -153,3 +155,22 @@ async def test_a_lost_answer_is_retried_without_sending_twice(
         assert await _copies(sandbox, text) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_updates_in_a_consumer_group_with_acknowledgement(redis_client, namespace) -> None:
+    stream = f"{namespace}:updates"
+    for n in range(5):
+        await redis_client.xadd(stream, {"d": orjson.dumps({"update_id": n, "bot_id": BOT})})
+    async with Updates(REDIS_URL, "app", namespace=namespace, consumer="c1", batch=3) as updates:
+        first = await anext(aiter(updates))
+        assert [i.update["update_id"] for i in first] == [0, 1, 2]
+        await updates.ack(first[:2])  # update 2 is left unacknowledged: the consumer "crashes"
+    async with Updates(REDIS_URL, "app", namespace=namespace, consumer="c1", batch=3) as updates:
+        again = await updates.read()  # its own pending entry first
+        assert [i.update["update_id"] for i in again] == [2]
+        rest = await updates.read()
+        assert [i.update["update_id"] for i in rest] == [3, 4]
+        await updates.ack([*again, *rest])
+        assert await updates.read() == []  # nothing new within block_ms
+    async with Updates(REDIS_URL, "other", namespace=namespace, batch=10) as other:
+        assert len(await other.read()) == 5  # another group reads every update itself
