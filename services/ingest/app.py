@@ -29,7 +29,8 @@ class IngestService:
         self._ctx = ctx
         url = ctx.settings.database_url
         self._lookup = StoreLookup(url) if url else None
-        self._handlers = Handlers(ctx, settings, IngestMetrics(ctx.registry), self._lookup)
+        metrics = IngestMetrics(ctx.registry)
+        self._handlers = Handlers(ctx, settings, metrics, self._lookup)
         try:
             configured = parse_pairs(settings.webhook_secrets, "FLOODGATE_WEBHOOK_SECRETS")
             usernames = parse_pairs(settings.bot_usernames, "FLOODGATE_BOT_USERNAMES")
@@ -46,7 +47,7 @@ class IngestService:
             self._updates,
         )
         self._polled = self._polling_bots(settings.polling_bots)
-        self._botapi = BotApi(ctx, settings, ctx.registry, self._lookup)
+        self._botapi = BotApi(ctx, settings, metrics, self._lookup)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         h = self._handlers

@@ -22,12 +22,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.ingest.botapi_request import BotApiError, read_params, telegram_error
 from services.ingest.errors import field_errors, summary
 from services.ingest.lookup import StoreLookup
+from services.ingest.metrics import IngestMetrics
 from services.ingest.passthrough import Passthrough
 from services.ingest.settings import IngestSettings
 from services.ingest.submit import submit
@@ -62,9 +63,11 @@ class BotApi:
         self,
         ctx: Context,
         settings: IngestSettings,
-        registry: CollectorRegistry,
+        metrics: IngestMetrics,
         lookup: StoreLookup | None = None,
     ) -> None:
+        registry = ctx.registry
+        self._metrics = metrics
         self._ctx = ctx
         self._settings = settings
         self._lookup = lookup
@@ -152,6 +155,7 @@ class BotApi:
         if message_id is None:
             accepted = await submit(self._ctx, [req], self._lookup, keep_result=True)
             message_id = accepted[0].id
+            self._metrics.accepted.labels(accepted[0].priority).inc()
             await self._ctx.broker.put_records(
                 {self._fingerprint_key(bot_id, method, req.params): {"id": message_id}},
                 self._settings.proxy_dedup_window,
@@ -176,6 +180,7 @@ class BotApi:
             return None  # the earlier request still waits for it: this one is a second message
         await broker.put_records({keys.record(earlier): {"orphaned": ""}}, self._record_ttl)
         self._answers.labels("queued", "retry_found").inc()
+        self._metrics.duplicates.inc()
         return earlier
 
     async def _answer(self, request: web.Request, message_id: str) -> web.StreamResponse:

@@ -246,3 +246,43 @@ async def test_the_ingest_metrics_count_drop_in_answers(stack: Stack) -> None:
         return 'floodgate_botapi_requests_total{handling="queued",outcome="sent"}' in text
 
     await eventually(counted, 10)
+
+
+async def test_identical_requests_under_way_together_are_two_messages(stack: Stack) -> None:
+    text = f"twice {secrets.token_hex(3)}"
+    url = f"{stack.ingest.url}/bot{TOKEN}/sendMessage"
+    async with aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(*(_post(session, url, text, 70_004) for _ in range(2)))
+    assert [status for status, _ in answers] == [200, 200]
+    ids = {doc["result"]["message_id"] for _, doc in answers}
+    assert len(ids) == 2
+    assert _copies(await _received(stack.sandbox), text) == 2
+
+
+async def test_stopping_ingest_answers_waiting_requests_502_and_exits(stack: Stack) -> None:
+    # an ingest of its own pipeline with no sender: its drop-in requests can only wait
+    env = {
+        "REDIS_URL": REDIS_URL,
+        "TELEGRAM_API_BASE": stack.sandbox.url,
+        "FLOODGATE_BOTS": TOKEN,
+        "FLOODGATE_NAMESPACE": f"dropin{secrets.token_hex(4)}",
+    }
+    lonely = floodgate("ingest-lonely", ["run", "ingest"], env)
+    try:
+        await lonely.wait_healthy()
+        async with aiohttp.ClientSession() as session:
+            url = f"{lonely.url}/bot{TOKEN}/sendMessage"
+            waiting = asyncio.ensure_future(_post(session, url, "never sent", 70_005))
+
+            async def accepted() -> bool:
+                async with session.get(f"{lonely.url}/metrics") as resp:
+                    text = await resp.text()
+                return 'floodgate_messages_accepted_total{priority="normal"} 1.0' in text
+
+            await eventually(accepted, 10)
+            lonely.popen.terminate()
+            status, doc = await waiting
+        assert status == 502
+        assert doc["error_code"] == 502
+    finally:
+        assert lonely.terminate() == 0
