@@ -1,8 +1,9 @@
 """Authorization of HTTP routes: one table from (method, route) to the roles that may call it.
 
-``/healthz``, ``/readyz``, ``/metrics`` and the Telegram webhook (which carries Telegram's
-secret) are open; a route not in the table is for admins only, so a new route is closed until
-it is listed. Every refusal, and every other HTTP error of the app, is answered in JSON.
+``/healthz``, ``/readyz``, ``/metrics``, the Telegram webhook (which carries Telegram's
+secret) and the drop-in Bot API routes (which carry a bot's token) are open; a route not in
+the table is for admins only, so a new route is closed until it is listed. Every refusal, and
+every other HTTP error of the app, is answered in JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ log = logging.getLogger("floodgate.auth")
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 
-OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/webhook/telegram/{bot_id}", "/openapi.json"})
+# The drop-in Bot API routes carry a bot's token, which is their credential (checked there).
+OPEN = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/webhook/telegram/{bot_id}",
+        "/openapi.json",
+        "/bot{token}/{method}",
+        "/file/bot{token}/{path}",
+    }
+)
 ANYONE = frozenset(Role)
 SENDERS = frozenset({Role.PRODUCER, Role.ADMIN})
 READERS = frozenset({Role.VIEWER, Role.ADMIN})

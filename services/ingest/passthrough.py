@@ -1,0 +1,150 @@
+"""Bot API calls that are not queued (getMe, getUpdates, getChat, setWebhook, file downloads):
+forwarded unchanged to the Bot API with the caller's own token, and answered as it answers.
+
+A 429 is not passed on: the call is made again once Telegram's wait is over, within the proxy
+wait; past it the answer is a 502 in Telegram's shape. Error bodies are redacted, since an
+upstream error page may echo the request path with the token in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from services.ingest.body import BodyError, read_body
+from services.ingest.botapi_request import BotApiError
+from shared.redact import redact
+from shared.telegram import new_session
+
+log = logging.getLogger("floodgate.ingest.botapi")
+
+FORWARDED_HEADERS = ("Content-Type",)
+ANSWER_HEADERS = ("Content-Type", "Content-Length", "Content-Disposition", "Last-Modified")
+MAX_FILE_PATH = 512
+CHUNK = 64 * 1024
+
+
+class Passthrough:
+    """Forwards calls to ``{base}/bot{token}/{method}`` and ``{base}/file/bot{token}/{path}``."""
+
+    def __init__(self, base: str, wait: float, call_timeout: float, max_body: int) -> None:
+        self._base = base.rstrip("/")
+        self._wait = wait
+        self._timeout = call_timeout
+        self._max_body = max_body
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = new_session(256)
+        return self._session
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+
+    async def forward(
+        self, request: web.Request, token: str, method: str, body_seconds: float
+    ) -> web.Response:
+        """Call ``method`` with the request's query and body; Telegram's answer, unchanged."""
+        body = b""
+        if request.method == "POST" and request.body_exists:
+            try:
+                body = await read_body(request, self._max_body, body_seconds)
+            except BodyError as exc:
+                raise BotApiError(
+                    exc.response.status, "Request Entity Too Large or too slow"
+                ) from exc
+        headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        return await self._forward(request.method, token, method, request.query, body, headers)
+
+    async def forward_json(self, token: str, method: str, params: dict[str, Any]) -> web.Response:
+        """Call ``method`` with parameters already read from a request, as JSON."""
+        headers = {"Content-Type": "application/json"}
+        return await self._forward("POST", token, method, {}, orjson.dumps(params), headers)
+
+    async def _forward(
+        self,
+        verb: str,
+        token: str,
+        method: str,
+        query: Mapping[str, str],
+        body: bytes,
+        headers: dict[str, str],
+    ) -> web.Response:
+        url = f"{self._base}/bot{token}/{method}"
+        deadline = time.monotonic() + self._wait
+        while True:
+            status, answer, content_type = await self._call(verb, url, query, body, headers)
+            if status != 429:
+                break
+            wait = _retry_after(answer)
+            if time.monotonic() + wait > deadline:
+                raise BotApiError(502, f"Bad Gateway: Telegram asked to wait {wait:g} s")
+            await asyncio.sleep(wait)
+        if status >= 400:
+            answer = redact(answer.decode("utf-8", "replace")).encode()
+        return web.Response(body=answer, status=status, headers={"Content-Type": content_type})
+
+    async def _call(
+        self, verb: str, url: str, query: Mapping[str, str], body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, str]:
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        try:
+            async with self._client().request(
+                verb,
+                url,
+                params=query,
+                data=body or None,
+                headers=headers,
+                timeout=timeout,
+            ) as resp:
+                answer = await resp.read()
+                return resp.status, answer, resp.headers.get("Content-Type", "application/json")
+        except TimeoutError as exc:
+            raise BotApiError(504, "Gateway Timeout: the Bot API did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            log.warning("bot api unreachable", extra={"reason": type(exc).__name__})
+            raise BotApiError(502, "Bad Gateway: the Bot API cannot be reached") from exc
+
+    async def download(self, request: web.Request, token: str, path: str) -> web.StreamResponse:
+        """Stream ``/file/bot{token}/{path}`` from the Bot API."""
+        if len(path) > MAX_FILE_PATH or ".." in path.split("/") or path.startswith("/"):
+            raise BotApiError(404, "Not Found")
+        url = f"{self._base}/file/bot{token}/{path}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=self._timeout)
+        try:
+            async with self._client().get(url, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    text = redact((await resp.read()).decode("utf-8", "replace"))
+                    return web.Response(text=text, status=resp.status)
+                answer = web.StreamResponse(status=resp.status)
+                for name in ANSWER_HEADERS:
+                    if name in resp.headers:
+                        answer.headers[name] = resp.headers[name]
+                await answer.prepare(request)
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    await answer.write(chunk)
+                await answer.write_eof()
+                return answer
+        except TimeoutError as exc:
+            raise BotApiError(504, "Gateway Timeout: the Bot API did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise BotApiError(502, "Bad Gateway: the Bot API cannot be reached") from exc
+
+
+def _retry_after(answer: bytes) -> float:
+    try:
+        doc = orjson.loads(answer)
+        value = float(doc["parameters"]["retry_after"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 1.0
+    return max(1.0, value)

@@ -1,0 +1,233 @@
+"""The drop-in Bot API endpoint in process: hostile requests get Telegram's error shape, bounded
+and without the token; passed-through calls reach a stand-in Bot API unchanged, a 429 there is
+waited out, and error pages echoing the token are redacted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from services.ingest.app import IngestService
+from services.ingest.settings import IngestSettings
+from shared.context import Context, build_context
+from shared.settings import CommonSettings
+from tests.helpers import ADMIN_KEY, TOKENS, free_port, serving
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = TOKENS[111]
+SECRET_PART = TOKEN.split(":", 1)[1]
+
+
+@dataclass
+class Upstream:
+    """A stand-in Bot API that records what it was asked."""
+
+    url: str
+    calls: list[tuple[str, str, bytes, str]] = field(default_factory=list)
+    throttle: int = 0  # answer this many calls 429 first
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    state = Upstream("")
+
+    async def method(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        state.calls.append((request.method, request.path_qs, body, request.content_type))
+        name = request.match_info["method"]
+        if state.throttle:
+            state.throttle -= 1
+            doc = {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 1",
+            }
+            return web.json_response({**doc, "parameters": {"retry_after": 1}}, status=429)
+        if name == "getBroken":
+            return web.Response(status=502, text=f"<html>bad gateway at {request.path}</html>")
+        return web.json_response({"ok": True, "result": {"method": name}})
+
+    async def file(request: web.Request) -> web.Response:
+        return web.Response(body=b"file bytes " + request.match_info["path"].encode())
+
+    app = web.Application()
+    app.router.add_route("*", "/bot{token}/{method}", method)
+    app.router.add_get("/file/bot{token}/{path:.+}", file)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    state.url = f"http://127.0.0.1:{port}"
+    yield state
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def api(upstream: Upstream, namespace: str) -> AsyncIterator[tuple[str, Context]]:
+    settings = CommonSettings(
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=",".join(TOKENS.values()),
+        TELEGRAM_API_BASE=upstream.url,
+    )
+    ctx = build_context(settings, allow_memory=True)
+    ingest = IngestSettings(FLOODGATE_MAX_BODY_BYTES=4096, FLOODGATE_PROXY_WAIT=5)
+    service = IngestService(ctx, ingest)
+    async with serving(ctx, [service]) as url:
+        yield url, ctx
+    await service._botapi.passthrough.close()
+    await ctx.close()
+
+
+async def _call(verb: str, url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.request(verb, url, **kwargs) as resp:
+        text = await resp.text()
+        assert SECRET_PART not in text
+        return resp.status, orjson.loads(text)
+
+
+def _upload() -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("chat_id", "5")
+    form.add_field("photo", b"\x89PNG...", filename="a.png", content_type="image/png")
+    return form
+
+
+def _many() -> dict[str, str]:
+    return {f"p{i}": "x" for i in range(101)}
+
+
+REFUSED = [
+    ("json array", {"data": b"[1]", "headers": {"Content-Type": "application/json"}}, 400),
+    ("not json", {"data": b"{", "headers": {"Content-Type": "application/json"}}, 400),
+    ("too large", {"json": {"chat_id": 5, "text": "x" * 5000}}, 413),
+    ("strange type", {"data": b"x", "headers": {"Content-Type": "text/csv"}}, 400),
+    (
+        "not utf-8 form",
+        {"data": b"text=\xff", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        400,
+    ),
+    ("file upload", {"data": _upload()}, 400),
+    ("too many params", {"json": _many()}, 400),
+    ("bad param name", {"json": {"chat_id": 5, "te xt": "a"}}, 400),
+    ("bad chat", {"json": {"chat_id": "drop table", "text": "a"}}, 400),
+    ("nul", {"json": {"chat_id": 5, "text": "a\x00"}}, 400),
+    (
+        "priority",
+        {"json": {"chat_id": 5, "text": "a"}, "headers": {"X-Floodgate-Priority": "now"}},
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "status"), REFUSED, ids=[r[0] for r in REFUSED])
+async def test_hostile_sends_get_telegrams_error_shape(
+    api: tuple[str, Context], case: str, kwargs: dict[str, Any], status: int
+) -> None:
+    url, _ = api
+    got, doc = await _call("POST", f"{url}/bot{TOKEN}/sendMessage", **kwargs)
+    assert got == status, doc
+    assert doc["ok"] is False
+    assert doc["error_code"] == status
+    assert isinstance(doc["description"], str)
+    assert doc["description"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        f"111:{'Z' * 35}",  # a configured bot, another secret
+        f"999:{SECRET_PART}",  # the secret under another bot id
+        "111",
+        "garbage",
+        f"\u0661\u0661\u0661:{SECRET_PART}",  # the bot id in other digits
+        f"111:{SECRET_PART[:-1]}\u00e9",
+    ],
+)
+async def test_tokens_other_than_the_configured_ones_get_401(
+    api: tuple[str, Context], upstream: Upstream, token: str
+) -> None:
+    url, _ = api
+    for path in (f"/bot{token}/getMe", f"/bot{token}/sendMessage", f"/file/bot{token}/a/b.jpg"):
+        status, doc = await _call("GET", f"{url}{path}")
+        assert (status, doc) == (
+            401,
+            {"ok": False, "error_code": 401, "description": "Unauthorized"},
+        )
+    assert upstream.calls == []
+
+
+async def test_other_methods_pass_through_unchanged(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api
+    status, doc = await _call("GET", f"{url}/bot{TOKEN}/getMe")
+    assert (status, doc) == (200, {"ok": True, "result": {"method": "getMe"}})
+    form = {"url": "https://example.invalid/hook", "max_connections": "10"}
+    status, doc = await _call("POST", f"{url}/bot{TOKEN}/setWebhook?secret_token=s", data=form)
+    assert status == 200
+    verb, path, body, content_type = upstream.calls[-1]
+    assert (verb, path) == ("POST", f"/bot{TOKEN}/setWebhook?secret_token=s")
+    assert content_type == "application/x-www-form-urlencoded"
+    assert body == b"url=https%3A%2F%2Fexample.invalid%2Fhook&max_connections=10"
+
+
+async def test_a_429_is_waited_out_not_passed_on(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api
+    upstream.throttle = 1
+    status, doc = await _call("POST", f"{url}/bot{TOKEN}/getChat", json={"chat_id": 5})
+    assert (status, doc["ok"]) == (200, True)
+    assert len(upstream.calls) == 2
+
+
+async def test_an_error_page_echoing_the_token_is_redacted(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/bot{TOKEN}/getBroken") as resp:
+        text = await resp.text()
+    assert resp.status == 502
+    assert "bad gateway" in text
+    assert SECRET_PART not in text
+
+
+async def test_files_are_streamed_from_the_bot_api(api: tuple[str, Context]) -> None:
+    url, _ = api
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/file/bot{TOKEN}/photos/a.jpg") as resp:
+        assert resp.status == 200
+        assert await resp.read() == b"file bytes photos/a.jpg"
+
+
+async def test_a_send_is_queued_with_its_form_values_decoded(api: tuple[str, Context]) -> None:
+    url, ctx = api
+    markup = '{"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]}'
+    form = {"chat_id": "5", "text": "[not json]", "reply_markup": markup}
+    async with aiohttp.ClientSession() as s:
+        # nothing delivers here: the request waits, so the client gives up after a moment
+        with pytest.raises(TimeoutError):
+            async with s.post(
+                f"{url}/bot{TOKEN}/sendMessage",
+                data=form,
+                timeout=aiohttp.ClientTimeout(total=1),
+            ):
+                pass
+    await ctx.broker.ensure_group(ctx.keys.ingest, "test")  # at id 0: sees what came before
+    entries = await ctx.broker.read([ctx.keys.ingest], "test", "t", 10, None)
+    assert len(entries) == 1
+    envelope = orjson.loads(entries[0].payload)
+    assert envelope["method"] == "sendMessage"
+    assert envelope["keep_result"] is True
+    assert envelope["params"] == {
+        "chat_id": 5,
+        "text": "[not json]",
+        "reply_markup": {"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]},
+    }
