@@ -58,7 +58,7 @@ def parse_expiry(text: str | None, now: float) -> float | None:
     """Seconds since the epoch at which a key expires: ``30d`` from now, or an ISO time."""
     if text is None:
         return None
-    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    match = re.fullmatch(r"([0-9]+)([smhdw])", text.strip())
     if match:
         return now + int(match.group(1)) * UNITS[match.group(2)]
     when = datetime.fromisoformat(text)

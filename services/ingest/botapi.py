@@ -127,7 +127,7 @@ class BotApi:
 
     def _bot(self, token: str) -> tuple[int, str]:
         """The bot whose token this is; Telegram's 401 for any other string."""
-        match = TOKEN_RE.match(token)
+        match = TOKEN_RE.fullmatch(token)
         expected = self._ctx.bots.get(int(match.group(1))) if match else None
         if (
             match is None
