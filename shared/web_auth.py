@@ -12,6 +12,7 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CollectorRegistry, Counter
 
 from shared.access import UNCHECKED, Authenticator, Principal, Unauthenticated
 from shared.api_keys import Role
@@ -68,8 +69,21 @@ def refuse(status: int, error: str) -> web.Response:
     )
 
 
-def auth_middleware(auth: Authenticator) -> Middleware:
-    """Checks every request's key against ``ROLES`` before its handler runs."""
+REFUSALS = ("401", "403", "503")
+
+
+def auth_middleware(auth: Authenticator, registry: CollectorRegistry) -> Middleware:
+    """Checks every request's key against ``ROLES`` before its handler runs; counts refusals
+    (401: no or a bad key, 403: a key of the wrong role, 503: the key store unreachable)."""
+    refused = Counter(
+        "floodgate_http_auth_refused_total",
+        "Requests refused by the API key check, by HTTP status (401 no or bad key, 403 wrong "
+        "role, 503 key store unreachable).",
+        ["status"],
+        registry=registry,
+    )
+    for status in REFUSALS:  # at 0 from the start, so a rate over them sees the first
+        refused.labels(status)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -79,11 +93,14 @@ def auth_middleware(auth: Authenticator) -> Middleware:
             try:
                 principal = await auth.check(request.headers.get("Authorization"))
             except Unauthenticated as exc:
+                refused.labels("401").inc()
                 return refuse(401, str(exc))
             except BrokerUnavailable:
                 log.warning("key store unreachable, refused with 503")
+                refused.labels("503").inc()
                 return refuse(503, "key store unavailable, retry later")
             if principal.role not in roles_for(request.method, canonical):
+                refused.labels("403").inc()
                 return refuse(
                     403, f"a {principal.role.value} key may not {request.method} {canonical}"
                 )
