@@ -13,7 +13,7 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.observe import Received
 from tests.e2e.scenario import submit_bodies, wait_drained
-from tests.helpers import AUTH
+from tests.helpers import AUTH, eventually
 from tests.procs import Proc, floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -135,7 +135,13 @@ async def test_high_priority_overtakes_a_backlog(redis_url: str) -> None:
         async with aiohttp.ClientSession(headers=AUTH) as session:
             await submit_bodies(session, procs[0].url, backlog[:1000])
             await submit_bodies(session, procs[0].url, backlog[1000:])
-            await asyncio.sleep(3.0)  # the sender is busy with the backlog at 30 a second
+            received = Received()
+
+            async def busy() -> bool:  # the sender is busy with the backlog at 30 a second
+                await received.refresh(session, sandbox.url)
+                return len(received.messages) >= 60
+
+            await eventually(busy, timeout=60)
             await submit_bodies(
                 session,
                 procs[0].url,
@@ -149,7 +155,6 @@ async def test_high_priority_overtakes_a_backlog(redis_url: str) -> None:
                     f"{sandbox.url}/_sandbox/messages", params={"chat_id": "1"}
                 ) as resp:
                     urgent = (await resp.json())["messages"]
-            received = Received()
             await received.refresh(session, sandbox.url)
             async with session.get(f"{sandbox.url}/_sandbox/stats") as resp:
                 stats = await resp.json()
