@@ -75,3 +75,9 @@ def test_the_documented_name_is_read(monkeypatch) -> None:
     monkeypatch.setenv("FLOODGATE_SENDER_BATCH", "7")
     assert CommonSettings().bot_rate == 7
     assert SenderSettings().batch == 7
+
+
+def test_every_variable_in_the_readme_table_is_read() -> None:
+    """The other way round: no row of the table names a variable nothing reads."""
+    used = {name for cls in CLASSES for name in _names(cls).values()} | _read_directly()
+    assert sorted(_documented() - used) == []
