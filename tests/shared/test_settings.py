@@ -111,3 +111,12 @@ def test_port_and_consumer_come_from_the_settings(monkeypatch) -> None:
     settings = CommonSettings()
     assert resolve_port("sender", None, settings) == 8082
     assert consumer_name(settings).endswith(f"-{os.getpid()}")
+
+
+def test_every_settings_model_is_checked() -> None:
+    """A settings class added anywhere is one this file compares with the README."""
+    found = set()
+    for folder in ("floodgate", "services", "shared", "sandbox"):
+        for path in (ROOT / folder).rglob("*.py"):
+            found |= set(re.findall(r"^class (\w+)\(BaseSettings\)", path.read_text(), re.M))
+    assert found == {cls.__name__ for cls in CLASSES}
