@@ -1,9 +1,9 @@
 """Authorization of HTTP routes: one table from (method, route) to the roles that may call it.
 
-``/healthz``, ``/readyz``, ``/metrics``, the Telegram webhook (which carries Telegram's
-secret) and the drop-in Bot API routes (which carry a bot's token) are open; a route not in
-the table is for admins only, so a new route is closed until it is listed. Every refusal, and
-every other HTTP error of the app, is answered in JSON.
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, the Telegram webhook (which carries
+Telegram's secret) and the drop-in Bot API routes (which carry a bot's token) are open; a route
+not in the table is for admins only, so a new route is closed until it is listed. Every
+refusal, and every other HTTP error of the app, is answered in JSON.
 """
 
 from __future__ import annotations

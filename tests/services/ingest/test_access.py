@@ -139,7 +139,7 @@ async def test_every_route_needs_a_key_of_its_roles(pair, method, path, body, al
 
 async def test_open_routes_need_no_key(pair) -> None:
     async with aiohttp.ClientSession() as s:
-        for path in ("/healthz", "/readyz", "/metrics"):
+        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
             async with s.get(pair[0].url + path) as resp:
                 assert resp.status == 200, path
         async with s.post(f"{pair[0].url}/webhook/telegram/{A}", json={"update_id": 1}) as resp:
