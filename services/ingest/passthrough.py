@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 from aiohttp import web
 
 from services.ingest.body import BodyError, read_body
@@ -29,6 +31,9 @@ FORWARDED_HEADERS = ("Content-Type",)
 ANSWER_HEADERS = ("Content-Type", "Content-Length", "Content-Disposition", "Last-Modified")
 MAX_FILE_PATH = 512
 CHUNK = 64 * 1024
+# Telegram's file paths are like "photos/file_12.jpg": plain segments only. Anything else
+# (an encoded dot, a query, a backslash) could make the upstream URL reach another path.
+_FILE_PATH = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
 
 
 class Passthrough:
@@ -106,7 +111,10 @@ class Passthrough:
                 data=body or None,
                 headers=headers,
                 timeout=timeout,
+                allow_redirects=False,
             ) as resp:
+                if 300 <= resp.status < 400:
+                    raise BotApiError(502, "Bad Gateway: the Bot API answered a redirect")
                 answer = await resp.read()
                 return resp.status, answer, resp.headers.get("Content-Type", "application/json")
         except TimeoutError as exc:
@@ -117,12 +125,14 @@ class Passthrough:
 
     async def download(self, request: web.Request, token: str, path: str) -> web.StreamResponse:
         """Stream ``/file/bot{token}/{path}`` from the Bot API."""
-        if len(path) > MAX_FILE_PATH or ".." in path.split("/") or path.startswith("/"):
+        if not _plain_file_path(path):
             raise BotApiError(404, "Not Found")
-        url = f"{self._base}/file/bot{token}/{path}"
+        url = yarl.URL(f"{self._base}/file/bot{token}/{path}", encoded=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self._timeout)
         try:
-            async with self._client().get(url, timeout=timeout) as resp:
+            async with self._client().get(url, timeout=timeout, allow_redirects=False) as resp:
+                if 300 <= resp.status < 400:
+                    raise BotApiError(502, "Bad Gateway: the Bot API answered a redirect")
                 if resp.status >= 400:
                     text = redact((await resp.read()).decode("utf-8", "replace"))
                     return web.Response(text=text, status=resp.status)
@@ -139,6 +149,13 @@ class Passthrough:
             raise BotApiError(504, "Gateway Timeout: the Bot API did not answer in time") from exc
         except aiohttp.ClientError as exc:
             raise BotApiError(502, "Bad Gateway: the Bot API cannot be reached") from exc
+
+
+def _plain_file_path(path: str) -> bool:
+    """Segments of ``[A-Za-z0-9_.-]`` only, none empty, ``.`` or ``..``."""
+    if len(path) > MAX_FILE_PATH or not _FILE_PATH.fullmatch(path):
+        return False
+    return all(segment not in {".", ".."} for segment in path.split("/"))
 
 
 def _retry_after(answer: bytes) -> float:

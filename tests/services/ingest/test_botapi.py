@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import yarl
 from aiohttp import web
 
 from services.ingest.app import IngestService
@@ -55,11 +56,18 @@ async def upstream() -> AsyncIterator[Upstream]:
         return web.json_response({"ok": True, "result": {"method": name}})
 
     async def file(request: web.Request) -> web.Response:
+        if request.match_info["path"] == "moved.jpg":
+            raise web.HTTPFound("/_sandbox/messages")
         return web.Response(body=b"file bytes " + request.match_info["path"].encode())
+
+    async def private(request: web.Request) -> web.Response:
+        state.calls.append((request.method, request.path_qs, b"", ""))
+        return web.Response(text="every message ever sent")
 
     app = web.Application()
     app.router.add_route("*", "/bot{token}/{method}", method)
     app.router.add_get("/file/bot{token}/{path:.+}", file)
+    app.router.add_get("/_sandbox/messages", private)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -231,3 +239,42 @@ async def test_a_send_is_queued_with_its_form_values_decoded(api: tuple[str, Con
         "text": "[not json]",
         "reply_markup": {"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]},
     }
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "%252e%252e/%252e%252e/_sandbox/messages",  # decoded once: %2e%2e, which is ..
+        "%2e%2e/%2e%2e/_sandbox/messages",
+        "a/%252E%252E/%252E%252E/%252E%252E/_sandbox/messages",
+        "a.jpg%253Fx=1",  # a query of one's own
+        "a.jpg%3Fx=1",
+        "a.jpg%23x",
+        "a%5C..%5C..%5C_sandbox",
+        "a//b.jpg",
+        "./a.jpg",
+        "a/%00.jpg",
+    ],
+)
+async def test_file_paths_reach_nothing_but_the_bots_files(
+    api: tuple[str, Context], upstream: Upstream, path: str
+) -> None:
+    url, _ = api
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(yarl.URL(f"{url}/file/bot{TOKEN}/{path}", encoded=True)) as resp,
+    ):
+        text = await resp.text()
+    assert resp.status == 404, text
+    assert orjson.loads(text) == {"ok": False, "error_code": 404, "description": "Not Found"}
+    assert upstream.calls == []
+
+
+async def test_a_redirect_of_the_bot_api_is_not_followed(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api
+    status, doc = await _call("GET", f"{url}/file/bot{TOKEN}/moved.jpg")
+    assert status == 502
+    assert doc["ok"] is False
+    assert upstream.calls == []
