@@ -47,7 +47,9 @@ class IngestService:
             self._updates,
         )
         self._polled = self._polling_bots(settings.polling_bots)
-        self._botapi = BotApi(ctx, settings, metrics, self._lookup)
+        # a bot with a webhook secret of its own, or polled, gets its updates through floodgate
+        takes_updates = frozenset(self._polled) | frozenset(configured)
+        self._botapi = BotApi(ctx, settings, metrics, self._lookup, takes_updates)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         h = self._handlers

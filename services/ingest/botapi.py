@@ -54,6 +54,10 @@ SENDING_METHODS = (
     "editMessageReplyMarkup editMessageLiveLocation stopMessageLiveLocation stopPoll"
 )
 QUEUED = {name.lower(): name for name in SENDING_METHODS.split(" ")}
+# Ending the bot's session would end every send still queued for it.
+SESSION_METHODS = frozenset({"logout", "close"})
+# Another reader of the updates of a bot floodgate takes them for would take them away from it.
+UPDATE_METHODS = frozenset({"getupdates", "setwebhook", "deletewebhook"})
 
 
 class BotApi:
@@ -65,8 +69,10 @@ class BotApi:
         settings: IngestSettings,
         metrics: IngestMetrics,
         lookup: StoreLookup | None = None,
+        takes_updates: frozenset[int] = frozenset(),
     ) -> None:
         registry = ctx.registry
+        self._takes_updates = takes_updates
         self._metrics = metrics
         self._ctx = ctx
         self._settings = settings
@@ -102,6 +108,7 @@ class BotApi:
             method = request.match_info["method"]
             if not _METHOD.fullmatch(method):
                 raise BotApiError(404, "Not Found")
+            self._check_allowed(bot_id, method.lower())
             queued = QUEUED.get(method.lower())
             body_s = self._ctx.settings.http_body_timeout
             if queued is None:
@@ -124,6 +131,21 @@ class BotApi:
             return await self.passthrough.download(request, token, request.match_info["path"])
         except BotApiError as exc:
             return exc.response()
+
+    def _check_allowed(self, bot_id: int, method: str) -> None:
+        """Refuse the calls that would take the bot's session or updates away from floodgate."""
+        if method in SESSION_METHODS:
+            raise BotApiError(
+                403,
+                "Forbidden: floodgate owns this bot's session; logOut and close are not passed on",
+            )
+        if method in UPDATE_METHODS and bot_id in self._takes_updates:
+            raise BotApiError(
+                409,
+                "Conflict: floodgate takes this bot's updates (by polling or its webhook); "
+                "read them from floodgate (the SDK's Updates) instead of getUpdates, "
+                "setWebhook or deleteWebhook",
+            )
 
     def _bot(self, token: str) -> tuple[int, str]:
         """The bot whose token this is; Telegram's 401 for any other string."""

@@ -4,6 +4,7 @@ waited out, and error pages echoing the token are redacted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,9 @@ async def upstream() -> AsyncIterator[Upstream]:
                 "description": "Too Many Requests: retry after 1",
             }
             return web.json_response({**doc, "parameters": {"retry_after": 1}}, status=429)
+        if name == "getUpdates" and "dropin" not in request.query:
+            await asyncio.sleep(1)  # floodgate's own poller: nothing new
+            return web.json_response({"ok": True, "result": []})
         if name == "getBroken":
             return web.Response(status=502, text=f"<html>bad gateway at {request.path}</html>")
         return web.json_response({"ok": True, "result": {"method": name}})
@@ -278,3 +282,57 @@ async def test_a_redirect_of_the_bot_api_is_not_followed(
     assert status == 502
     assert doc["ok"] is False
     assert upstream.calls == []
+
+
+@pytest.fixture
+async def guarded(upstream: Upstream, namespace: str) -> AsyncIterator[str]:
+    """Bot 222 gets its updates by floodgate's webhook, 333 by floodgate's polling, 111 itself."""
+    settings = CommonSettings(
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=",".join(TOKENS.values()),
+        TELEGRAM_API_BASE=upstream.url,
+    )
+    ctx = build_context(settings, allow_memory=True)
+    ingest = IngestSettings(
+        FLOODGATE_PROXY_WAIT=5,
+        FLOODGATE_WEBHOOK_SECRETS="222=secret-of-222",
+        FLOODGATE_POLLING_BOTS="333",
+        FLOODGATE_POLL_TIMEOUT=1,
+    )
+    service = IngestService(ctx, ingest)
+    async with serving(ctx, [service]) as url:
+        yield url
+    await ctx.close()
+
+
+def _dropin_calls(upstream: Upstream) -> list[str]:
+    return [path for _, path, _, _ in upstream.calls if "dropin" in path]
+
+
+@pytest.mark.parametrize("method", ["logOut", "close", "LOGOUT"])
+async def test_ending_the_bots_session_is_refused(
+    guarded: str, upstream: Upstream, method: str
+) -> None:
+    for token in TOKENS.values():
+        status, doc = await _call("POST", f"{guarded}/bot{token}/{method}?dropin=1")
+        assert status == 403
+        assert doc["error_code"] == 403
+        assert "floodgate owns this bot's session" in doc["description"]
+    assert _dropin_calls(upstream) == []
+
+
+@pytest.mark.parametrize("method", ["getUpdates", "setWebhook", "deleteWebhook"])
+async def test_reading_updates_floodgate_takes_is_refused(
+    guarded: str, upstream: Upstream, method: str
+) -> None:
+    for bot in (222, 333):
+        status, doc = await _call("POST", f"{guarded}/bot{TOKENS[bot]}/{method}?dropin=1")
+        assert status == 409, doc
+        assert doc["error_code"] == 409
+        assert "read them from floodgate" in doc["description"]
+    assert _dropin_calls(upstream) == []
+    # a bot that reads its updates itself still may
+    status, doc = await _call("POST", f"{guarded}/bot{TOKENS[111]}/{method}?dropin=1")
+    assert (status, doc["ok"]) == (200, True)
+    assert len(_dropin_calls(upstream)) == 1
