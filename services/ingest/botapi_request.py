@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from services.ingest.body import BodyError, read_body
 
@@ -104,27 +104,41 @@ async def _multipart(request: web.Request, limit: int) -> dict[str, Any]:
         raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
     fields: dict[str, Any] = {}
     budget = limit
-    while len(fields) <= MAX_PARAMS:
-        try:
-            part = await reader.next()
-        except (ValueError, AssertionError) as exc:
-            raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
-        if part is None:
+    for _ in range(MAX_PARAMS + 1):
+        named = await _next_part(reader)
+        if named is None:
             return fields
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            raise BotApiError(400, "Bad Request: nested or unnamed multipart parts")
-        if part.filename is not None:
-            raise BotApiError(
-                400,
-                f"Bad Request: {part.name[:MAX_NAME_CHARS]}: floodgate queues sends as JSON; "
-                "upload the file to Telegram once and send its file_id or a URL",
-            )
+        name, part = named
+        if name in fields:
+            raise BotApiError(400, f"Bad Request: {name[:MAX_NAME_CHARS]} given twice")
         raw, budget = await _bounded(part, budget, limit)
+        # boundaries and part headers count too, however the body is framed (chunked or not)
+        if request.content.total_bytes > limit:
+            raise BotApiError(413, f"Request Entity Too Large: body over {limit} bytes")
         try:
-            fields[part.name] = _from_form(part.name, raw.decode("utf-8"))
+            fields[name] = _from_form(name, raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise BotApiError(400, f"Bad Request: {part.name[:64]} is not UTF-8") from exc
+            raise BotApiError(400, f"Bad Request: {name[:64]} is not UTF-8") from exc
     raise BotApiError(400, f"Bad Request: more than {MAX_PARAMS} parameters")
+
+
+async def _next_part(reader: MultipartReader) -> tuple[str, BodyPartReader] | None:
+    """The next named field part; ``BotApiError`` for a nested, unnamed or file part."""
+    try:
+        part = await reader.next()
+    except (ValueError, AssertionError) as exc:
+        raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
+    if part is None:
+        return None
+    if not isinstance(part, BodyPartReader) or part.name is None:
+        raise BotApiError(400, "Bad Request: nested or unnamed multipart parts")
+    if part.filename is not None:
+        raise BotApiError(
+            400,
+            f"Bad Request: {part.name[:MAX_NAME_CHARS]}: floodgate queues sends as JSON; "
+            "upload the file to Telegram once and send its file_id or a URL",
+        )
+    return part.name, part
 
 
 async def _bounded(part: BodyPartReader, budget: int, limit: int) -> tuple[bytes, int]:

@@ -336,3 +336,50 @@ async def test_reading_updates_floodgate_takes_is_refused(
     status, doc = await _call("POST", f"{guarded}/bot{TOKENS[111]}/{method}?dropin=1")
     assert (status, doc["ok"]) == (200, True)
     assert len(_dropin_calls(upstream)) == 1
+
+
+def _multipart(parts: list[tuple[str, str]], boundary: str = "b0undary") -> bytes:
+    """A multipart body of (headers, value) parts, written by hand to be as odd as wanted."""
+    body = b"".join(
+        f"--{boundary}\r\n{headers}\r\n\r\n{value}\r\n".encode() for headers, value in parts
+    )
+    return body + f"--{boundary}--\r\n".encode()
+
+
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    """The body without a Content-Length, in pieces."""
+    for start in range(0, len(body), 1000):
+        yield body[start : start + 1000]
+
+
+MULTIPART = {"Content-Type": "multipart/form-data; boundary=b0undary"}
+
+
+async def test_repeated_multipart_names_are_refused(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api
+    same = [('Content-Disposition: form-data; name="a"', "")] * 60  # under the size limit
+    status, doc = await _call(
+        "POST", f"{url}/bot{TOKEN}/editMessageText", data=_multipart(same), headers=MULTIPART
+    )
+    assert status == 400, doc
+    assert "a" in doc["description"]
+    assert upstream.calls == []
+
+
+async def test_multipart_headers_count_against_the_body_limit(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api  # FLOODGATE_MAX_BODY_BYTES=4096
+    padded = [
+        (f'Content-Disposition: form-data; name="p{n}"\r\nX-Pad: {"x" * 1000}', "")
+        for n in range(20)
+    ]
+    for data in (_multipart(padded), _chunked(_multipart(padded))):
+        status, doc = await _call(
+            "POST", f"{url}/bot{TOKEN}/editMessageText", data=data, headers=MULTIPART
+        )
+        assert status == 413, doc
+        assert doc["error_code"] == 413
+    assert upstream.calls == []
