@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from services.ingest.body import BodyError, read_body
 
@@ -25,6 +26,7 @@ TEXT_PARAMS = frozenset(
 )
 INT_PARAMS = frozenset({"message_id", "reply_to_message_id", "message_thread_id"})
 _INT = re.compile(r"-?[0-9]{1,20}")
+INT64 = range(-(2**63), 2**63)
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
@@ -100,7 +102,7 @@ async def _multipart(request: web.Request, limit: int) -> dict[str, Any]:
         raise BotApiError(413, f"Request Entity Too Large: body over {limit} bytes")
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
     fields: dict[str, Any] = {}
     budget = limit
@@ -126,7 +128,7 @@ async def _next_part(reader: MultipartReader) -> tuple[str, BodyPartReader] | No
     """The next named field part; ``BotApiError`` for a nested, unnamed or file part."""
     try:
         part = await reader.next()
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
     if part is None:
         return None
@@ -155,7 +157,10 @@ async def _bounded(part: BodyPartReader, budget: int, limit: int) -> tuple[bytes
 def _from_form(name: str, value: str) -> Any:
     """A form value as the JSON value it stands for, where the parameter takes one."""
     if name in INT_PARAMS and _INT.fullmatch(value):
-        return int(value)
+        number = int(value)
+        if number not in INT64:
+            raise BotApiError(400, f"Bad Request: {name} is out of range")
+        return number
     if name not in TEXT_PARAMS and value[:1] in {"{", "["}:
         try:
             return orjson.loads(value)

@@ -383,3 +383,64 @@ async def test_multipart_headers_count_against_the_body_limit(
         assert status == 413, doc
         assert doc["error_code"] == 413
     assert upstream.calls == []
+
+
+BIG = "99999999999999999999"  # 20 digits: over 64 bits
+
+
+@pytest.mark.parametrize(
+    ("method", "form"),
+    [
+        ("sendMessage", {"chat_id": "5", "text": "a", "reply_to_message_id": BIG}),
+        ("editMessageText", {"inline_message_id": "x", "text": "a", "message_id": BIG}),
+        ("sendMessage", {"chat_id": "5", "text": "a", "message_thread_id": f"-{BIG}"}),
+    ],
+)
+async def test_integers_over_64_bits_are_a_400(
+    api: tuple[str, Context], upstream: Upstream, method: str, form: dict[str, str]
+) -> None:
+    url, _ = api
+    status, doc = await _call("POST", f"{url}/bot{TOKEN}/{method}", data=form)
+    assert status == 400, doc
+    assert doc["error_code"] == 400
+    assert upstream.calls == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        'Content-Disposition: form-data; name="a"\r\nno colon here',
+        f'Content-Disposition: form-data; name="a"\r\nX-Long: {"x" * 9000}',
+        f'Content-Disposition: form-data; name="{"a" * 9000}"',
+    ],
+    ids=["malformed", "long header", "long name"],
+)
+async def test_broken_part_headers_are_a_400(
+    api: tuple[str, Context], upstream: Upstream, headers: str
+) -> None:
+    url, _ = api
+    body = _multipart([(headers, "x")])
+    status, doc = await _call(
+        "POST",
+        f"{url}/bot{TOKEN}/editMessageText",
+        data=_chunked(body),  # no Content-Length: the size check does not refuse it first
+        headers=MULTIPART,
+    )
+    assert status == 400, doc
+    assert doc["error_code"] == 400
+    assert upstream.calls == []
+
+
+async def test_a_json_integer_over_the_signed_64_bit_range_is_a_400(
+    api: tuple[str, Context],
+) -> None:
+    url, _ = api
+    body = b'{"chat_id": 5, "text": "a", "reply_to_message_id": 18446744073709551615}'
+    status, doc = await _call(
+        "POST",
+        f"{url}/bot{TOKEN}/sendMessage",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 400, doc
+    assert "64 bits" in doc["description"]
