@@ -32,6 +32,8 @@ OPEN = frozenset(
         "/openapi.json",
         "/bot{token}/{method}",
         "/file/bot{token}/{path}",
+        "/bot{rest}",
+        "/file/bot{rest}",
     }
 )
 ANYONE = frozenset(Role)

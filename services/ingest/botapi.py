@@ -43,6 +43,8 @@ log = logging.getLogger("floodgate.ingest.botapi")
 
 ROUTE = "/bot{token}/{method}"
 FILE_ROUTE = "/file/bot{token}/{path:.+}"
+# what reaches neither route (no method, another verb, a slash too many) gets Telegram's 404
+UNROUTED = ("/bot{rest:.*}", "/file/bot{rest:.*}")
 PRIORITY_HEADER = "X-Floodgate-Priority"
 _METHOD = re.compile(r"[A-Za-z]{2,64}")
 
@@ -94,11 +96,12 @@ class BotApi:
         )
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
-        """GET and POST on the method route; GET on the file route."""
+        """GET and POST on the method route; GET on the file route; a 404 for the rest."""
         return [
             web.get(ROUTE, self.call),
             web.post(ROUTE, self.call),
             web.get(FILE_ROUTE, self.download),
+            *(web.route("*", path, self.not_found) for path in UNROUTED),
         ]
 
     async def call(self, request: web.Request) -> web.StreamResponse:
@@ -131,6 +134,11 @@ class BotApi:
             return await self.passthrough.download(request, token, request.match_info["path"])
         except BotApiError as exc:
             return exc.response()
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        """Telegram's answer to a path it has no method for."""
+        self._answers.labels("refused", "404").inc()
+        return telegram_error(404, "Not Found")
 
     def _check_allowed(self, bot_id: int, method: str) -> None:
         """Refuse the calls that would take the bot's session or updates away from floodgate."""

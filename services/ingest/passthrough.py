@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ import yarl
 from aiohttp import web
 
 from services.ingest.body import BodyError, read_body
-from services.ingest.botapi_request import BotApiError
+from services.ingest.botapi_request import BotApiError, telegram_error
 from shared.redact import redact
 from shared.telegram import new_session
 
@@ -31,6 +32,7 @@ FORWARDED_HEADERS = ("Content-Type",)
 ANSWER_HEADERS = ("Content-Type", "Content-Length", "Content-Disposition", "Last-Modified")
 MAX_FILE_PATH = 512
 CHUNK = 64 * 1024
+MAX_ERROR_CHARS = 200
 # Telegram's file paths are like "photos/file_12.jpg": plain segments only. Anything else
 # (an encoded dot, a query, a backslash) could make the upstream URL reach another path.
 _FILE_PATH = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
@@ -91,12 +93,9 @@ class Passthrough:
             status, answer, content_type = await self._call(verb, url, query, body, headers)
             if status != 429:
                 break
-            wait = _retry_after(answer)
-            if time.monotonic() + wait > deadline:
-                raise BotApiError(502, f"Bad Gateway: Telegram asked to wait {wait:g} s")
-            await asyncio.sleep(wait)
+            await _wait_out(answer, deadline)
         if status >= 400:
-            answer = redact(answer.decode("utf-8", "replace")).encode()
+            return upstream_error(status, answer)
         return web.Response(body=answer, status=status, headers={"Content-Type": content_type})
 
     async def _call(
@@ -128,14 +127,24 @@ class Passthrough:
         if not _plain_file_path(path):
             raise BotApiError(404, "Not Found")
         url = yarl.URL(f"{self._base}/file/bot{token}/{path}", encoded=True)
+        deadline = time.monotonic() + self._wait
+        while True:
+            answer = await self._download(request, url)
+            if not isinstance(answer, bytes):
+                return answer
+            await _wait_out(answer, deadline)
+
+    async def _download(self, request: web.Request, url: yarl.URL) -> web.StreamResponse | bytes:
+        """The streamed answer, or the body of a 429 to wait out."""
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self._timeout)
         try:
             async with self._client().get(url, timeout=timeout, allow_redirects=False) as resp:
+                if resp.status == 429:
+                    return await resp.read()
                 if 300 <= resp.status < 400:
                     raise BotApiError(502, "Bad Gateway: the Bot API answered a redirect")
                 if resp.status >= 400:
-                    text = redact((await resp.read()).decode("utf-8", "replace"))
-                    return web.Response(text=text, status=resp.status)
+                    return upstream_error(resp.status, await resp.read())
                 answer = web.StreamResponse(status=resp.status)
                 for name in ANSWER_HEADERS:
                     if name in resp.headers:
@@ -149,6 +158,32 @@ class Passthrough:
             raise BotApiError(504, "Gateway Timeout: the Bot API did not answer in time") from exc
         except aiohttp.ClientError as exc:
             raise BotApiError(502, "Bad Gateway: the Bot API cannot be reached") from exc
+
+
+def upstream_error(status: int, answer: bytes) -> web.Response:
+    """An error of the Bot API, redacted, in Telegram's shape even when it came as an HTML or
+    text page (from a proxy in front of it)."""
+    text = redact(answer.decode("utf-8", "replace"))
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and doc.get("ok") is False and "error_code" in doc:
+        return web.Response(text=text, status=status, content_type="application/json")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    snippet = " ".join(text.split())[:MAX_ERROR_CHARS]
+    return telegram_error(status, f"{phrase}: {snippet}" if snippet else phrase)
+
+
+async def _wait_out(answer: bytes, deadline: float) -> None:
+    """Sleep through a 429's retry_after, or 502 when that would pass the deadline."""
+    wait = _retry_after(answer)
+    if time.monotonic() + wait > deadline:
+        raise BotApiError(502, f"Bad Gateway: Telegram asked to wait {wait:g} s")
+    await asyncio.sleep(wait)
 
 
 def _plain_file_path(path: str) -> bool:

