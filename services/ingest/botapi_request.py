@@ -52,7 +52,7 @@ def telegram_error(code: int, description: str, **extra: Any) -> web.Response:
 async def read_params(request: web.Request, limit: int, seconds: float) -> dict[str, Any]:
     """Every parameter of the request, bounded by ``limit`` bytes of body read within
     ``seconds``; ``BotApiError`` for anything Telegram would refuse to read."""
-    params: dict[str, Any] = {k: _from_form(k, v) for k, v in request.query.items()}
+    params = _form(request.rel_url.raw_query_string, "query string")
     if request.method == "POST" and request.body_exists:
         if request.content_type == "multipart/form-data":
             try:
@@ -86,13 +86,20 @@ async def _plain_body(request: web.Request, limit: int, seconds: float) -> dict[
     if request.content_type in {"application/x-www-form-urlencoded", "application/octet-stream"}:
         try:
             text = body.decode("utf-8")
-            pairs = parse_qsl(
-                text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_PARAMS
-            )
-        except (UnicodeDecodeError, ValueError) as exc:
+        except UnicodeDecodeError as exc:
             raise BotApiError(400, "Bad Request: can't parse the form body") from exc
-        return {key: _from_form(key, value) for key, value in pairs}
+        return _form(text, "form body")
     raise BotApiError(400, f"Bad Request: unsupported Content-Type {request.content_type[:64]}")
+
+
+def _form(text: str, what: str) -> dict[str, Any]:
+    """Fields of a urlencoded string; a 400 for what is not UTF-8 once percent-decoded (never
+    replaced by U+FFFD: the message would say something else than what was sent)."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_PARAMS, errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BotApiError(400, f"Bad Request: can't parse the {what}") from exc
+    return {key: _from_form(key, value) for key, value in pairs}
 
 
 async def _multipart(request: web.Request, limit: int) -> dict[str, Any]:

@@ -490,3 +490,26 @@ async def test_unrouted_bot_api_paths_are_telegrams_404(
     status, doc = await _call(verb, f"{url}{path}")
     assert (status, doc) == (404, {"ok": False, "error_code": 404, "description": "Not Found"})
     assert upstream.calls == []
+
+
+@pytest.mark.parametrize(
+    ("query", "form"),
+    [
+        ("?text=%ff%fe", {"inline_message_id": "x"}),
+        ("", "inline_message_id=x&text=%ff%fe"),
+        ("?inline_message_id=x&te%ffxt=a", {}),
+    ],
+)
+async def test_invalid_utf_8_in_query_or_form_is_a_400(
+    api: tuple[str, Context], upstream: Upstream, query: str, form: Any
+) -> None:
+    url, _ = api
+    status, doc = await _call(
+        "POST",
+        yarl.URL(f"{url}/bot{TOKEN}/editMessageText{query}", encoded=True),
+        data=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 400, doc
+    assert doc["error_code"] == 400
+    assert upstream.calls == []
