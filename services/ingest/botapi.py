@@ -186,11 +186,18 @@ class BotApi:
             accepted = await submit(self._ctx, [req], self._lookup, keep_result=True)
             message_id = accepted[0].id
             self._metrics.accepted.labels(accepted[0].priority).inc()
-            await self._ctx.broker.put_records(
-                {self._fingerprint_key(bot_id, method, req.params): {"id": message_id}},
-                self._settings.proxy_dedup_window,
-            )
+            fingerprint = self._fingerprint_key(bot_id, method, req.params)
+            await self._mark(fingerprint, {"id": message_id}, self._settings.proxy_dedup_window)
         return await self._answer(request, message_id)
+
+    async def _mark(self, key: str, fields: dict[str, str], ttl: int) -> None:
+        """Best effort: the message is queued already, so a failure here must not become an
+        answer that invites the client to send it again; only the retry detection loses."""
+        try:
+            await self._ctx.broker.put_records({key: fields}, ttl)
+        except BrokerUnavailable:
+            log.warning("drop-in mark not written, queue unavailable", extra={"mark": [*fields]})
+            self._answers.labels("queued", "mark_lost").inc()
 
     def _fingerprint_key(self, bot_id: int, method: str, params: dict[str, Any]) -> str:
         canonical = orjson.dumps([method, params], option=orjson.OPT_SORT_KEYS)
@@ -219,14 +226,14 @@ class BotApi:
         record = await self.waiters.wait(message_id, wait, lambda: _gone(request))
         key = self._ctx.keys.record(message_id)
         if record is None or _gone(request):
-            await self._ctx.broker.put_records({key: {"orphaned": "1"}}, self._record_ttl)
+            await self._mark(key, {"orphaned": "1"}, self._record_ttl)
             self._answers.labels("queued", "timeout").inc()
             return telegram_error(
                 502,
                 f"Bad Gateway: not delivered within {wait:g} s; it stays queued, and the same "
                 "request sent again waits for it instead of sending it twice",
             )
-        await self._ctx.broker.put_records({key: {"answered": "1"}}, self._record_ttl)
+        await self._mark(key, {"answered": "1"}, self._record_ttl)
         if record.get("status") == Status.SENT.value:
             self._answers.labels("queued", "sent").inc()
             result = orjson.loads(record["result"]) if record.get("result") else True

@@ -5,6 +5,7 @@ waited out, and error pages echoing the token are redacted."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import redis.asyncio as redis
 import yarl
 from aiohttp import web
 
@@ -19,7 +21,8 @@ from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
 from shared.context import Context, build_context
 from shared.settings import CommonSettings
-from tests.helpers import ADMIN_KEY, TOKENS, free_port, serving
+from tests.helpers import ADMIN_KEY, TOKENS, eventually, free_port, serving
+from tests.procs import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -513,3 +516,41 @@ async def test_invalid_utf_8_in_query_or_form_is_a_400(
     assert status == 400, doc
     assert doc["error_code"] == 400
     assert upstream.calls == []
+
+
+async def test_a_queued_message_is_never_answered_retry_later(upstream: Upstream) -> None:
+    """Redis goes away while the request waits: the message is queued already, so the answer
+    must not invite the client to send it again (a 503 would)."""
+    server = RedisServer(appendonly=False)
+    server.start()
+    try:
+        settings = CommonSettings(
+            FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+            FLOODGATE_NAMESPACE=f"botapi{secrets.token_hex(4)}",
+            FLOODGATE_BOTS=",".join(TOKENS.values()),
+            TELEGRAM_API_BASE=upstream.url,
+            REDIS_URL=server.url,
+        )
+        ctx = build_context(settings, allow_memory=False)
+        service = IngestService(ctx, IngestSettings(FLOODGATE_PROXY_WAIT=2))
+        async with serving(ctx, [service]) as url:
+            form = {"chat_id": "5", "text": "queued once"}
+            waiting = asyncio.ensure_future(
+                _call("POST", f"{url}/bot{TOKEN}/sendMessage", data=form)
+            )
+            probe = redis.Redis.from_url(server.url)
+            try:
+
+                async def queued() -> bool:
+                    return bool(await probe.xlen(ctx.keys.ingest))
+
+                await eventually(queued, 10)
+            finally:
+                await probe.aclose()
+            server.stop(hard=True)
+            status, doc = await waiting
+        await ctx.close()
+    finally:
+        server.cleanup()
+    assert status == 502, doc
+    assert "stays queued" in doc["description"]
