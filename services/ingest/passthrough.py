@@ -9,10 +9,11 @@ upstream error page may echo the request path with the token in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -47,14 +48,37 @@ class Passthrough:
         self._timeout = call_timeout
         self._max_body = max_body
         self._session: aiohttp.ClientSession | None = None
+        self._under_way = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = new_session(256)
         return self._session
 
-    async def close(self) -> None:
-        """Release the connection pool."""
+    @contextlib.asynccontextmanager
+    async def _calling(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The pool for one call, counted so that ``close`` waits for it."""
+        if self._closing:
+            raise BotApiError(503, "Service Unavailable: shutting down, retry later")
+        self._under_way += 1
+        self._idle.clear()
+        try:
+            yield self._client()
+        finally:
+            self._under_way -= 1
+            if not self._under_way:
+                self._idle.set()
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Take no new calls, let those under way finish within ``grace`` seconds (the HTTP
+        site's shutdown window comes after), then release the connection pool."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
         if self._session is not None:
             await self._session.close()
 
@@ -103,15 +127,18 @@ class Passthrough:
     ) -> tuple[int, bytes, str]:
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         try:
-            async with self._client().request(
-                verb,
-                url,
-                params=query,
-                data=body or None,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as resp:
+            async with (
+                self._calling() as session,
+                session.request(
+                    verb,
+                    url,
+                    params=query,
+                    data=body or None,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as resp,
+            ):
                 if 300 <= resp.status < 400:
                     raise BotApiError(502, "Bad Gateway: the Bot API answered a redirect")
                 answer = await resp.read()
@@ -138,7 +165,10 @@ class Passthrough:
         """The streamed answer, or the body of a 429 to wait out."""
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self._timeout)
         try:
-            async with self._client().get(url, timeout=timeout, allow_redirects=False) as resp:
+            async with (
+                self._calling() as session,
+                session.get(url, timeout=timeout, allow_redirects=False) as resp,
+            ):
                 if resp.status == 429:
                     return await resp.read()
                 if 300 <= resp.status < 400:

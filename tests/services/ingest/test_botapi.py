@@ -20,6 +20,7 @@ from aiohttp import web
 from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
 from shared.context import Context, build_context
+from shared.runtime import serve
 from shared.settings import CommonSettings
 from tests.helpers import ADMIN_KEY, TOKENS, eventually, free_port, serving
 from tests.procs import RedisServer
@@ -58,6 +59,8 @@ async def upstream() -> AsyncIterator[Upstream]:
         if name == "getUpdates" and "dropin" not in request.query:
             await asyncio.sleep(1)  # floodgate's own poller: nothing new
             return web.json_response({"ok": True, "result": []})
+        if name == "getSlow":
+            await asyncio.sleep(1.5)
         if name == "getBroken":
             return web.Response(status=502, text=f"<html>bad gateway at {request.path}</html>")
         return web.json_response({"ok": True, "result": {"method": name}})
@@ -554,3 +557,38 @@ async def test_a_queued_message_is_never_answered_retry_later(upstream: Upstream
         server.cleanup()
     assert status == 502, doc
     assert "stays queued" in doc["description"]
+
+
+async def test_a_call_under_way_at_shutdown_is_answered(upstream: Upstream, namespace: str) -> None:
+    """Stopping ingest while a passed-through call waits for the Bot API: the call still gets
+    the Bot API's answer within the site's shutdown window (the pool closes after it)."""
+    settings = CommonSettings(
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=",".join(TOKENS.values()),
+        TELEGRAM_API_BASE=upstream.url,
+    )
+    ctx = build_context(settings, allow_memory=True)
+    service = IngestService(ctx, IngestSettings(FLOODGATE_PROXY_WAIT=5))
+    port, stop = free_port(), asyncio.Event()
+    served = asyncio.ensure_future(serve(ctx, [service], "127.0.0.1", port, stop))
+    url = f"http://127.0.0.1:{port}"
+
+    async def healthy() -> bool:
+        try:
+            status, _ = await _call("GET", f"{url}/healthz")
+        except aiohttp.ClientConnectionError:
+            return False
+        return status == 200
+
+    await eventually(healthy, 10)
+    call = asyncio.ensure_future(_call("GET", f"{url}/bot{TOKEN}/getSlow"))
+
+    async def arrived() -> bool:
+        return any("getSlow" in path for _, path, _, _ in upstream.calls)
+
+    await eventually(arrived, 10)
+    stop.set()
+    status, doc = await call
+    assert (status, doc) == (200, {"ok": True, "result": {"method": "getSlow"}})
+    assert await served == 0
