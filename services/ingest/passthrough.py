@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 import yarl
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from services.ingest.body import BodyError, read_body
 from services.ingest.botapi_request import BotApiError, telegram_error
@@ -34,6 +34,7 @@ ANSWER_HEADERS = ("Content-Type", "Content-Length", "Content-Disposition", "Last
 MAX_FILE_PATH = 512
 CHUNK = 64 * 1024
 MAX_ERROR_CHARS = 200
+REPLAYABLE_BYTES = 1024 * 1024
 # Telegram's file paths are like "photos/file_12.jpg": plain segments only. Anything else
 # (an encoded dot, a query, a backslash) could make the upstream URL reach another path.
 _FILE_PATH = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
@@ -85,17 +86,31 @@ class Passthrough:
     async def forward(
         self, request: web.Request, token: str, method: str, body_seconds: float
     ) -> web.Response:
-        """Call ``method`` with the request's query and body; Telegram's answer, unchanged."""
-        body = b""
-        if request.method == "POST" and request.body_exists:
+        """Call ``method`` with the request's query and body; Telegram's answer, unchanged. A
+        body up to ``REPLAYABLE_BYTES`` is read first (a 429 can then be waited out); a larger
+        or chunked one is passed on as it arrives, counted against the limit, and sent once."""
+        headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        verb, query = request.method, request.query
+        if verb != "POST" or not request.body_exists:
+            return await self._forward(verb, token, method, query, b"", headers)
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise BotApiError(413, f"Request Entity Too Large: body over {self._max_body} bytes")
+        if length is not None and length <= REPLAYABLE_BYTES:
             try:
                 body = await read_body(request, self._max_body, body_seconds)
             except BodyError as exc:
                 raise BotApiError(
                     exc.response.status, "Request Entity Too Large or too slow"
                 ) from exc
-        headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
-        return await self._forward(request.method, token, method, request.query, body, headers)
+            return await self._forward(verb, token, method, query, body, headers)
+        streamed = StreamedBody(request.content, self._max_body, body_seconds)
+        try:
+            return await self._forward(verb, token, method, query, streamed, headers)
+        except BotApiError:
+            if streamed.refused is not None:
+                raise streamed.refused from None
+            raise
 
     async def forward_json(self, token: str, method: str, params: dict[str, Any]) -> web.Response:
         """Call ``method`` with parameters already read from a request, as JSON."""
@@ -108,7 +123,7 @@ class Passthrough:
         token: str,
         method: str,
         query: Mapping[str, str],
-        body: bytes,
+        body: bytes | StreamedBody,
         headers: dict[str, str],
     ) -> web.Response:
         url = f"{self._base}/bot{token}/{method}"
@@ -117,14 +132,22 @@ class Passthrough:
             status, answer, content_type = await self._call(verb, url, query, body, headers)
             if status != 429:
                 break
+            if isinstance(body, StreamedBody):
+                deadline = 0.0  # its bytes are gone: it cannot be sent again
             await _wait_out(answer, deadline)
         if status >= 400:
             return upstream_error(status, answer)
         return web.Response(body=answer, status=status, headers={"Content-Type": content_type})
 
     async def _call(
-        self, verb: str, url: str, query: Mapping[str, str], body: bytes, headers: dict[str, str]
+        self,
+        verb: str,
+        url: str,
+        query: Mapping[str, str],
+        body: bytes | StreamedBody,
+        headers: dict[str, str],
     ) -> tuple[int, bytes, str]:
+        data = body.chunks() if isinstance(body, StreamedBody) else body or None
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         try:
             async with (
@@ -133,7 +156,7 @@ class Passthrough:
                     verb,
                     url,
                     params=query,
-                    data=body or None,
+                    data=data,
                     headers=headers,
                     timeout=timeout,
                     allow_redirects=False,
@@ -188,6 +211,38 @@ class Passthrough:
             raise BotApiError(504, "Gateway Timeout: the Bot API did not answer in time") from exc
         except aiohttp.ClientError as exc:
             raise BotApiError(502, "Bad Gateway: the Bot API cannot be reached") from exc
+
+
+class StreamedBody:
+    """A request body passed on as it arrives, refused (``refused``) once it goes over
+    ``limit`` bytes or past ``seconds``; the upstream call then fails and this says why."""
+
+    def __init__(self, content: StreamReader, limit: int, seconds: float) -> None:
+        self._content = content
+        self._limit = limit
+        self._seconds = seconds
+        self.refused: BotApiError | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes, chunk by chunk."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._seconds
+        sent = 0
+        while True:
+            try:
+                chunk = await asyncio.wait_for(self._content.readany(), deadline - loop.time())
+            except TimeoutError:
+                self.refused = BotApiError(408, "Request Timeout: body not received in time")
+                raise self.refused from None
+            if not chunk:
+                return
+            sent += len(chunk)
+            if sent > self._limit:
+                self.refused = BotApiError(
+                    413, f"Request Entity Too Large: body over {self._limit} bytes"
+                )
+                raise self.refused
+            yield chunk
 
 
 def upstream_error(status: int, answer: bytes) -> web.Response:

@@ -18,6 +18,7 @@ import yarl
 from aiohttp import web
 
 from services.ingest.app import IngestService
+from services.ingest.passthrough import REPLAYABLE_BYTES
 from services.ingest.settings import IngestSettings
 from shared.context import Context, build_context
 from shared.runtime import serve
@@ -38,6 +39,7 @@ class Upstream:
     url: str
     calls: list[tuple[str, str, bytes, str]] = field(default_factory=list)
     throttle: int = 0  # answer this many calls 429 first
+    receiving: list[str] = field(default_factory=list)  # methods whose body is being read
 
 
 @pytest.fixture
@@ -45,6 +47,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     state = Upstream("")
 
     async def method(request: web.Request) -> web.StreamResponse:
+        state.receiving.append(request.match_info["method"])
         body = await request.read()
         state.calls.append((request.method, request.path_qs, body, request.content_type))
         name = request.match_info["method"]
@@ -81,7 +84,7 @@ async def upstream() -> AsyncIterator[Upstream]:
         state.calls.append((request.method, request.path_qs, b"", ""))
         return web.Response(text="every message ever sent")
 
-    app = web.Application()
+    app = web.Application(client_max_size=8 * REPLAYABLE_BYTES)
     app.router.add_route("*", "/bot{token}/{method}", method)
     app.router.add_get("/file/bot{token}/{path:.+}", file)
     app.router.add_get("/_sandbox/messages", private)
@@ -103,7 +106,11 @@ async def api(upstream: Upstream, namespace: str) -> AsyncIterator[tuple[str, Co
         TELEGRAM_API_BASE=upstream.url,
     )
     ctx = build_context(settings, allow_memory=True)
-    ingest = IngestSettings(FLOODGATE_MAX_BODY_BYTES=4096, FLOODGATE_PROXY_WAIT=5)
+    ingest = IngestSettings(
+        FLOODGATE_MAX_BODY_BYTES=4096,
+        FLOODGATE_PROXY_WAIT=5,
+        FLOODGATE_PROXY_MAX_BODY_BYTES=2 * REPLAYABLE_BYTES,
+    )
     service = IngestService(ctx, ingest)
     async with serving(ctx, [service]) as url:
         yield url, ctx
@@ -592,3 +599,43 @@ async def test_a_call_under_way_at_shutdown_is_answered(upstream: Upstream, name
     status, doc = await call
     assert (status, doc) == (200, {"ok": True, "result": {"method": "getSlow"}})
     assert await served == 0
+
+
+async def test_a_large_body_is_passed_on_as_it_arrives(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"x" * (REPLAYABLE_BYTES + 1)
+
+        async def receiving() -> bool:
+            return "setChatPhoto" in upstream.receiving
+
+        await eventually(receiving, 10)  # the Bot API reads it before the client is done
+        yield b"end"
+
+    headers = {"Content-Type": "application/octet-stream"}
+    status, doc = await _call(
+        "POST", f"{url}/bot{TOKEN}/setChatPhoto", data=upload(), headers=headers
+    )
+    assert (status, doc) == (200, {"ok": True, "result": {"method": "setChatPhoto"}})
+    assert upstream.calls[-1][2] == b"x" * (REPLAYABLE_BYTES + 1) + b"end"
+
+
+async def test_a_streamed_body_over_the_limit_is_a_413(
+    api: tuple[str, Context], upstream: Upstream
+) -> None:
+    url, _ = api  # FLOODGATE_PROXY_MAX_BODY_BYTES=2 MiB
+
+    async def upload() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"x" * REPLAYABLE_BYTES
+
+    headers = {"Content-Type": "application/octet-stream"}
+    status, doc = await _call(
+        "POST", f"{url}/bot{TOKEN}/setChatPhoto", data=upload(), headers=headers
+    )
+    assert status == 413, doc
+    assert doc["error_code"] == 413
+    assert not any(path.endswith("setChatPhoto") for _, path, _, _ in upstream.calls)
