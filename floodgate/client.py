@@ -18,8 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 RETRIES = 3
 FIRST_BACKOFF_S = 0.2
@@ -132,7 +134,7 @@ class Floodgate:
 
     async def status(self, message_id: str) -> MessageStatus:
         """Where the message is now."""
-        doc = await self._request("GET", f"/v1/messages/{message_id}")
+        doc = await self._request("GET", f"/v1/messages/{_path_segment(message_id)}")
         return MessageStatus(
             id=doc["id"],
             status=doc["status"],
@@ -163,7 +165,7 @@ class Floodgate:
                 async with self._client().request(
                     verb, f"{self._base}{path}", json=body, headers=self._headers
                 ) as resp:
-                    doc = await resp.json(content_type=None)
+                    doc = _json_object(resp.status, await resp.read())
                     if resp.status == 503 and not last:
                         raise _Retry
                     if resp.status >= 400:
@@ -187,6 +189,28 @@ class Floodgate:
 
 class _Retry(Exception):
     """A 503: nothing was accepted, the same request may be sent again."""
+
+
+def _json_object(status: int, body: bytes) -> dict[str, Any]:
+    """The answer as a JSON object; a ``FloodgateError`` for anything else (an HTML page of a
+    proxy in between, a truncated body)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        return doc
+    text = " ".join(body.decode("utf-8", "replace").split())[:200]
+    if status >= 400:
+        return {"error": f"HTTP {status}, not JSON: {text}"}
+    raise FloodgateError(status, f"the answer is not a JSON object: {text}")
+
+
+def _path_segment(message_id: str) -> str:
+    """The id as one path segment, so that no id reaches another route."""
+    if message_id in {"", ".", ".."}:
+        raise ValueError(f"not a message id: {message_id!r}")
+    return quote(message_id, safe="")
 
 
 def _new_key() -> str:

@@ -14,6 +14,7 @@ pending entries come first), so handle updates idempotently and acknowledge afte
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -24,6 +25,8 @@ from typing import Any
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
+
+log = logging.getLogger("floodgate.client.updates")
 
 BATCH = 100
 BLOCK_MS = 500
@@ -82,14 +85,36 @@ class Updates:
                 await self._client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
             self._ready = True
         entries = await self._read(self._start)
-        if self._start == "0" and len(entries) < self._batch:
-            self._start = ">"  # the pending list is read through
+        if self._start != ">":
+            # the pending list, a page at a time: the next page starts after this one
+            if len(entries) < self._batch:
+                self._start = ">"
+            else:
+                self._start = _text(entries[-1][0])
             if not entries:
                 entries = await self._read(self._start)
-        return [_incoming(entry_id, fields) for entry_id, fields in entries if fields]
+        return await self._decoded(entries)
+
+    async def _decoded(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Incoming]:
+        """The updates of the entries; one that cannot be read (deleted meanwhile, no ``d``,
+        not JSON) is logged and acknowledged, so that it is not read again forever."""
+        items, poison = [], []
+        for entry_id, fields in entries:
+            try:
+                items.append(_incoming(entry_id, fields))
+            except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+                poison.append(_text(entry_id))
+                log.warning(
+                    "unreadable update entry %s skipped and acknowledged: %s",
+                    _text(entry_id),
+                    type(exc).__name__,
+                )
+        if poison:
+            await self._client.xack(self._stream, self._group, *poison)
+        return items
 
     async def _read(self, start: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        block = None if start == "0" else self._block_ms
+        block = self._block_ms if start == ">" else None
         reply: Any = await self._client.xreadgroup(
             self._group, self._consumer, {self._stream: start}, self._batch, block
         )
@@ -108,6 +133,14 @@ class Updates:
                 yield batch
 
 
-def _incoming(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Incoming:
-    ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Incoming(ident, orjson.loads(fields[b"d"]))
+def _text(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def _incoming(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Incoming:
+    if not fields:
+        raise KeyError("d")  # a pending entry deleted from the stream meanwhile
+    update = orjson.loads(fields[b"d"])
+    if not isinstance(update, dict):
+        raise TypeError("an update is a JSON object")
+    return Incoming(_text(entry_id), update)

@@ -32,6 +32,8 @@ OPEN = frozenset(
         "/webhook/telegram/{bot_id}",
         "/bot{token}/{method}",
         "/file/bot{token}/{path}",
+        "/bot{rest}",
+        "/file/bot{rest}",
     }
 )
 ANYONE = frozenset(Role)

@@ -174,3 +174,67 @@ async def test_updates_in_a_consumer_group_with_acknowledgement(redis_client, na
         assert await updates.read() == []  # nothing new within block_ms
     async with Updates(REDIS_URL, "other", namespace=namespace, batch=10) as other:
         assert len(await other.read()) == 5  # another group reads every update itself
+
+
+async def test_unreadable_updates_are_skipped_and_acknowledged(redis_client, namespace) -> None:
+    stream = f"{namespace}:updates"
+    await redis_client.xadd(stream, {"x": b"no d"})
+    await redis_client.xadd(stream, {"d": b"not json"})
+    await redis_client.xadd(stream, {"d": b"[1, 2]"})
+    await redis_client.xadd(stream, {"d": orjson.dumps({"update_id": 7, "bot_id": BOT})})
+    async with Updates(REDIS_URL, "app", namespace=namespace, consumer="c1") as updates:
+        batch = await updates.read()
+        assert [i.update["update_id"] for i in batch] == [7]
+        await updates.ack(batch)
+    pending = await redis_client.xpending(stream, "app")
+    assert pending["pending"] == 0
+    async with Updates(REDIS_URL, "app", namespace=namespace, consumer="c1") as updates:
+        assert await updates.read() == []  # after a restart: nothing read again, no crash
+
+
+async def test_a_long_pending_list_is_read_page_by_page(redis_client, namespace) -> None:
+    stream = f"{namespace}:updates"
+    for n in range(5):
+        await redis_client.xadd(stream, {"d": orjson.dumps({"update_id": n, "bot_id": BOT})})
+    async with Updates(REDIS_URL, "app", namespace=namespace, consumer="c1", batch=2) as updates:
+        seen = [await updates.read() for _ in range(3)]  # read, never acknowledged: "crash"
+        assert [[i.update["update_id"] for i in b] for b in seen] == [[0, 1], [2, 3], [4]]
+    async with Updates(REDIS_URL, "app", namespace=namespace, consumer="c1", batch=2) as updates:
+        pages = [[i.update["update_id"] for i in await updates.read()] for _ in range(4)]
+    assert pages == [[0, 1], [2, 3], [4], []]
+
+
+async def test_an_answer_that_is_not_json_is_a_floodgate_error() -> None:
+    async def page(request: web.Request) -> web.Response:
+        status = 200 if request.path.startswith("/v1/messages/ok") else 502
+        return web.Response(text="<html>proxy says no</html>", status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with Floodgate(f"http://127.0.0.1:{port}", ADMIN_KEY) as fg:
+            with pytest.raises(FloodgateError) as bad_gateway:
+                await fg.status("abc")
+            assert bad_gateway.value.status == 502
+            assert "proxy says no" in str(bad_gateway.value)
+            with pytest.raises(FloodgateError) as not_json:
+                await fg.status("ok")
+            assert not_json.value.status == 200
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_message_id_reaches_no_other_route(pipeline: tuple[Proc, Proc]) -> None:
+    async with Floodgate(pipeline[1].url, ADMIN_KEY) as fg:
+        for message_id in ("../../queue/stats", "a/../../../queue/stats", "x?y=1", "x#y"):
+            with pytest.raises(FloodgateError) as unknown:
+                await fg.status(message_id)
+            assert unknown.value.status == 404, message_id
+        for message_id in ("..", ".", ""):
+            with pytest.raises(ValueError, match="not a message id"):
+                await fg.status(message_id)

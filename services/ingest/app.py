@@ -16,6 +16,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.webhook import WebhookHandler, WebhookMetrics
 from services.ingest.webhook_site import WEBHOOK_ROUTE, webhook_listener
 from shared.context import ConfigError, Context
+from shared.runtime import HTTP_SHUTDOWN_SECONDS
 from shared.telegram import TelegramClient, new_session
 from shared.webhooks import parse_pairs, secrets_for
 
@@ -47,7 +48,9 @@ class IngestService:
             self._updates,
         )
         self._polled = self._polling_bots(settings.polling_bots)
-        self._botapi = BotApi(ctx, settings, metrics, self._lookup)
+        # a bot with a webhook secret of its own, or polled, gets its updates through floodgate
+        takes_updates = frozenset(self._polled) | frozenset(configured)
+        self._botapi = BotApi(ctx, settings, metrics, self._lookup, takes_updates)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         h = self._handlers
@@ -87,7 +90,7 @@ class IngestService:
                 tg.create_task(self._botapi.waiters.run(stop))
                 await self._poll(stop)
         finally:
-            await self._botapi.passthrough.close()
+            await self._botapi.passthrough.close(HTTP_SHUTDOWN_SECONDS)
             if self._lookup is not None:
                 await self._lookup.close()
 

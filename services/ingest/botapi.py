@@ -43,6 +43,8 @@ log = logging.getLogger("floodgate.ingest.botapi")
 
 ROUTE = "/bot{token}/{method}"
 FILE_ROUTE = "/file/bot{token}/{path:.+}"
+# what reaches neither route (no method, another verb, a slash too many) gets Telegram's 404
+UNROUTED = ("/bot{rest:.*}", "/file/bot{rest:.*}")
 PRIORITY_HEADER = "X-Floodgate-Priority"
 _METHOD = re.compile(r"[A-Za-z]{2,64}")
 
@@ -54,6 +56,10 @@ SENDING_METHODS = (
     "editMessageReplyMarkup editMessageLiveLocation stopMessageLiveLocation stopPoll"
 )
 QUEUED = {name.lower(): name for name in SENDING_METHODS.split(" ")}
+# Ending the bot's session would end every send still queued for it.
+SESSION_METHODS = frozenset({"logout", "close"})
+# Another reader of the updates of a bot floodgate takes them for would take them away from it.
+UPDATE_METHODS = frozenset({"getupdates", "setwebhook", "deletewebhook"})
 
 
 class BotApi:
@@ -65,8 +71,10 @@ class BotApi:
         settings: IngestSettings,
         metrics: IngestMetrics,
         lookup: StoreLookup | None = None,
+        takes_updates: frozenset[int] = frozenset(),
     ) -> None:
         registry = ctx.registry
+        self._takes_updates = takes_updates
         self._metrics = metrics
         self._ctx = ctx
         self._settings = settings
@@ -88,11 +96,12 @@ class BotApi:
         )
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
-        """GET and POST on the method route; GET on the file route."""
+        """GET and POST on the method route; GET on the file route; a 404 for the rest."""
         return [
             web.get(ROUTE, self.call),
             web.post(ROUTE, self.call),
             web.get(FILE_ROUTE, self.download),
+            *(web.route("*", path, self.not_found) for path in UNROUTED),
         ]
 
     async def call(self, request: web.Request) -> web.StreamResponse:
@@ -102,6 +111,7 @@ class BotApi:
             method = request.match_info["method"]
             if not _METHOD.fullmatch(method):
                 raise BotApiError(404, "Not Found")
+            self._check_allowed(bot_id, method.lower())
             queued = QUEUED.get(method.lower())
             body_s = self._ctx.settings.http_body_timeout
             if queued is None:
@@ -124,6 +134,26 @@ class BotApi:
             return await self.passthrough.download(request, token, request.match_info["path"])
         except BotApiError as exc:
             return exc.response()
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        """Telegram's answer to a path it has no method for."""
+        self._answers.labels("refused", "404").inc()
+        return telegram_error(404, "Not Found")
+
+    def _check_allowed(self, bot_id: int, method: str) -> None:
+        """Refuse the calls that would take the bot's session or updates away from floodgate."""
+        if method in SESSION_METHODS:
+            raise BotApiError(
+                403,
+                "Forbidden: floodgate owns this bot's session; logOut and close are not passed on",
+            )
+        if method in UPDATE_METHODS and bot_id in self._takes_updates:
+            raise BotApiError(
+                409,
+                "Conflict: floodgate takes this bot's updates (by polling or its webhook); "
+                "read them from floodgate (the SDK's Updates) instead of getUpdates, "
+                "setWebhook or deleteWebhook",
+            )
 
     def _bot(self, token: str) -> tuple[int, str]:
         """The bot whose token this is; Telegram's 401 for any other string."""
@@ -156,11 +186,18 @@ class BotApi:
             accepted = await submit(self._ctx, [req], self._lookup, keep_result=True)
             message_id = accepted[0].id
             self._metrics.accepted.labels(accepted[0].priority).inc()
-            await self._ctx.broker.put_records(
-                {self._fingerprint_key(bot_id, method, req.params): {"id": message_id}},
-                self._settings.proxy_dedup_window,
-            )
+            fingerprint = self._fingerprint_key(bot_id, method, req.params)
+            await self._mark(fingerprint, {"id": message_id}, self._settings.proxy_dedup_window)
         return await self._answer(request, message_id)
+
+    async def _mark(self, key: str, fields: dict[str, str], ttl: int) -> None:
+        """Best effort: the message is queued already, so a failure here must not become an
+        answer that invites the client to send it again; only the retry detection loses."""
+        try:
+            await self._ctx.broker.put_records({key: fields}, ttl)
+        except BrokerUnavailable:
+            log.warning("drop-in mark not written, queue unavailable", extra={"mark": [*fields]})
+            self._answers.labels("queued", "mark_lost").inc()
 
     def _fingerprint_key(self, bot_id: int, method: str, params: dict[str, Any]) -> str:
         canonical = orjson.dumps([method, params], option=orjson.OPT_SORT_KEYS)
@@ -189,14 +226,14 @@ class BotApi:
         record = await self.waiters.wait(message_id, wait, lambda: _gone(request))
         key = self._ctx.keys.record(message_id)
         if record is None or _gone(request):
-            await self._ctx.broker.put_records({key: {"orphaned": "1"}}, self._record_ttl)
+            await self._mark(key, {"orphaned": "1"}, self._record_ttl)
             self._answers.labels("queued", "timeout").inc()
             return telegram_error(
                 502,
                 f"Bad Gateway: not delivered within {wait:g} s; it stays queued, and the same "
                 "request sent again waits for it instead of sending it twice",
             )
-        await self._ctx.broker.put_records({key: {"answered": "1"}}, self._record_ttl)
+        await self._mark(key, {"answered": "1"}, self._record_ttl)
         if record.get("status") == Status.SENT.value:
             self._answers.labels("queued", "sent").inc()
             result = orjson.loads(record["result"]) if record.get("result") else True

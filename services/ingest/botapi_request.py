@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from services.ingest.body import BodyError, read_body
 
@@ -25,6 +26,7 @@ TEXT_PARAMS = frozenset(
 )
 INT_PARAMS = frozenset({"message_id", "reply_to_message_id", "message_thread_id"})
 _INT = re.compile(r"-?[0-9]{1,20}")
+INT64 = range(-(2**63), 2**63)
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
@@ -50,7 +52,7 @@ def telegram_error(code: int, description: str, **extra: Any) -> web.Response:
 async def read_params(request: web.Request, limit: int, seconds: float) -> dict[str, Any]:
     """Every parameter of the request, bounded by ``limit`` bytes of body read within
     ``seconds``; ``BotApiError`` for anything Telegram would refuse to read."""
-    params: dict[str, Any] = {k: _from_form(k, v) for k, v in request.query.items()}
+    params = _form(request.rel_url.raw_query_string, "query string")
     if request.method == "POST" and request.body_exists:
         if request.content_type == "multipart/form-data":
             try:
@@ -84,13 +86,20 @@ async def _plain_body(request: web.Request, limit: int, seconds: float) -> dict[
     if request.content_type in {"application/x-www-form-urlencoded", "application/octet-stream"}:
         try:
             text = body.decode("utf-8")
-            pairs = parse_qsl(
-                text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_PARAMS
-            )
-        except (UnicodeDecodeError, ValueError) as exc:
+        except UnicodeDecodeError as exc:
             raise BotApiError(400, "Bad Request: can't parse the form body") from exc
-        return {key: _from_form(key, value) for key, value in pairs}
+        return _form(text, "form body")
     raise BotApiError(400, f"Bad Request: unsupported Content-Type {request.content_type[:64]}")
+
+
+def _form(text: str, what: str) -> dict[str, Any]:
+    """Fields of a urlencoded string; a 400 for what is not UTF-8 once percent-decoded (never
+    replaced by U+FFFD: the message would say something else than what was sent)."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_PARAMS, errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BotApiError(400, f"Bad Request: can't parse the {what}") from exc
+    return {key: _from_form(key, value) for key, value in pairs}
 
 
 async def _multipart(request: web.Request, limit: int) -> dict[str, Any]:
@@ -100,31 +109,45 @@ async def _multipart(request: web.Request, limit: int) -> dict[str, Any]:
         raise BotApiError(413, f"Request Entity Too Large: body over {limit} bytes")
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
     fields: dict[str, Any] = {}
     budget = limit
-    while len(fields) <= MAX_PARAMS:
-        try:
-            part = await reader.next()
-        except (ValueError, AssertionError) as exc:
-            raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
-        if part is None:
+    for _ in range(MAX_PARAMS + 1):
+        named = await _next_part(reader)
+        if named is None:
             return fields
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            raise BotApiError(400, "Bad Request: nested or unnamed multipart parts")
-        if part.filename is not None:
-            raise BotApiError(
-                400,
-                f"Bad Request: {part.name[:MAX_NAME_CHARS]}: floodgate queues sends as JSON; "
-                "upload the file to Telegram once and send its file_id or a URL",
-            )
+        name, part = named
+        if name in fields:
+            raise BotApiError(400, f"Bad Request: {name[:MAX_NAME_CHARS]} given twice")
         raw, budget = await _bounded(part, budget, limit)
+        # boundaries and part headers count too, however the body is framed (chunked or not)
+        if request.content.total_bytes > limit:
+            raise BotApiError(413, f"Request Entity Too Large: body over {limit} bytes")
         try:
-            fields[part.name] = _from_form(part.name, raw.decode("utf-8"))
+            fields[name] = _from_form(name, raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise BotApiError(400, f"Bad Request: {part.name[:64]} is not UTF-8") from exc
+            raise BotApiError(400, f"Bad Request: {name[:64]} is not UTF-8") from exc
     raise BotApiError(400, f"Bad Request: more than {MAX_PARAMS} parameters")
+
+
+async def _next_part(reader: MultipartReader) -> tuple[str, BodyPartReader] | None:
+    """The next named field part; ``BotApiError`` for a nested, unnamed or file part."""
+    try:
+        part = await reader.next()
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        raise BotApiError(400, "Bad Request: can't parse the multipart body") from exc
+    if part is None:
+        return None
+    if not isinstance(part, BodyPartReader) or part.name is None:
+        raise BotApiError(400, "Bad Request: nested or unnamed multipart parts")
+    if part.filename is not None:
+        raise BotApiError(
+            400,
+            f"Bad Request: {part.name[:MAX_NAME_CHARS]}: floodgate queues sends as JSON; "
+            "upload the file to Telegram once and send its file_id or a URL",
+        )
+    return part.name, part
 
 
 async def _bounded(part: BodyPartReader, budget: int, limit: int) -> tuple[bytes, int]:
@@ -141,7 +164,10 @@ async def _bounded(part: BodyPartReader, budget: int, limit: int) -> tuple[bytes
 def _from_form(name: str, value: str) -> Any:
     """A form value as the JSON value it stands for, where the parameter takes one."""
     if name in INT_PARAMS and _INT.fullmatch(value):
-        return int(value)
+        number = int(value)
+        if number not in INT64:
+            raise BotApiError(400, f"Bad Request: {name} is out of range")
+        return number
     if name not in TEXT_PARAMS and value[:1] in {"{", "["}:
         try:
             return orjson.loads(value)

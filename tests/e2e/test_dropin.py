@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+import yarl
 from aiogram import Bot as AiogramBot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
@@ -289,3 +290,20 @@ async def test_stopping_ingest_answers_waiting_requests_502_and_exits(stack: Sta
         assert await asyncio.to_thread(lonely.popen.wait, 30) == 0
     finally:
         lonely.terminate()
+
+
+async def test_the_sandbox_behind_is_out_of_reach_and_the_session_is_kept(stack: Stack) -> None:
+    base = f"{stack.ingest.url}/file/bot{TOKEN}"
+    async with aiohttp.ClientSession() as session:
+        for path in ("%252e%252e/%252e%252e/_sandbox/messages", "a.jpg%253F", "%2e%2e/x"):
+            url = yarl.URL(f"{base}/{path}", encoded=True)
+            async with session.get(url) as resp:
+                assert resp.status == 404, path
+                doc = await resp.json()
+            assert doc == {"ok": False, "error_code": 404, "description": "Not Found"}
+        for method in ("logOut", "close"):
+            async with session.post(f"{stack.ingest.url}/bot{TOKEN}/{method}") as resp:
+                assert resp.status == 403
+                assert (await resp.json())["error_code"] == 403
+    async with bot_for(stack.ingest.url, TOKEN, 30) as bot:
+        assert bot.username == "bot601"  # the session still works
