@@ -8,6 +8,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as redis
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from shared.broker import (
@@ -20,7 +21,10 @@ from shared.broker import (
     unroute,
 )
 from shared.redis_batch import UNREACHABLE, ScriptBatcher, unavailable
+from shared.redis_client import connect
 from shared.scripts import lua
+
+__all__ = ["RedisBroker", "connect"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,23 +59,12 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def connect(url: str, *, max_connections: int = 64, pool_wait: float = 5.0) -> redis.Redis:
-    """A pooled client with bounded timeouts, so an outage fails fast instead of hanging.
-
-    The pool blocks: a burst of calls larger than the pool (a sender claiming hundreds of
-    entries at once) waits up to ``pool_wait`` seconds for a connection to come free instead of
-    failing with "Too many connections", which would look exactly like an outage.
-    """
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=pool_wait,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,
-        health_check_interval=15,
-        retry_on_timeout=False,
-    )
-    return redis.Redis.from_pool(pool)
+def _by_slot(streams: Sequence[str]) -> list[list[str]]:
+    """The streams grouped by their Redis Cluster slot, in order of first appearance."""
+    groups: dict[int, list[str]] = {}
+    for stream in streams:
+        groups.setdefault(key_slot(stream.encode()), []).append(stream)
+    return list(groups.values())
 
 
 def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
@@ -132,9 +125,16 @@ class RedisBroker:
             found += await self._read_one(stream, group, consumer, count - len(found))
         if found or block_ms is None:
             return found
-        raw = await self._read_group(dict.fromkeys(streams, ">"), group, consumer, 1, block_ms)
-        for stream, items in raw:
-            found += _entries(stream.decode(), items, redelivered=False)
+        # One blocking read may name only streams of one slot (Redis Cluster): streams of
+        # several slots are waited on in turn, each for its share of the time.
+        slots = _by_slot(streams)
+        for same_slot in slots:
+            wait = max(1, block_ms // len(slots))
+            raw = await self._read_group(dict.fromkeys(same_slot, ">"), group, consumer, 1, wait)
+            for stream, items in raw:
+                found += _entries(stream.decode(), items, redelivered=False)
+            if found:
+                break
         return found
 
     async def _read_one(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
@@ -223,9 +223,8 @@ class RedisBroker:
     async def commit(self, commit: Commit) -> dict[str, str]:
         if not commit:
             return {}
-        keys, args = _commit_args(commit)
-        dlq = [self._dlq.index, self._dlq.payloads, self._dlq.meta]
-        reply = await self._commit(keys=dlq + keys, args=args)
+        keys, args = _commit_args(commit, self._dlq)
+        reply = await self._commit(keys=keys, args=args)
         return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
 
     async def gate(
@@ -251,8 +250,13 @@ class RedisBroker:
 
     @_unavailable
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
-        moved: int = await self._promote(keys=[delay_set, *send_streams], args=[limit, ORDER_TTL])
-        return moved
+        declared = [delay_set, *send_streams]
+        moved, needed = await self._promote(keys=declared, args=[limit, ORDER_TTL])
+        if needed:  # due members whose chat keys the first call could not know
+            chats = sorted({c.decode() if isinstance(c, bytes) else str(c) for c in needed})
+            more, _ = await self._promote(keys=declared + chats, args=[limit, ORDER_TTL])
+            moved += more
+        return int(moved)
 
     @_unavailable
     async def trim_older(self, stream: str, max_age_ms: int) -> None:
@@ -328,11 +332,14 @@ class RedisBroker:
     ) -> int:
         if not items:
             return 0
-        keys = self._dlq
-        args = [ORDER_TTL, *(part for ident, member in items for part in (ident, member))]
-        moved: int = await self._requeue(
-            keys=[keys.index, keys.payloads, keys.meta, *send_streams], args=args
-        )
+        keys = [self._dlq.index, self._dlq.payloads, self._dlq.meta, *send_streams]
+        args: list[str | bytes | int] = [ORDER_TTL]
+        for ident, member in items:
+            chat = unroute(member)[1]
+            if chat and chat not in keys:
+                keys.append(chat)
+            args += [ident, member, keys.index(chat) + 1 if chat else 0]
+        moved: int = await self._requeue(keys=keys, args=args)
         return moved
 
     @_unavailable
@@ -346,15 +353,17 @@ class RedisBroker:
         return bool(removed)
 
 
-def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
-    """KEYS and ARGV of ``commit.lua``: keys deduplicated, referenced by 1-based index."""
+def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV of ``commit.lua``: keys deduplicated, referenced by 1-based index; the
+    dead-letter keys only when the commit kills a message, so a commit of keys in another slot
+    (inbound updates) declares no key of the pipeline's."""
     keys: list[str] = []
     index: dict[str, int] = {}
 
     def ref(key: str) -> int:
         if key not in index:
             keys.append(key)
-            index[key] = len(keys) + 3
+            index[key] = len(keys)
         return index[key]
 
     args: list[str | bytes | int] = [commit.group, ORDER_TTL]
@@ -376,7 +385,8 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
     for delay_set, delay_ms, member in commit.delays:
         args += ["delay", ref(delay_set), delay_ms, member]
     for message_id, member, meta in commit.dead:
-        args += ["dead", message_id, member, meta]
+        args += ["dead", ref(dlq.index), ref(dlq.payloads), ref(dlq.meta), message_id, member]
+        args.append(meta)
     for settle in commit.settles:
         args += [
             "settle",
