@@ -109,7 +109,17 @@ def _sentinel(url: str, parts: _Parts, max_connections: int) -> redis.Redis:
         max_connections=max_connections,
         **timeouts,
     )
-    return cast(redis.Redis, sentinel.master_for(service))
+    return cast(redis.Redis, sentinel.master_for(service, redis_class=_SentinelPrimary))
+
+
+class _SentinelPrimary(redis.Redis):
+    """The primary's client, which also closes its connections to the Sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager: Any = getattr(self.connection_pool, "sentinel_manager", None)
+        for client in getattr(manager, "sentinels", ()):
+            await client.aclose()
 
 
 def _split(url: str, default_port: int) -> _Parts:

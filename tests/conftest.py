@@ -17,7 +17,7 @@ from shared.context import dlq_keys
 from shared.keys import Keys
 from shared.memory_broker import MemoryBroker
 from shared.redis_broker import RedisBroker, connect
-from tests.cluster import RedisCluster
+from tests.cluster import RedisCluster, SentinelSetup
 from tests.procs import NAMESPACES
 
 REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -94,6 +94,17 @@ def redis_cluster() -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    """A private Sentinel setup (1 primary, 1 replica, 3 sentinels), started once."""
+    setup = SentinelSetup()
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.cleanup()
 
 
 @pytest.fixture

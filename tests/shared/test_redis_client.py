@@ -1,0 +1,52 @@
+"""REDIS_URL to client: one server, a Redis Cluster, Sentinel; bad URLs named, never their
+password."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.broker import Commit
+from shared.context import dlq_keys
+from shared.keys import Keys
+from shared.redis_broker import RedisBroker
+from shared.redis_client import RedisUrlError, connect
+from tests.cluster import RedisCluster, SentinelSetup
+
+SECRET = "hunter2-very-secret"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"memcached://u:{SECRET}@h:1", "unknown scheme"),
+        (f"redis+cluster://u:{SECRET}@h:1,h:port", "host 2 has port 'port'"),
+        (f"redis+cluster://u:{SECRET}@h:1,,h:2", "host 2 is empty"),
+        (f"redis+sentinel://u:{SECRET}@h:26379", "name the Sentinel service"),
+        (f"redis+sentinel://{SECRET}@h:99999/svc", "not a number from 1 to 65535"),
+        (f"redis://u:{SECRET}@h:notaport/0", "u:<redacted>@h:notaport"),
+    ],
+)
+def test_bad_url_names_the_problem_and_hides_the_password(url: str, problem: str) -> None:
+    with pytest.raises(RedisUrlError) as caught:
+        connect(url)
+    assert problem in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+async def _round_trip(url: str, keys: Keys) -> None:
+    client = connect(url)
+    try:
+        broker = RedisBroker(client, dlq_keys(keys))
+        await broker.ping()
+        await broker.commit(Commit(adds=[(keys.ingest, "m1", b"x", "")]))
+        assert (await broker.depths([keys.ingest], []))[keys.ingest] == 1
+    finally:
+        await client.aclose()
+
+
+async def test_cluster_url_reaches_the_cluster(redis_cluster: RedisCluster, keys: Keys) -> None:
+    await _round_trip(redis_cluster.url, keys)
+
+
+async def test_sentinel_url_reaches_the_primary(redis_sentinel: SentinelSetup, keys: Keys) -> None:
+    await _round_trip(redis_sentinel.url, keys)
