@@ -8,8 +8,9 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared.broker import (
     ORDER_TTL,
@@ -18,6 +19,7 @@ from shared.broker import (
     DeadLetter,
     DlqKeys,
     Entry,
+    NotReplicated,
     unroute,
 )
 from shared.redis_batch import UNREACHABLE, ScriptBatcher, unavailable
@@ -83,9 +85,12 @@ def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
 class RedisBroker:
     """``shared.broker.Broker`` on one Redis (or one Cluster slot for the pipeline keys)."""
 
-    def __init__(self, client: redis.Redis, dlq: DlqKeys) -> None:
+    def __init__(
+        self, client: redis.Redis, dlq: DlqKeys, replication_timeout_ms: int = 1000
+    ) -> None:
         self._redis = client
         self._dlq = dlq
+        self._wait_ms = replication_timeout_ms
         self._commit = client.register_script(lua("commit"))
         self._promote = client.register_script(lua("promote"))
         self._requeue = client.register_script(lua("dlq_requeue"))
@@ -224,8 +229,33 @@ class RedisBroker:
         if not commit:
             return {}
         keys, args = _commit_args(commit, self._dlq)
-        reply = await self._commit(keys=keys, args=args)
+        if commit.replicated:
+            reply = await self._commit_replicated(keys, args)
+        else:
+            reply = await self._commit(keys=keys, args=args)
         return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
+
+    async def _commit_replicated(self, keys: list[str], args: list[str | bytes | int]) -> Any:
+        """Run commit.lua and then ``WAIT 1`` on the same connection (WAIT counts the replicas
+        that have this connection's writes), on the node of the commit's slot in a cluster."""
+        route: dict[str, Any] = {}
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.initialize()  # no-op once the slot map is known
+            route["target_nodes"] = self._redis.get_node_from_key(keys[0])
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", 1, self._wait_ms, **route)
+                reply, replicas = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, NoScriptError):
+                break
+            await self._redis.script_load(lua("commit"))
+        for result in (reply, replicas):
+            if isinstance(result, Exception):
+                raise result
+        if int(replicas) < 1:
+            raise NotReplicated(f"no replica confirmed the write within {self._wait_ms} ms")
+        return reply
 
     async def gate(
         self,

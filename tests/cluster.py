@@ -186,6 +186,18 @@ class RedisCluster(_Processes):
                     return int(parts[1].split("@")[0].rsplit(":", 1)[1])
         raise RuntimeError(f"no primary serves slot {slot}")
 
+    def replica_of(self, primary: int) -> int:
+        """The port of a replica attached to ``primary``."""
+        for line in _cli(primary, "info", "replication").splitlines():
+            if line.startswith("slave0:"):
+                fields = dict(item.split("=", 1) for item in line.split(":", 1)[1].split(","))
+                return int(fields["port"])
+        raise RuntimeError(f"primary {primary} has no replica")
+
+    def pause(self, port: int, paused: bool) -> None:
+        """SIGSTOP (or SIGCONT) one node: it holds its connections but answers nothing."""
+        self.procs[port].send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
 
 class SentinelSetup(_Processes):
     """A primary, one replica and three sentinels watching them (quorum 2)."""
