@@ -61,6 +61,10 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _name(node: Any) -> str | None:
+    return getattr(node, "name", None)
+
+
 def _by_slot(streams: Sequence[str]) -> list[list[str]]:
     """The streams grouped by their Redis Cluster slot, in order of first appearance."""
     groups: dict[int, list[str]] = {}
@@ -237,11 +241,13 @@ class RedisBroker:
 
     async def _commit_replicated(self, keys: list[str], args: list[str | bytes | int]) -> Any:
         """Run commit.lua and then ``WAIT 1`` on the same connection (WAIT counts the replicas
-        that have this connection's writes), on the node of the commit's slot in a cluster."""
-        route: dict[str, Any] = {}
-        if isinstance(self._redis, RedisCluster):
-            await self._redis.initialize()  # no-op once the slot map is known
-            route["target_nodes"] = self._redis.get_node_from_key(keys[0])
+        that have this connection's writes), on the node of the commit's slot in a cluster.
+
+        A cluster client that finds the slot moved (a failover) sends the commit again to the
+        new primary on its own, but the WAIT already went to the old node: then, or when the
+        WAIT fails, nothing can be said of the copy, and ``NotReplicated`` says so."""
+        node = await self._slot_node(keys[0])
+        route = {} if node is None else {"target_nodes": node}
         for _ in range(2):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.execute_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
@@ -250,12 +256,21 @@ class RedisBroker:
             if not isinstance(reply, NoScriptError):
                 break
             await self._redis.script_load(lua("commit"))
-        for result in (reply, replicas):
-            if isinstance(result, Exception):
-                raise result
+        if isinstance(reply, Exception):
+            raise reply
+        moved = _name(await self._slot_node(keys[0])) != _name(node)
+        if isinstance(replicas, Exception) or moved:
+            raise NotReplicated(f"the write's copy is unknown (the slot moved): {replicas}")
         if int(replicas) < 1:
             raise NotReplicated(f"no replica confirmed the write within {self._wait_ms} ms")
         return reply
+
+    async def _slot_node(self, key: str) -> Any:
+        """The cluster node serving ``key`` as this client knows it (None on one server)."""
+        if not isinstance(self._redis, RedisCluster):
+            return None
+        await self._redis.initialize()  # no-op once the slot map is known
+        return self._redis.get_node_from_key(key)
 
     async def gate(
         self,

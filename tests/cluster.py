@@ -59,11 +59,13 @@ class _Processes:
     def __init__(self, prefix: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.argv: dict[int, tuple[str, ...]] = {}
 
     def spawn(self, port: int, *args: str) -> None:
         home = self.dir / str(port)
-        home.mkdir()
-        log = (home / "log").open("wb")
+        home.mkdir(exist_ok=True)
+        self.argv[port] = args
+        log = (home / "log").open("ab")
         self.procs[port] = subprocess.Popen(
             ["redis-server", *args], cwd=home, stdout=log, stderr=subprocess.STDOUT
         )
@@ -93,6 +95,11 @@ class _Processes:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed process again, as it was, in its own folder (a cluster node finds its
+        nodes.conf there and rejoins as a replica of whoever took its slots)."""
+        self.spawn(port, *self.argv[port])
 
     def cleanup(self) -> None:
         for proc in self.procs.values():
@@ -174,6 +181,13 @@ class RedisCluster(_Processes):
 
     def owner(self, key: str) -> int:
         """The port of the primary that serves ``key``'s slot now."""
+        port = self.serving(key)
+        if port is None:
+            raise RuntimeError(f"no primary serves {key!r}")
+        return port
+
+    def serving(self, key: str) -> int | None:
+        """The port of the primary that serves ``key``'s slot now, if one does."""
         live = next(p for p in self.ports if self.alive(p))
         slot = int(_cli(live, "cluster", "keyslot", key))
         for line in _cli(live, "cluster", "nodes").splitlines():
@@ -184,7 +198,7 @@ class RedisCluster(_Processes):
                 low, _, high = span.partition("-")
                 if low.isdigit() and int(low) <= slot <= int(high or low):
                     return int(parts[1].split("@")[0].rsplit(":", 1)[1])
-        raise RuntimeError(f"no primary serves slot {slot}")
+        return None
 
     def replica_of(self, primary: int) -> int:
         """The port of a replica attached to ``primary``."""
