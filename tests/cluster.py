@@ -96,10 +96,11 @@ class _Processes:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
 
-    def restart(self, port: int) -> None:
-        """Start a killed process again, as it was, in its own folder (a cluster node finds its
-        nodes.conf there and rejoins as a replica of whoever took its slots)."""
-        self.spawn(port, *self.argv[port])
+    def restart(self, port: int, *extra: str) -> None:
+        """Start a killed process again, as it was (with ``extra`` arguments), in its own folder
+        (a cluster node finds its nodes.conf there and rejoins as a replica of whoever took its
+        slots)."""
+        self.spawn(port, *self.argv[port], *extra)
 
     def cleanup(self) -> None:
         for proc in self.procs.values():
@@ -243,6 +244,14 @@ class SentinelSetup(_Processes):
             )
             self.spawn(port, str(conf), "--sentinel")
         _wait("sentinels", self._settled)
+
+    def current_primary(self) -> int | None:
+        """The port of the primary the Sentinels name now (None while none answers)."""
+        for port in self.sentinels:
+            answer = _cli(port, "sentinel", "get-master-addr-by-name", SERVICE).splitlines()
+            if len(answer) == 2 and answer[1].isdigit():
+                return int(answer[1])
+        return None
 
     def _settled(self) -> bool:
         """Every sentinel knows the replica and the other two sentinels."""

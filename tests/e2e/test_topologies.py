@@ -130,12 +130,45 @@ async def _submit_retrying(
         await asyncio.sleep(0.15)
 
 
-async def test_cluster_failover_loses_nothing_accepted_when_replicated(
-    private_cluster: RedisCluster, sandbox: Proc
+@pytest.fixture
+def private_sentinel() -> Iterator[SentinelSetup]:
+    """A Sentinel setup of this test's own: the test kills its primary."""
+    setup = SentinelSetup()
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.cleanup()
+
+
+async def _cluster_failover(cluster: RedisCluster) -> None:
+    victim = cluster.owner("{pipeline}")
+    cluster.kill(victim)  # the primary of every pipeline key
+    while cluster.serving("{pipeline}") in (victim, None):
+        await asyncio.sleep(0.1)
+    # the replica took over, with no replica of its own to confirm writes: until the old
+    # primary is back (as its replica) every request is 503, promising nothing
+    cluster.restart(victim)
+
+
+async def _sentinel_failover(setup: SentinelSetup) -> None:
+    victim = setup.primary
+    setup.kill(victim)
+    while (primary := setup.current_primary()) in (victim, None):
+        await asyncio.sleep(0.1)
+    # back as the new primary's replica at once, as a restarted pod configured from the
+    # Sentinels would be (left to them, it would be converted only at their next check)
+    setup.restart(victim, "--replicaof", "127.0.0.1", str(primary))
+
+
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+async def test_failover_loses_nothing_accepted_when_replicated(
+    request: pytest.FixtureRequest, topology: str, sandbox: Proc
 ) -> None:
+    setup: RedisCluster | SentinelSetup = request.getfixturevalue(f"private_{topology}")
     procs = _services(
         sandbox,
-        private_cluster.url,
+        setup.url,
         FLOODGATE_DURABILITY="replicated",
         FLOODGATE_SENDER_CLAIM_IDLE_MS="5000",
     )
@@ -149,13 +182,10 @@ async def test_cluster_failover_loses_nothing_accepted_when_replicated(
             )
             while len(ids) < len(work.messages) // 3 and not submitting.done():
                 await asyncio.sleep(0.05)
-            victim = private_cluster.owner("{pipeline}")
-            private_cluster.kill(victim)  # the primary of every pipeline key, mid-run
-            while private_cluster.serving("{pipeline}") in (victim, None):
-                await asyncio.sleep(0.1)
-            # the replica took over, with no replica of its own to confirm writes: until the
-            # old primary is back (as its replica) every request is 503, promising nothing
-            private_cluster.restart(victim)
+            if isinstance(setup, RedisCluster):
+                await _cluster_failover(setup)
+            else:
+                await _sentinel_failover(setup)
             await submitting
             received, stats = await wait_drained(
                 session, procs["stats"].url, sandbox.url, len(ids), 90
