@@ -21,8 +21,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as redis
 from redis.exceptions import ResponseError
+
+# any REDIS_URL floodgate takes: one server, a Redis Cluster, Sentinel
+from shared.redis_client import connect
 
 log = logging.getLogger("responder")
 
@@ -85,7 +87,7 @@ async def _answer(
 
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Consume updates and answer until stopped."""
-    client = redis.Redis.from_url(args.redis_url)
+    client = connect(args.redis_url)
     stream, me = f"{args.namespace}:updates", f"{socket.gethostname()}-{os.getpid()}"
     with contextlib.suppress(ResponseError):
         await client.xgroup_create(stream, GROUP, id="0", mkstream=True)

@@ -77,7 +77,7 @@ def _single(url: str, max_connections: int, pool_wait: float) -> redis.Redis:
 
 
 def _cluster(url: str, parts: _Parts, max_connections: int) -> redis.Redis:
-    client = RedisCluster(
+    client = _Cluster(
         startup_nodes=[ClusterNode(host, port) for host, port in parts.hosts],
         username=parts.username,
         password=parts.password,
@@ -87,6 +87,18 @@ def _cluster(url: str, parts: _Parts, max_connections: int) -> redis.Redis:
         health_check_interval=HEALTH_CHECK_INTERVAL,
     )
     return cast(redis.Redis, client)
+
+
+class _Cluster(RedisCluster):
+    """The cluster client, which learns the slot map before it routes any command.
+
+    redis-py (8.1) picks a command's routing policy before it loads the slot map: commands
+    sent at once by a fresh client went to a default node, and the reload that followed closed
+    connections under the others ("handler is closed", seen with ten pollers starting)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.initialize()  # a no-op once the slot map is known
+        return await super().execute_command(*args, **kwargs)
 
 
 def _sentinel(url: str, parts: _Parts, max_connections: int) -> redis.Redis:

@@ -3,6 +3,8 @@ password."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shared.broker import Commit
@@ -50,3 +52,19 @@ async def test_cluster_url_reaches_the_cluster(redis_cluster: RedisCluster, keys
 
 async def test_sentinel_url_reaches_the_primary(redis_sentinel: SentinelSetup, keys: Keys) -> None:
     await _round_trip(redis_sentinel.url, keys)
+
+
+async def test_fresh_cluster_client_takes_many_calls_at_once(
+    redis_cluster: RedisCluster, keys: Keys
+) -> None:
+    """Ten pollers starting at once on a new client: every call routed by its slot, none
+    failing on a connection closed under it."""
+    for attempt in range(30):
+        client = connect(redis_cluster.url)
+        fresh = Keys(f"{keys.namespace}-{attempt}")
+        try:
+            broker = RedisBroker(client, dlq_keys(fresh))
+            calls = (broker.lease(fresh.poll_lease(bot), "me", 3000) for bot in range(10))
+            assert await asyncio.gather(*calls) == [True] * 10
+        finally:
+            await client.aclose()
