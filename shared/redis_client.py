@@ -11,13 +11,18 @@ floodgate sends it only commands whose keys share a slot, which it routes alike.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote
 
 import redis.asyncio as redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import MaxConnectionsError
 
 from shared.redact import redact_url
 
@@ -47,14 +52,15 @@ def connect(url: str, *, max_connections: int = 64, pool_wait: float = 5.0) -> r
     On one server the pool blocks: a burst of calls larger than the pool (a sender claiming
     hundreds of entries at once) waits up to ``pool_wait`` seconds for a connection to come free
     instead of failing with "Too many connections", which would look exactly like an outage.
-    The cluster and Sentinel clients have no waiting pool: a call past ``max_connections`` (per
-    node) fails at once with ``MaxConnectionsError``, which callers count as busy, not down.
+    The cluster client lets ``max_connections`` calls run at once and the others wait as long.
+    The Sentinel client's pool does not wait: a call past ``max_connections`` fails at once
+    with ``MaxConnectionsError``, which callers count as busy, not down.
     """
     scheme = url.partition("://")[0].lower()
     if scheme in {"redis", "rediss", "unix"}:
         return _single(url, max_connections, pool_wait)
     if scheme == "redis+cluster":
-        return _cluster(url, _split(url, DEFAULT_PORT), max_connections)
+        return _cluster(_split(url, DEFAULT_PORT), max_connections, pool_wait)
     if scheme == "redis+sentinel":
         return _sentinel(url, _split(url, SENTINEL_PORT), max_connections)
     raise RedisUrlError(f"REDIS_URL {redact_url(url)!r}: unknown scheme, use one of {SCHEMES}")
@@ -76,8 +82,9 @@ def _single(url: str, max_connections: int, pool_wait: float) -> redis.Redis:
     return redis.Redis.from_pool(pool)
 
 
-def _cluster(url: str, parts: _Parts, max_connections: int) -> redis.Redis:
+def _cluster(parts: _Parts, max_connections: int, pool_wait: float) -> redis.Redis:
     client = _Cluster(
+        pool_wait,
         startup_nodes=[ClusterNode(host, port) for host, port in parts.hosts],
         username=parts.username,
         password=parts.password,
@@ -90,15 +97,61 @@ def _cluster(url: str, parts: _Parts, max_connections: int) -> redis.Redis:
 
 
 class _Cluster(RedisCluster):
-    """The cluster client, which learns the slot map before it routes any command.
+    """The cluster client, which learns the slot map before it routes any command, and lets
+    at most ``max_connections`` calls run at once, the others waiting up to ``pool_wait``.
 
     redis-py (8.1) picks a command's routing policy before it loads the slot map: commands
     sent at once by a fresh client went to a default node, and the reload that followed closed
-    connections under the others ("handler is closed", seen with ten pollers starting)."""
+    connections under the others ("handler is closed", seen with ten pollers starting). Its
+    per-node pools do not wait: past their size a call fails at once, and a sender claiming
+    hundreds of entries through a small pool saw connections used by two calls at a time.
+    Waiting here, as the one-server pool does, keeps every node's pool within its size."""
+
+    def __init__(self, pool_wait: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pool_wait = pool_wait
+        self._room = asyncio.Semaphore(kwargs["max_connections"])
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.initialize()  # a no-op once the slot map is known
-        return await super().execute_command(*args, **kwargs)
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # which refuses it
+        return _Pipeline(self, transaction)  # type: ignore[abstract]  # as redis-py makes its own
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold one of the client's places for a call (a call made while holding one, as a
+        pipeline resending a moved command, takes no second place)."""
+        if _HOLDING.get():
+            yield
+            return
+        try:
+            await asyncio.wait_for(self._room.acquire(), self._pool_wait)
+        except TimeoutError:
+            raise MaxConnectionsError(f"no connection free within {self._pool_wait} s") from None
+        token = _HOLDING.set(True)
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
+            self._room.release()
+
+
+class _Pipeline(ClusterPipeline):
+    """A cluster pipeline that runs in one of its client's places."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = cast(_Cluster, self.cluster_client)
+        await client.initialize()
+        async with client.turn():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+_HOLDING: ContextVar[bool] = ContextVar("floodgate_redis_place", default=False)
 
 
 def _sentinel(url: str, parts: _Parts, max_connections: int) -> redis.Redis:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.exceptions import MaxConnectionsError
 
 from shared.broker import Commit
 from shared.context import dlq_keys
 from shared.keys import Keys
+from shared.redis_batch import is_busy
 from shared.redis_broker import RedisBroker
 from shared.redis_client import RedisUrlError, connect
 from tests.cluster import RedisCluster, SentinelSetup
@@ -68,3 +70,24 @@ async def test_fresh_cluster_client_takes_many_calls_at_once(
             assert await asyncio.gather(*calls) == [True] * 10
         finally:
             await client.aclose()
+
+
+async def test_cluster_calls_wait_for_a_place_then_say_busy(
+    redis_cluster: RedisCluster, keys: Keys
+) -> None:
+    """Past its size the cluster client's calls wait, as the one-server pool's do, and a call
+    that waits too long is busy, never an outage."""
+    client = connect(redis_cluster.url, max_connections=1, pool_wait=0.2)
+    try:
+        await client.ping()
+        blocker = asyncio.create_task(client.blpop([keys.senders + ":nothing"], timeout=1))
+        await asyncio.sleep(0.1)  # the only place waits in BLPOP
+        with pytest.raises(MaxConnectionsError) as caught:
+            await client.get(keys.senders)
+        assert is_busy(caught.value)
+        await blocker
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(keys.senders)
+            assert await pipe.execute() == [None]
+    finally:
+        await client.aclose()
