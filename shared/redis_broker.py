@@ -297,9 +297,9 @@ class RedisBroker:
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
         declared = [delay_set, *send_streams]
         moved, needed = await self._promote(keys=declared, args=[limit, ORDER_TTL])
-        if needed:  # due members whose chat keys the first call could not know
+        if needed and moved < limit:  # due members whose chat keys the first call did not know
             chats = sorted({c.decode() if isinstance(c, bytes) else str(c) for c in needed})
-            more, _ = await self._promote(keys=declared + chats, args=[limit, ORDER_TTL])
+            more, _ = await self._promote(keys=declared + chats, args=[limit - moved, ORDER_TTL])
             moved += more
         return int(moved)
 
