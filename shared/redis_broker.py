@@ -61,6 +61,19 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+MARK_TTL_MS = 60_000
+
+
+def _mark(key: str) -> str:
+    """A key in ``key``'s slot to write for ``_wait_behind_a_write``: under its hash tag, or
+    tagged with the whole key when it has none (which hashes the same)."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start >= 0 and end > start + 1:
+        return f"{key[:start]}{{{key[start + 1 : end]}}}:replicated"
+    return f"{{{key}}}:replicated"
+
+
 def _name(node: Any) -> str | None:
     return getattr(node, "name", None)
 
@@ -258,12 +271,25 @@ class RedisBroker:
             await self._redis.script_load(lua("commit"))
         if isinstance(reply, Exception):
             raise reply
+        if reply and not isinstance(replicas, Exception):
+            # an id was taken: its first copy may be on its way to the replica still, and WAIT
+            # counts only what this connection wrote, so write a mark behind it and wait again
+            replicas = await self._wait_behind_a_write(keys[0], route)
         moved = _name(await self._slot_node(keys[0])) != _name(node)
         if isinstance(replicas, Exception) or moved:
             raise NotReplicated(f"the write's copy is unknown (the slot moved): {replicas}")
         if int(replicas) < 1:
             raise NotReplicated(f"no replica confirmed the write within {self._wait_ms} ms")
         return reply
+
+    async def _wait_behind_a_write(self, key: str, route: dict[str, Any]) -> Any:
+        """``WAIT 1`` after a write of this connection to ``key``'s slot: it returns once a
+        replica has every earlier write of that slot's primary."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command("SET", _mark(key), "1", "PX", MARK_TTL_MS)
+            pipe.execute_command("WAIT", 1, self._wait_ms, **route)
+            _, replicas = await pipe.execute(raise_on_error=False)
+        return replicas
 
     async def _slot_node(self, key: str) -> Any:
         """The cluster node serving ``key`` as this client knows it (None on one server)."""

@@ -10,7 +10,11 @@ import pytest
 
 from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
-from shared.context import ConfigError, build_context
+from shared.broker import Commit, NotReplicated
+from shared.context import ConfigError, build_context, dlq_keys
+from shared.keys import Keys
+from shared.redis_broker import RedisBroker
+from shared.redis_client import connect
 from shared.settings import CommonSettings
 from shared.webhooks import derived_secret
 from tests.cluster import RedisCluster, SentinelSetup
@@ -99,3 +103,33 @@ def test_embedded_backend_refuses_replicated() -> None:
     settings = CommonSettings(FLOODGATE_DURABILITY="replicated", FLOODGATE_ADMIN_KEY=ADMIN_KEY)
     with pytest.raises(ConfigError, match="needs REDIS_URL"):
         build_context(settings, allow_memory=True)
+
+
+async def test_a_duplicate_is_promised_only_once_its_first_copy_is_replicated(
+    redis_cluster: RedisCluster, keys: Keys
+) -> None:
+    """A retry answered as a duplicate, on a connection that wrote nothing, still waits until
+    a replica has the first copy."""
+    replica = redis_cluster.replica_of(redis_cluster.owner(keys.ingest))
+    clients = [connect(redis_cluster.url), connect(redis_cluster.url)]
+    first, retry = (RedisBroker(c, dlq_keys(keys), 200) for c in clients)
+
+    def commit() -> Commit:
+        idem = keys.idempotency(111, "k")
+        return Commit(
+            idempotency=[(idem, "m1")], adds=[(keys.ingest, "m1", b"x", "")], replicated=True
+        )
+
+    try:
+        redis_cluster.pause(replica, paused=True)
+        try:
+            with pytest.raises(NotReplicated):
+                await first.commit(commit())
+            with pytest.raises(NotReplicated):
+                await retry.commit(commit())  # m1 is taken, its copy still unknown
+        finally:
+            redis_cluster.pause(replica, paused=False)
+        assert await retry.commit(commit()) == {"m1": "m1"}
+    finally:
+        for client in clients:
+            await client.aclose()
