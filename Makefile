@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean services
+.PHONY: demo test lint typecheck unit bench clean services deploy-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ services:
 demo: $(STAMP)
 	$(BIN)/floodgate demo
 
-## make test: lint, types, then the whole suite (real Redis, real processes)
-test: $(STAMP) services lint typecheck
+## make test: lint, types, the deployment checks, then the whole suite (real Redis, real processes)
+test: $(STAMP) services lint typecheck deploy-check
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy shared services sandbox floodgate
+
+## make deploy-check: kustomize overlays, kubernetes-validate, CRD schemas, promtool (offline, seconds)
+deploy-check: $(STAMP)
+	scripts/deploy-check.sh $(VENV)
 
 bench: $(STAMP) services
 	$(BIN)/python bench/pipeline_throughput.py

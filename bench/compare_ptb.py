@@ -1,4 +1,5 @@
-"""floodgate against python-telegram-bot's AIORateLimiter: one workload, Telegram's real limits.
+"""floodgate against python-telegram-bot's AIORateLimiter, and PTB pointed at floodgate:
+one workload, Telegram's real limits.
 
 Both systems deliver the same seeded workload (default 5 bots x 400 private chats x 2
 messages = 4,000 messages; 10% high, 70% normal, 20% low priority) into one sandbox process
@@ -20,6 +21,12 @@ python-telegram-bot: in this process, one Application per bot built with
 (otherwise PTB's defaults), and one asyncio task per message calling `bot.send_message` (all
 started at t0, in workload order). A call that ends in an exception (RetryAfter after the last
 retry, a timeout, ...) is counted as failed; PTB has no notion of priority.
+
+PTB via floodgate: the same PTB program with its base URL at floodgate's drop-in endpoint
+(`.base_url(f"{ingest}/bot")`), against the floodgate started for the first column (queues
+empty by then, sandbox reset). It has no AIORateLimiter (floodgate keeps the limits) and its
+timeouts are raised above FLOODGATE_PROXY_WAIT, with a connection pool of 100 per bot, as the
+README says; each send_message returns once floodgate delivered the message.
 
 Printed per system, from what the sandbox recorded: time from t0 to the last delivery against
 the least the limits allow (Workload.least_seconds), 429 answers, sends made while a 429 hold
@@ -100,7 +107,9 @@ def _args() -> argparse.Namespace:
         help="AIORateLimiter(max_retries=...) for PTB (default 5)",
     )
     p.add_argument(
-        "--only", choices=["floodgate", "ptb"], help="run one system only (default: both)"
+        "--only",
+        choices=["floodgate", "ptb", "ptb-floodgate"],
+        help="run one system only (default: all three)",
     )
     p.add_argument("--details", action="store_true", help="list every 429 with the window it hit")
     p.add_argument(
@@ -196,25 +205,45 @@ async def _submit(
     return accepted, refused
 
 
-async def run_floodgate(
+@dataclass
+class Started:
+    """A running floodgate: its ingest, stats and sender URLs."""
+
+    ingest: str
+    stats: str
+    senders: list[str]
+
+
+async def start_floodgate(
     args: argparse.Namespace,
     session: aiohttp.ClientSession,
     sandbox_url: str,
-    workload: Workload,
     bots: list[int],
     procs: list[Proc],
-) -> Outcome:
+) -> Started:
     env = {
         "REDIS_URL": args.redis_url,
         "TELEGRAM_API_BASE": sandbox_url,
         "FLOODGATE_BOTS": ",".join(demo_token(b) for b in bots),
         "FLOODGATE_NAMESPACE": args.namespace,
         "FLOODGATE_LOG_LEVEL": "WARNING",
+        "FLOODGATE_PROXY_WAIT": str(args.timeout),
     }
     started, ingest, stats, senders = _floodgate_procs(args, env)
     procs += started
     for proc in started:
         await _ready(session, proc)
+    return Started(ingest, stats, senders)
+
+
+async def run_floodgate(
+    args: argparse.Namespace,
+    session: aiohttp.ClientSession,
+    sandbox_url: str,
+    workload: Workload,
+    fg: Started,
+) -> Outcome:
+    ingest, stats, senders = fg.ingest, fg.stats, fg.senders
     await _reset(session, sandbox_url)
 
     t0 = time.time()
@@ -256,7 +285,10 @@ async def run_ptb(
     sandbox_url: str,
     workload: Workload,
     bots: list[int],
+    via: Started | None = None,
 ) -> Outcome:
+    """PTB with AIORateLimiter straight at the sandbox; or, ``via`` floodgate, at its drop-in
+    endpoint, without a limiter of its own and with timeouts above floodgate's proxy wait."""
     try:
         from telegram.error import RetryAfter  # noqa: PLC0415
         from telegram.ext import AIORateLimiter, ApplicationBuilder  # noqa: PLC0415
@@ -267,14 +299,16 @@ async def run_ptb(
     # AIORateLimiter logs every RetryAfter it gives up on with a traceback; we count them instead.
     logging.getLogger("telegram").setLevel(logging.CRITICAL)
 
-    apps = {
-        bot: ApplicationBuilder()
-        .token(demo_token(bot))
-        .base_url(f"{sandbox_url}/bot")
-        .rate_limiter(AIORateLimiter(max_retries=args.ptb_max_retries))
-        .build()
-        for bot in bots
-    }
+    def build(bot: int) -> Any:
+        builder = ApplicationBuilder().token(demo_token(bot))
+        if via is None:
+            builder = builder.base_url(f"{sandbox_url}/bot")
+            return builder.rate_limiter(AIORateLimiter(max_retries=args.ptb_max_retries)).build()
+        wait = args.timeout + 10  # above FLOODGATE_PROXY_WAIT
+        builder = builder.base_url(f"{via.ingest}/bot").connection_pool_size(100)
+        return builder.read_timeout(wait).write_timeout(wait).pool_timeout(wait).build()
+
+    apps = {bot: build(bot) for bot in bots}
     for app in apps.values():
         await app.initialize()  # getMe
     await _reset(session, sandbox_url)
@@ -294,7 +328,8 @@ async def run_ptb(
             asyncio.create_task(send(m.bot_id, m.chat_id, m.request()["text"]))
             for m in workload.messages
         ]
-        out = Outcome("PTB AIORateLimiter", len(tasks), t0, Received(), {}, "(bot, chat)")
+        name = "PTB AIORateLimiter" if via is None else "PTB via floodgate"
+        out = Outcome(name, len(tasks), t0, Received(), {}, "(bot, chat)")
         _, pending = await asyncio.wait(tasks, timeout=max(1.0, args.timeout - (time.time() - t0)))
         if pending:
             out.notes.append(f"stopped waiting after {args.timeout:.0f} s")
@@ -309,6 +344,8 @@ async def run_ptb(
     out.sandbox = await sandbox_stats(session, sandbox_url)
     out.refusals = await _refusals(session, sandbox_url)
     out.errors = errors
+    if via is not None:
+        out.notes.append(f"sender counters: {await _sender_counters(session, via.senders)}")
     return out
 
 
@@ -515,11 +552,16 @@ async def _main(args: argparse.Namespace) -> int:
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(timeout=timeout, headers=AUTH) as session:
             await sandbox.wait_healthy()
-            if args.only in (None, "floodgate"):
-                print("floodgate ...", flush=True)
-                outcomes.append(
-                    await run_floodgate(args, session, sandbox.url, workload, bots, procs)
-                )
+            if args.only in (None, "floodgate", "ptb-floodgate"):
+                fg = await start_floodgate(args, session, sandbox.url, bots, procs)
+                if args.only in (None, "floodgate"):
+                    print("floodgate ...", flush=True)
+                    outcomes.append(await run_floodgate(args, session, sandbox.url, workload, fg))
+                if args.only in (None, "ptb-floodgate"):
+                    print("python-telegram-bot via floodgate ...", flush=True)
+                    outcomes.append(
+                        await run_ptb(args, session, sandbox.url, workload, bots, via=fg)
+                    )
                 for proc in procs[1:]:
                     proc.terminate()
             if args.only in (None, "ptb"):
@@ -532,7 +574,7 @@ async def _main(args: argparse.Namespace) -> int:
     report(outcomes, workload, least, header, args.details)
     if args.dump:
         _dump(args.dump, outcomes, workload)
-    lost = sum(_lost(o, workload) for o in outcomes if o.name == "floodgate")
+    lost = sum(_lost(o, workload) for o in outcomes if "floodgate" in o.name)
     if lost:
         print(f"floodgate lost {lost} messages", file=sys.stderr)
         return 1

@@ -1,33 +1,44 @@
-"""End-to-end throughput: N messages through ingest, scheduler, sender and stats, one process
-each over one Redis, into the sandbox with its limits off. Prints messages per second.
+"""End-to-end throughput and cost: N messages through ingest, scheduler, sender and stats, one
+process each over one Redis, into the sandbox with its limits off. Prints messages per second,
+and what each message cost: CPU time of every process (from /proc) and of Redis (INFO cpu),
+Redis commands (INFO commandstats) and, with --senders 0, Redis memory per queued message.
 
     .venv/bin/python bench/pipeline_throughput.py --messages 20000 --senders 1
+    .venv/bin/python bench/pipeline_throughput.py --messages 100000 --senders 0   # memory
+    .venv/bin/python bench/pipeline_throughput.py --json > cost.json
 
 floodgate's own limits are raised out of the way (FLOODGATE_BOT_RATE and the chat rates), so
-this measures the pipeline, not Telegram's rules. Needs Redis (REDIS_URL, default
-redis://127.0.0.1:6379/0).
+this measures the pipeline, not Telegram's rules. By default it starts its own redis-server on
+a free port (no persistence), so that no other client's commands are counted; --redis-url
+measures a Redis of your own instead (its INFO figures then include everyone's traffic).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import delete_namespace
+from bench._common import code_version, delete_namespace
 from floodgate.demo import demo_token
 from floodgate.observe import Received, percentile
 from floodgate.workload import build_workload
+from shared.redis_broker import connect
 from tests.helpers import AUTH
-from tests.procs import Proc, floodgate
+from tests.procs import Proc, RedisServer, floodgate
+
+TICKS = os.sysconf("SC_CLK_TCK")
+TOP_COMMANDS = 12
 
 
 def _args() -> argparse.Namespace:
@@ -36,11 +47,50 @@ def _args() -> argparse.Namespace:
     )
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--bots", type=int, default=10)
-    p.add_argument("--senders", type=int, default=1, help="sender processes")
+    p.add_argument(
+        "--senders",
+        type=int,
+        default=1,
+        help="sender processes; 0: none, to measure Redis memory per queued message",
+    )
     p.add_argument("--batch", type=int, default=500, help="messages per batch request")
     p.add_argument("--concurrency", type=int, default=4, help="batch requests in flight")
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="a Redis of your own (default: a private redis-server started for the run)",
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON only")
     return p.parse_args()
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """Progress on stderr when the JSON goes to stdout."""
+    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def _redis_counters(url: str) -> tuple[float, dict[str, int], int]:
+    """Redis's CPU seconds, calls by command and used memory, as INFO gives them now."""
+    client = connect(url)
+    try:
+        cpu = await client.info("cpu")
+        stats = await client.info("commandstats")
+        memory = await client.info("memory")
+    finally:
+        await client.aclose()
+    calls = {
+        name.removeprefix("cmdstat_"): int(v["calls"])
+        for name, v in stats.items()
+        if isinstance(v, dict)
+    }
+    used = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    return used, calls, int(memory["used_memory"])
 
 
 async def _submit(
@@ -67,6 +117,11 @@ async def _run(args: argparse.Namespace) -> None:
         {"messages": [m.request() for m in workload.messages[i : i + args.batch]]}
         for i in range(0, len(workload.messages), args.batch)
     ]
+    server = None
+    if args.redis_url is None:
+        server = RedisServer(appendonly=False)
+        server.start()
+        args.redis_url = server.url
     sandbox = floodgate("sandbox", ["sandbox", "--no-limits"], {})
     env = {
         "REDIS_URL": args.redis_url,
@@ -87,46 +142,137 @@ async def _run(args: argparse.Namespace) -> None:
         await sandbox.wait_healthy()
         for proc in procs:
             await proc.wait_healthy()
-        await _measure(args, procs[0].url, sandbox.url, bodies, len(workload.messages))
+        await _measure(args, procs, sandbox, bodies, len(workload.messages))
     finally:
         for proc in [*procs, sandbox]:
             proc.terminate()
-        await delete_namespace(args.redis_url, env["FLOODGATE_NAMESPACE"])
+        if server is not None:
+            server.cleanup()
+        else:
+            await delete_namespace(args.redis_url, env["FLOODGATE_NAMESPACE"])
 
 
-async def _measure(args, ingest_url: str, sandbox_url: str, bodies: list[dict], total: int) -> None:
+async def _measure(
+    args: argparse.Namespace, procs: list[Proc], sandbox: Proc, bodies: list[dict], total: int
+) -> None:
+    ingest_url, stats_url = procs[0].url, procs[2].url
     received = Received()
     timeout = aiohttp.ClientTimeout(total=120)
+    watched = [*procs, sandbox]
     async with aiohttp.ClientSession(timeout=timeout, headers=AUTH) as session:
+        cpu_before = {p.name: _cpu_seconds(p.popen.pid) for p in watched}
+        redis_before = await _redis_counters(args.redis_url)
         started_wall, started = time.time(), time.perf_counter()
         await _submit(session, ingest_url, bodies, args.concurrency)
         submitted = time.perf_counter() - started
-        print(
-            f"submitted {total} in {submitted:.2f} s ({total / submitted:,.0f} msg/s accepted by ingest)",
-            flush=True,
-        )
+        _say(args, f"submitted {total} in {submitted:.2f} s ({total / submitted:,.0f} msg/s)")
         deadline = time.monotonic() + 600
-        while len(received.messages) < total and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            await received.refresh(session, sandbox_url)
-            print(f"  delivered {len(received.messages)}/{total}", flush=True)
-    last = max(m.ts for m in received.messages)
-    elapsed = last - started_wall
-    stamps = sorted(m.ts for m in received.messages)
-    steady = [stamps[i] for i in range(len(stamps) // 10, len(stamps) * 9 // 10)]
-    steady_rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
+        if args.senders == 0:
+            await _wait_scheduled(args, session, stats_url, total, deadline)
+        else:
+            while len(received.messages) < total and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                await received.refresh(session, sandbox.url)
+                _say(args, f"  delivered {len(received.messages)}/{total}")
+        cpu_after = {p.name: _cpu_seconds(p.popen.pid) for p in watched}
+        redis_after = await _redis_counters(args.redis_url)
+    result: dict[str, Any] = {
+        "code": code_version(),
+        "machine_cores": os.cpu_count(),
+        "messages": total,
+        "senders": args.senders,
+        "accepted_per_s": round(total / submitted, 1),
+    }
+    if args.senders:
+        last = max(m.ts for m in received.messages)
+        elapsed = last - started_wall
+        stamps = sorted(m.ts for m in received.messages)
+        steady = [stamps[i] for i in range(len(stamps) // 10, len(stamps) * 9 // 10)]
+        steady_rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
+        lat = [m.ts - started_wall for m in received.messages]
+        result |= {
+            "delivered": len(received.messages),
+            "end_to_end_s": round(elapsed, 2),
+            "end_to_end_per_s": round(total / elapsed, 1),
+            "steady_per_s": round(steady_rate, 1),
+            "deliver_p50_s": round(percentile(lat, 0.5), 2),
+            "deliver_p99_s": round(percentile(lat, 0.99), 2),
+        }
+    cpu_us = {
+        name: round((cpu_after[name] - cpu_before[name]) * 1e6 / total, 1) for name in cpu_before
+    }
+    redis_cpu, calls_before, mem_before = redis_before
+    redis_cpu_after, calls_after, mem_after = redis_after
+    cpu_us["redis"] = round((redis_cpu_after - redis_cpu) * 1e6 / total, 1)
+    calls = {
+        name: calls_after[name] - calls_before.get(name, 0)
+        for name in calls_after
+        if calls_after[name] - calls_before.get(name, 0) > 0 and name not in ("info",)
+    }
+    result["cpu_us_per_message"] = cpu_us
+    result["floodgate_cpu_us_per_message"] = round(
+        sum(v for k, v in cpu_us.items() if k not in ("sandbox", "redis")), 1
+    )
+    result["redis_commands_per_message"] = round(sum(calls.values()) / total, 2)
+    result["redis_commands"] = dict(sorted(calls.items(), key=lambda kv: -kv[1]))
+    if args.senders == 0:
+        result["redis_bytes_per_queued_message"] = round((mem_after - mem_before) / total, 1)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _table(result, args)
+
+
+async def _wait_scheduled(
+    args: argparse.Namespace,
+    session: aiohttp.ClientSession,
+    stats_url: str,
+    total: int,
+    deadline: float,
+) -> None:
+    """With no sender: until the scheduler has moved every message into the send queues."""
+    while time.monotonic() < deadline:
+        async with session.get(f"{stats_url}/queue/stats") as resp:
+            stats = (await resp.json())["stats"]
+        queued = sum(stats.get(q, 0) for q in ("high", "normal", "low"))
+        _say(args, f"  in the send queues {queued}/{total}, ingest {stats.get('ingest', 0)}")
+        if queued >= total and stats.get("ingest", 0) == 0:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError("the scheduler did not move every message in time")
+
+
+def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print(
-        f"machine: {os.cpu_count()} cores; processes: ingest, scheduler, stats, {args.senders} sender(s), sandbox, redis"
+        f"code {result['code']}; machine: {result['machine_cores']} cores; processes: ingest, "
+        f"scheduler, stats, {args.senders} sender(s), sandbox, redis"
     )
-    print(f"messages         {total}")
-    print(f"delivered        {len(received.messages)}")
-    print(f"end to end       {elapsed:.2f} s  ->  {total / elapsed:,.0f} messages/s")
-    print(f"steady delivery  {steady_rate:,.0f} messages/s (middle 80% of deliveries)")
-    lat = [m.ts - started_wall for m in received.messages]
-    print(
-        f"time to deliver  p50 {percentile(lat, 0.5):.2f} s, p99 {percentile(lat, 0.99):.2f} s after the first submit"
-    )
+    print(f"messages         {result['messages']}")
+    print(f"accepted         {result['accepted_per_s']:,.0f} messages/s by ingest")
+    if args.senders:
+        print(f"delivered        {result['delivered']}")
+        print(
+            f"end to end       {result['end_to_end_s']:.2f} s  ->  "
+            f"{result['end_to_end_per_s']:,.0f} messages/s"
+        )
+        print(f"steady delivery  {result['steady_per_s']:,.0f} messages/s (middle 80%)")
+        print(
+            f"time to deliver  p50 {result['deliver_p50_s']:.2f} s, "
+            f"p99 {result['deliver_p99_s']:.2f} s after the first submit"
+        )
+    print()
+    print("CPU per message (µs, user + system, from the first submit to the last delivery)")
+    for name, us in result["cpu_us_per_message"].items():
+        print(f"  {name:<12} {us:>8.1f}")
+    print(f"  {'floodgate':<12} {result['floodgate_cpu_us_per_message']:>8.1f}  (every service)")
+    print()
+    print(f"Redis commands per message: {result['redis_commands_per_message']:.2f}")
+    for name, n in list(result["redis_commands"].items())[:TOP_COMMANDS]:
+        print(f"  {name:<24} {n:>10,}  ({n / result['messages']:.2f} per message)")
+    if "redis_bytes_per_queued_message" in result:
+        print()
+        print(f"Redis memory per queued message: {result['redis_bytes_per_queued_message']:,.0f} B")
 
 
 if __name__ == "__main__":

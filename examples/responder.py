@@ -1,9 +1,9 @@
 """An example application on floodgate: answers every message that mentions a bot or replies to it.
 
 It reads the normalized updates floodgate publishes on ``{namespace}:updates`` in a consumer
-group of its own, and answers through floodgate's API with ``reply_to_message_id``; floodgate
-sees that the message answered mentioned the bot and sends the answer as high priority, ahead of
-any normal backlog. Together with the sandbox playing users, it drives demos and load tests.
+group of its own (``floodgate.client_updates``), and answers through floodgate's API with
+``reply_to_message_id`` (``floodgate.client``); floodgate sees that the message answered
+mentioned the bot and sends the answer as high priority, ahead of any normal backlog. Together with the sandbox playing users, it drives demos and load tests.
 
     python examples/responder.py --redis-url redis://127.0.0.1:6379/0 --ingest-url http://127.0.0.1:8080
 """
@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-import socket
 from typing import Any
 
 import aiohttp
-import orjson
-from redis.exceptions import ResponseError
 
-# any REDIS_URL floodgate takes: one server, a Redis Cluster, Sentinel
-from shared.redis_client import connect
+from floodgate.client import Floodgate, FloodgateError
+from floodgate.client_updates import Updates
 
 log = logging.getLogger("responder")
 
@@ -67,46 +63,28 @@ def answer_for(update: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-async def _answer(
-    session: aiohttp.ClientSession, ingest: str, requests: list[dict[str, Any]]
-) -> None:
+async def _answer(fg: Floodgate, requests: list[dict[str, Any]]) -> None:
     """Send the answers; retried until accepted, so a crash-free run answers each update once
     (the idempotency key makes a retry after a lost answer harmless)."""
-    while requests:
+    while True:
         try:
-            async with session.post(
-                f"{ingest}/v1/messages/batch", json={"messages": requests}
-            ) as resp:
-                if resp.status == 202:
-                    return
-                log.warning("ingest answered %s, retrying", resp.status)
-        except aiohttp.ClientError as exc:
-            log.warning("ingest unreachable (%s), retrying", exc)
+            await fg.send_batch(requests)
+            return
+        except (FloodgateError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("ingest refused or unreachable (%s), retrying", exc)
         await asyncio.sleep(0.5)
 
 
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Consume updates and answer until stopped."""
-    client = connect(args.redis_url)
-    stream, me = f"{args.namespace}:updates", f"{socket.gethostname()}-{os.getpid()}"
-    with contextlib.suppress(ResponseError):
-        await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    start = "0"  # own pending entries first, after a restart
-    headers = {"Authorization": f"Bearer {args.api_key}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    updates = Updates(args.redis_url, GROUP, namespace=args.namespace, batch=BATCH)
+    async with updates, Floodgate(args.ingest_url, args.api_key or None) as fg:
         while not stop.is_set():
-            reply = await client.xreadgroup(GROUP, me, {stream: start}, count=BATCH, block=500)
-            entries = reply[0][1] if reply else []
-            if start == "0" and not entries:
-                start = ">"
-                continue
-            updates = [orjson.loads(fields[b"d"]) for _, fields in entries if fields]
-            answers = [a for a in map(answer_for, updates) if a is not None]
+            batch = await updates.read()
+            answers = [a for a in (answer_for(i.update) for i in batch) if a is not None]
             if answers:
-                await _answer(session, args.ingest_url, answers)
-            if entries:
-                await client.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
-    await client.aclose()
+                await _answer(fg, answers)
+            await updates.ack(batch)
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import secrets
 import sys
 import time
@@ -155,7 +154,7 @@ async def _demo(args: argparse.Namespace) -> int:
             # the demo's own keys: an admin key to watch the queues, a producer key to send
             "FLOODGATE_ADMIN_KEY": secrets.token_urlsafe(32),
         }
-        settings = CommonSettings(**cast(Any, env), REDIS_URL=os.environ.get("REDIS_URL") or None)
+        settings = CommonSettings(**cast(Any, env))  # REDIS_URL as the environment has it
         ctx = build_context(settings, allow_memory=True)
         producer, record = new_key(Role.PRODUCER, name="demo", bots=bots)
         await ctx.keystore.add(record)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any
 
 import aiohttp
 import orjson
 
+from floodgate.cli_settings import CliSettings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``floodgate dlq``."""
+    settings = CliSettings()
     parser.add_argument(
         "action",
         choices=["list", "replay", "drop"],
@@ -24,13 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--url",
-        default=os.environ.get("FLOODGATE_STATS_URL", "http://127.0.0.1:8083"),
+        default=settings.stats_url,
         help="stats service base URL (env FLOODGATE_STATS_URL; default http://127.0.0.1:8083)",
     )
     parser.add_argument("--limit", type=int, default=100, help="list: how many (default 100)")
     parser.add_argument(
         "--api-key",
-        default=os.environ.get("FLOODGATE_API_KEY"),
+        default=settings.bearer() or None,
         help="the key sent as Authorization: Bearer (env FLOODGATE_API_KEY)",
     )
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from floodgate.cli_settings import CliSettings
 from shared import redis_broker
 from shared.api_keys import ApiKey, KeyStore, Role, new_key
 from shared.broker import BrokerUnavailable
@@ -58,7 +58,7 @@ def parse_expiry(text: str | None, now: float) -> float | None:
     """Seconds since the epoch at which a key expires: ``30d`` from now, or an ISO time."""
     if text is None:
         return None
-    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    match = re.fullmatch(r"([0-9]+)([smhdw])", text.strip())
     if match:
         return now + int(match.group(1)) * UNITS[match.group(2)]
     when = datetime.fromisoformat(text)
@@ -118,7 +118,7 @@ async def _direct(args: argparse.Namespace) -> tuple[int, Any]:
 
 async def _remote(args: argparse.Namespace) -> tuple[int, Any]:
     base = args.url.rstrip("/")
-    headers = {"Authorization": f"Bearer {os.environ.get('FLOODGATE_API_KEY', '')}"}
+    headers = {"Authorization": f"Bearer {CliSettings().bearer()}"}
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
         if args.action == "create":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -47,12 +46,11 @@ def build_services(ctx: Context, names: Sequence[str]) -> list[Service]:
     return made
 
 
-def resolve_port(target: str, port: int | None) -> int:
+def resolve_port(target: str, port: int | None, settings: CommonSettings) -> int:
     """``--port``, else ``PORT``, else the service's default."""
     if port is not None:
         return port
-    env = os.environ.get("PORT")
-    return int(env) if env else DEFAULT_PORTS[target]
+    return settings.port or DEFAULT_PORTS[target]
 
 
 async def _main(target: str, host: str, port: int) -> int:
@@ -87,8 +85,8 @@ def run(target: str, host: str | None = None, port: int | None = None) -> int:
         return asyncio.run(
             _main(
                 target,
-                host or os.environ.get("HOST", "0.0.0.0"),  # noqa: S104 - a service listens on its pod IP
-                resolve_port(target, port),
+                host or settings.host,
+                resolve_port(target, port, settings),
             )
         )
     except ConfigError as exc:

@@ -20,7 +20,7 @@ from sandbox.records import MessageLog, MessageRecord, RequestLog, Stats
 from sandbox.updates import BotUpdates
 from sandbox.webhook import run_webhook_worker
 
-TOKEN_PATTERN = re.compile(r"(\d+):[A-Za-z0-9_-]{20,}")
+TOKEN_PATTERN = re.compile(r"([0-9]+):[A-Za-z0-9_-]{20,}")
 # Valid tokens are remembered to skip the regex; a flood of made-up ones must not grow it.
 _TOKEN_CACHE_SIZE = 10_000
 

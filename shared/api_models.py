@@ -32,6 +32,16 @@ class ErrorAnswer(_Open):
     errors: list[FieldError]
 
 
+class BotApiAnswer(_Open):
+    """An answer of the drop-in Bot API endpoint, in Telegram's shape: ``ok`` with ``result``,
+    or ``error_code`` and ``description``."""
+
+    ok: bool
+    result: Any = None
+    error_code: int | None = None
+    description: str | None = None
+
+
 class AcceptedAnswer(_Open):
     """``202``: the message is queued and will not be lost."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from shared.redact import BOT_ID, SECRET
 
-TOKEN_RE = re.compile(rf"^({BOT_ID}):{SECRET}$")
+TOKEN_RE = re.compile(rf"({BOT_ID}):{SECRET}")
 
 
 def parse_bots(spec: str | None) -> dict[int, str]:
@@ -24,7 +24,7 @@ def parse_bots(spec: str | None) -> dict[int, str]:
         tokens = [part.strip() for part in spec.split(",") if part.strip()]
     bots: dict[int, str] = {}
     for position, token in enumerate(tokens, start=1):
-        match = TOKEN_RE.match(token)
+        match = TOKEN_RE.fullmatch(token)
         if match is None:
             raise ValueError(
                 f"FLOODGATE_BOTS: token #{position} is not of the form <bot id>:<secret>"

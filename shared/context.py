@@ -85,13 +85,13 @@ def dlq_keys(keys: Keys) -> DlqKeys:
     return DlqKeys(keys.dlq_index, keys.dlq_payloads, keys.dlq_meta)
 
 
-def consumer_name() -> str:
+def consumer_name(settings: CommonSettings) -> str:
     """This process's consumer name: ``FLOODGATE_CONSUMER``, else host and pid.
 
     A stable name (a StatefulSet pod name, say) lets a restarted process re-read its own pending
     entries; any name works, because other consumers claim what a dead one left behind.
     """
-    return os.environ.get("FLOODGATE_CONSUMER") or f"{socket.gethostname()}-{os.getpid()}"
+    return settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def build_keystore(settings: CommonSettings, client: redis.Redis | None) -> KeyStore:
@@ -153,7 +153,7 @@ def build_context(settings: CommonSettings, *, allow_memory: bool) -> Context:
         limiter,
         bots,
         backend,
-        consumer_name(),
+        consumer_name(settings),
         keystore=build_keystore(settings, client),
         key_rate=key_rate,
     )

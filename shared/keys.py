@@ -107,6 +107,11 @@ class Keys:
         that move a message write its status in the same step)."""
         return f"{self._pipeline}:msg:{key_part(message_id)}"
 
+    def proxy_request(self, bot_id: int, fingerprint: str) -> str:
+        """Hash naming the message last queued for one drop-in Bot API request (bot, method and
+        canonical params, as a digest), so the same request sent again can find it."""
+        return f"{self._pipeline}:proxy:{bot_id}:{fingerprint}"
+
     def idempotency(self, bot_id: int, key: str, api_key: str | None = None) -> str:
         """String holding the id first accepted under an idempotency key: per bot, and per API
         key when the request came with one (so two producers' keys never meet)."""

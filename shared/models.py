@@ -122,6 +122,8 @@ class Envelope(BaseModel):
     order_chat: int | str | None = None
     sent_ids: list[int] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+    # the drop-in Bot API endpoint answers with Telegram's own answer: the status record keeps it
+    keep_result: bool = False
 
     @property
     def chat_id(self) -> int | str:

@@ -61,6 +61,11 @@ _LIMIT = {
     },
 }
 
+_TG = m.BotApiAnswer
+# and whatever Telegram answers a method passed through
+_BOTAPI: Answers = dict.fromkeys((200, 400, 401, 404, 408, 413, 502, 503, 504), _TG)
+_BOTAPI_PARAMS = [_path("token"), _path("method")]
+
 ROUTES: tuple[Route, ...] = (
     Route("", "get", "/healthz", "The process is alive.", {200: m.HealthAnswer}),
     Route("", "get", "/readyz", "Its backends answer.", {200: m.ReadyAnswer, 503: m.ReadyAnswer}),
@@ -98,6 +103,31 @@ ROUTES: tuple[Route, ...] = (
         {200: m.WebhookAnswer, 401: _ERR, 404: _ERR, 408: _ERR, 413: _ERR, 422: _ERR, 503: _ERR},
         body=Update,
         params=[_path("bot_id"), _SECRET],
+    ),
+    Route(
+        "ingest",
+        "get",
+        "/bot{token}/{method}",
+        "Drop-in Bot API: a sending or editing method is queued and answered with Telegram's "
+        "answer once delivered; any other method passes through. The token authenticates.",
+        _BOTAPI,
+        params=_BOTAPI_PARAMS,
+    ),
+    Route(
+        "ingest",
+        "post",
+        "/bot{token}/{method}",
+        "Drop-in Bot API, parameters in a JSON, urlencoded or multipart body.",
+        _BOTAPI,
+        params=_BOTAPI_PARAMS,
+    ),
+    Route(
+        "ingest",
+        "get",
+        "/file/bot{token}/{path}",
+        "Drop-in Bot API file download, passed through.",
+        {200: None, 401: _TG, 404: _TG, 502: _TG, 504: _TG},
+        params=[_path("token"), _path("path")],
     ),
     Route(
         "stats",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 
-BOT_ID = r"\d{1,20}"
+BOT_ID = r"[0-9]{1,20}"  # ASCII only: \d would take any Unicode digit
 SECRET = r"[A-Za-z0-9_-]{20,}"  # noqa: S105 - the shape of a secret, not one
 TOKEN = rf"{BOT_ID}:{SECRET}"
 
-_ANYWHERE = re.compile(rf"({BOT_ID})(?::|%3[Aa]){SECRET}")
+# Wider than what is accepted (any Unicode digit): redaction errs on the side of hiding.
+_ANYWHERE = re.compile(rf"(\d{{1,20}})(?::|%3[Aa]){SECRET}")
 REDACTED = "<redacted>"
 
 

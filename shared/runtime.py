@@ -53,7 +53,8 @@ def build_app(
     """One aiohttp app with the common routes and every service's own, behind the key check."""
     auth = Authenticator(ctx.keystore, ctx.admin_key, enabled=ctx.settings.auth == "on")
     app = web.Application(
-        client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, auth_middleware(auth)]
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[json_errors, auth_middleware(auth, ctx.registry)],
     )
 
     async def healthz(_: web.Request) -> web.Response:

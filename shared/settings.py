@@ -122,6 +122,23 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias=_env("FLOODGATE_LOG_LEVEL"))
     log_format: str = Field("json", validation_alias=_env("FLOODGATE_LOG_FORMAT"))
+    consumer: str | None = Field(
+        None,
+        validation_alias=_env("FLOODGATE_CONSUMER"),
+        description="consumer name in the stream groups; unset: host and pid",
+    )
+    host: str = Field(
+        "0.0.0.0",  # noqa: S104 - a service listens on its pod IP
+        validation_alias=_env("HOST"),
+        description="address a service listens on (--host wins)",
+    )
+    port: int | None = Field(
+        None,
+        validation_alias=_env("PORT"),
+        gt=0,
+        lt=65536,
+        description="HTTP port (--port wins); unset: the service's own default",
+    )
 
     def rate_overrides(self) -> dict[int, float]:
         """Per-bot messages-per-second overrides parsed from ``FLOODGATE_BOT_RATE_OVERRIDES``."""

@@ -76,7 +76,10 @@ def no_nul(value: str) -> str:
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
     """Bounded depth and size, no NUL anywhere, chat ids canonical; returns the params."""
     _walk(params, 1)
-    size = len(orjson.dumps(params))
+    try:
+        size = len(orjson.dumps(params))
+    except TypeError as exc:  # what JSON cannot carry, e.g. an integer over 64 bits
+        raise ValueError(f"not JSON: {exc}") from exc
     if size > MAX_PARAMS_BYTES:
         raise ValueError(f"too large: {size} bytes as JSON, at most {MAX_PARAMS_BYTES}")
     for name in OBJECT_PARAMS:
@@ -105,6 +108,8 @@ def _walk(value: Any, depth: int) -> None:
             _walk(item, depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("numbers must be finite")
+    elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError("integers must fit in 64 bits (signed)")
 
 
 def send_at(value: Any) -> Any:

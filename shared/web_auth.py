@@ -1,8 +1,10 @@
 """Authorization of HTTP routes: one table from (method, route) to the roles that may call it.
 
-``/healthz``, ``/readyz``, ``/metrics`` and the Telegram webhook (which carries Telegram's
-secret) are open; a route not in the table is for admins only, so a new route is closed until
-it is listed. Every refusal, and every other HTTP error of the app, is answered in JSON.
+``/healthz``, ``/readyz``, ``/metrics``, the Telegram webhook (which carries Telegram's secret)
+and the drop-in Bot API routes (which carry a bot's token) are open, as the contract lists them;
+``/openapi.json`` takes a key of any role. A route not in the table is for admins only, so a new
+route is closed until it is listed. Every refusal, and every other HTTP error of the app, is
+answered in JSON.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CollectorRegistry, Counter
 
 from shared.access import UNCHECKED, Authenticator, Principal, Unauthenticated
 from shared.api_keys import Role
@@ -20,7 +23,19 @@ log = logging.getLogger("floodgate.auth")
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 
-OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/webhook/telegram/{bot_id}", "/openapi.json"})
+# The drop-in Bot API routes carry a bot's token, which is their credential (checked there).
+OPEN = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/webhook/telegram/{bot_id}",
+        "/bot{token}/{method}",
+        "/file/bot{token}/{path}",
+        "/bot{rest}",
+        "/file/bot{rest}",
+    }
+)
 ANYONE = frozenset(Role)
 SENDERS = frozenset({Role.PRODUCER, Role.ADMIN})
 READERS = frozenset({Role.VIEWER, Role.ADMIN})
@@ -32,6 +47,7 @@ ROLES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/messages/{id}"): ANYONE,
     ("GET", "/queue/stats"): READERS,
     ("GET", "/v1/dlq"): READERS,
+    ("GET", "/openapi.json"): ANYONE,
 }
 
 
@@ -56,8 +72,21 @@ def refuse(status: int, error: str) -> web.Response:
     )
 
 
-def auth_middleware(auth: Authenticator) -> Middleware:
-    """Checks every request's key against ``ROLES`` before its handler runs."""
+REFUSALS = ("401", "403", "503")
+
+
+def auth_middleware(auth: Authenticator, registry: CollectorRegistry) -> Middleware:
+    """Checks every request's key against ``ROLES`` before its handler runs; counts refusals
+    (401: no or a bad key, 403: a key of the wrong role, 503: the key store unreachable)."""
+    refused = Counter(
+        "floodgate_http_auth_refused_total",
+        "Requests refused by the API key check, by HTTP status (401 no or bad key, 403 wrong "
+        "role, 503 key store unreachable).",
+        ["status"],
+        registry=registry,
+    )
+    for status in REFUSALS:  # at 0 from the start, so a rate over them sees the first
+        refused.labels(status)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -67,11 +96,14 @@ def auth_middleware(auth: Authenticator) -> Middleware:
             try:
                 principal = await auth.check(request.headers.get("Authorization"))
             except Unauthenticated as exc:
+                refused.labels("401").inc()
                 return refuse(401, str(exc))
             except BrokerUnavailable:
                 log.warning("key store unreachable, refused with 503")
+                refused.labels("503").inc()
                 return refuse(503, "key store unavailable, retry later")
             if principal.role not in roles_for(request.method, canonical):
+                refused.labels("403").inc()
                 return refuse(
                     403, f"a {principal.role.value} key may not {request.method} {canonical}"
                 )

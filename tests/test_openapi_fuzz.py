@@ -76,7 +76,9 @@ def pipeline() -> Iterator[tuple[Proc, Proc]]:
 
 def test_description_is_served_and_names_every_route(pipeline) -> None:
     _, proc = pipeline
-    served = requests.get(f"{proc.url}/openapi.json", timeout=10).json()
+    assert requests.get(f"{proc.url}/openapi.json", timeout=10).status_code == 401
+    key = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    served = requests.get(f"{proc.url}/openapi.json", headers=key, timeout=10).json()
     assert served["openapi"].startswith("3.1")
     assert served == document(["ingest", "scheduler", "sender", "stats"])
     ops = {(m, p) for p, item in served["paths"].items() for m in item}

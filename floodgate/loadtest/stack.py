@@ -168,7 +168,8 @@ async def _forget_namespace(client: redis.Redis, namespace: str) -> None:
 
 def admin_key() -> str:
     """``FLOODGATE_ADMIN_KEY`` if the operator set one, else a fresh key for this run."""
-    return os.environ.get("FLOODGATE_ADMIN_KEY") or secrets.token_urlsafe(ADMIN_KEY_BYTES)
+    given = CommonSettings().admin_key
+    return given.get_secret_value() if given else secrets.token_urlsafe(ADMIN_KEY_BYTES)
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from services.ingest.botapi import BotApi
 from services.ingest.handlers import Handlers
 from services.ingest.lookup import StoreLookup
 from services.ingest.metrics import IngestMetrics
@@ -15,6 +16,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.webhook import WebhookHandler, WebhookMetrics
 from services.ingest.webhook_site import WEBHOOK_ROUTE, webhook_listener
 from shared.context import ConfigError, Context
+from shared.runtime import HTTP_SHUTDOWN_SECONDS
 from shared.telegram import TelegramClient, new_session
 from shared.webhooks import parse_pairs, secrets_for
 
@@ -28,7 +30,8 @@ class IngestService:
         self._ctx = ctx
         url = ctx.settings.database_url
         self._lookup = StoreLookup(url) if url else None
-        self._handlers = Handlers(ctx, settings, IngestMetrics(ctx.registry), self._lookup)
+        metrics = IngestMetrics(ctx.registry)
+        self._handlers = Handlers(ctx, settings, metrics, self._lookup)
         try:
             configured = parse_pairs(settings.webhook_secrets, "FLOODGATE_WEBHOOK_SECRETS")
             usernames = parse_pairs(settings.bot_usernames, "FLOODGATE_BOT_USERNAMES")
@@ -45,6 +48,9 @@ class IngestService:
             self._updates,
         )
         self._polled = self._polling_bots(settings.polling_bots)
+        # a bot with a webhook secret of its own, or polled, gets its updates through floodgate
+        takes_updates = frozenset(self._polled) | frozenset(configured)
+        self._botapi = BotApi(ctx, settings, metrics, self._lookup, takes_updates)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         h = self._handlers
@@ -52,6 +58,7 @@ class IngestService:
             web.post("/v1/messages", h.post_message),
             web.post("/v1/messages/batch", h.post_batch),
             web.get("/v1/messages/{id}", h.get_message),
+            *self._botapi.routes(),
         ]
         if self._settings.webhook_port is None:
             routes.append(web.post(WEBHOOK_ROUTE, self._webhook.receive))
@@ -70,15 +77,20 @@ class IngestService:
         return wanted
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve the webhook's own port if it has one, and poll the bots that get their updates
-        by getUpdates, until stop."""
+        """Serve the webhook's own port if it has one, poll the bots that get their updates by
+        getUpdates, and wake drop-in requests whose messages were delivered, until stop."""
         s = self._settings
         try:
-            async with webhook_listener(
-                self._webhook.receive, s.max_update_bytes, s.webhook_host, s.webhook_port
+            async with (
+                webhook_listener(
+                    self._webhook.receive, s.max_update_bytes, s.webhook_host, s.webhook_port
+                ),
+                asyncio.TaskGroup() as tg,
             ):
+                tg.create_task(self._botapi.waiters.run(stop))
                 await self._poll(stop)
         finally:
+            await self._botapi.passthrough.close(HTTP_SHUTDOWN_SECONDS)
             if self._lookup is not None:
                 await self._lookup.close()
 

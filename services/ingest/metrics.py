@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from shared.models import Priority
+
+# Known from the start, so their series exist at 0 and increase() sees the first refusal.
+REJECT_REASONS = ("invalid", "unknown_bot", "too_large", "unavailable", "forbidden", "over_quota")
+
 
 class IngestMetrics:
     """Requests accepted and refused."""
@@ -33,3 +38,7 @@ class IngestMetrics:
             ["endpoint"],
             registry=registry,
         )
+        for priority in Priority:
+            self.accepted.labels(priority.value)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)

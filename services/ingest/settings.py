@@ -58,3 +58,23 @@ class IngestSettings(BaseSettings):
         gt=0,
         description="seconds ahead a send_at may lie at most",
     )
+    proxy_wait: float = Field(
+        60.0,
+        validation_alias=_env("FLOODGATE_PROXY_WAIT"),
+        gt=0,
+        le=3600,
+        description="seconds a drop-in Bot API send waits for its delivery before a 502",
+    )
+    proxy_dedup_window: int = Field(
+        300,
+        validation_alias=_env("FLOODGATE_PROXY_DEDUP_WINDOW"),
+        gt=0,
+        description="seconds after acceptance during which a drop-in send whose client left "
+        "unanswered is found again by the same request, instead of being sent twice",
+    )
+    proxy_max_body_bytes: int = Field(
+        20 * 1024 * 1024,
+        validation_alias=_env("FLOODGATE_PROXY_MAX_BODY_BYTES"),
+        gt=0,
+        description="largest body forwarded unchanged by the drop-in endpoint (uploads)",
+    )

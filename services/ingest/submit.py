@@ -78,13 +78,15 @@ async def submit(
     requests: Sequence[SendRequest],
     lookup: StoreLookup | None = None,
     origin: Origin | None = None,
+    keep_result: bool = False,
 ) -> list[Accepted]:
     """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away,
     ``NotReplicated`` with nothing promised if replicated durability was not confirmed in time.
 
     One atomic script claims the idempotency keys, writes the status records and appends to the
     ingest stream, giving each message its place in its chat's order, so a message is in the
-    stream exactly when its 202 is sent.
+    stream exactly when its 202 is sent. With ``keep_result`` the status records will keep
+    Telegram's answer (for the drop-in Bot API endpoint).
     """
     now = time.time()
     origin = origin or Origin()
@@ -96,6 +98,7 @@ async def submit(
     urgent = await answers_to_urgent(ctx, envelopes, lookup)
     for req, envelope in zip(requests, envelopes, strict=True):
         message_id = envelope.id
+        envelope.keep_result = keep_result
         decided = Priority.HIGH if message_id in urgent else decide_priority(envelope)
         envelope.priority = origin.cap(decided)
         priority = envelope.priority.value

@@ -63,6 +63,8 @@ class WebhookMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("stored", "duplicate", "refused"):  # at 0 from the start, for alerts
+            self.updates.labels(outcome)
 
 
 class WebhookHandler:

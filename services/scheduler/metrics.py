@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from shared.models import Priority
+
 
 class SchedulerMetrics:
     """Messages routed into send queues."""
@@ -41,3 +43,5 @@ class SchedulerMetrics:
             "Entries that could not be parsed, dead-lettered.",
             registry=registry,
         )
+        for priority in Priority:  # at 0 from the start, so a rate over them sees the first
+            self.routed.labels(priority.value)

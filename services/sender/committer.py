@@ -74,15 +74,16 @@ class Committer:
         # a batch retried after its reply was lost must not apply twice (a hand-back would be
         # queued twice, and both copies could be sent)
         once = self._ctx.keys.commit_mark(secrets.token_hex(8))
-        commit, records = Commit(group=SENDER_GROUP, once=once), dict[str, dict[str, str]]()
-        for decision in batch:
-            apply(self._ctx.keys, decision, commit, records, self._events)
         backoff = BACKOFF_FIRST
         while True:
             try:
-                commit.records = [(key, "", fields) for key, fields in records.items()]
                 if self._ready is not None:
                     await self._ready()
+                kept = await self._still_owned(batch)
+                commit, records = Commit(group=SENDER_GROUP, once=once), dict[str, dict[str, str]]()
+                for decision in kept:
+                    apply(self._ctx.keys, decision, commit, records, self._events)
+                commit.records = [(key, "", fields) for key, fields in records.items()]
                 await self._ctx.broker.commit(commit)
                 break
             except BrokerUnavailable as exc:
@@ -96,3 +97,24 @@ class Committer:
             if decision.verdict is Verdict.SENT:
                 self._metrics.sent.labels(decision.priority.value).inc()
         self._settled(batch)
+
+    async def _still_owned(self, batch: list[Decision]) -> list[Decision]:
+        """The batch less the hand-backs of entries another sender claimed meanwhile (this one
+        frozen past the claim idle time): queued again, they would be sent twice. The check
+        touches the entries it keeps, so none can be claimed before the commit."""
+        backs: dict[str, list[str]] = {}
+        for decision in batch:
+            if decision.verdict is Verdict.HAND_BACK:
+                backs.setdefault(decision.entry.stream, []).append(decision.entry.entry_id)
+        if not backs:
+            return batch
+        ctx, lost = self._ctx, set[tuple[str, str]]()
+        for stream, ids in backs.items():
+            gone = await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, ids)
+            lost.update((stream, i) for i in gone)
+        if lost:
+            log.warning(
+                "not handing back entries another sender claimed", extra={"count": len(lost)}
+            )
+            self._metrics.lost.inc(len(lost))
+        return [d for d in batch if (d.entry.stream, d.entry.entry_id) not in lost]

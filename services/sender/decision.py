@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -41,6 +42,8 @@ class Decision:
     error: str = ""
     reason: str = ""
     raw: bytes | None = None  # an entry that could not be read: kept as it came
+    result: Any = None  # Telegram's ``result``, kept for an envelope with ``keep_result``
+    error_code: int = 0  # Telegram's ``error_code`` of a dead message, likewise
 
     @property
     def priority(self) -> Priority:
@@ -89,9 +92,20 @@ def apply(
         case Verdict.HAND_BACK:
             record["status"] = Status.SCHEDULED.value
             commit.adds.append((keys.send(decision.priority), env.id, env.dumps(), ""))
+    if env.keep_result:
+        record |= _kept_answer(decision)
     records[keys.record(env.id)] = record
     if events and verdict in {Verdict.SENT, Verdict.DEAD}:
         commit.adds.append((keys.events, env.id, _event(decision), ""))
+
+
+def _kept_answer(decision: Decision) -> dict[str, str]:
+    """Telegram's answer, for the drop-in endpoint that waits on this record."""
+    if decision.verdict is Verdict.SENT:
+        return {"result": orjson.dumps(decision.result).decode()}
+    if decision.verdict is Verdict.DEAD and decision.error_code:
+        return {"error_code": str(decision.error_code)}
+    return {}
 
 
 def _member(decision: Decision) -> bytes:

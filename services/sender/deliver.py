@@ -166,7 +166,8 @@ class Deliverer:
                 self._metrics.latency.labels(_prio(env)).observe(
                     max(0.0, time.time() - env.accepted_at)
                 )
-                return Decision(entry, env, Verdict.SENT)
+                kept = result.result if env.keep_result else None
+                return Decision(entry, env, Verdict.SENT, result=kept)
             case Outcome.RETRY_AFTER:
                 await self._hold(env, result.retry_after)
                 self._metrics.deferred.labels("retry_after").inc()
@@ -183,7 +184,9 @@ class Deliverer:
                 return None
             case Outcome.RETRYABLE:
                 return self._retry(entry, env, result)
-        return self._dead(entry, env, result.description, "permanent")
+        decision = self._dead(entry, env, result.description, "permanent")
+        decision.error_code = result.status
+        return decision
 
     def _retry(self, entry: Entry, env: Envelope, result: ApiResult) -> Decision:
         s = self._ctx.settings

@@ -8,6 +8,14 @@ from shared.models import Priority
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
 
+# Label values known from the start: their series exist at 0 before the first event, so an
+# alert on increase() sees the first 429, the first dead letter, the first hold.
+STATUS_CLASSES = ("2xx", "429", "4xx", "5xx", "timeout", "network")
+DEAD_REASONS = ("permanent", "retries_exhausted", "poison", "unknown_bot", "internal")
+DEFER_REASONS = ("limiter", "stopping", "retry_after")
+HOLD_SCOPES = ("bot", "chat")
+DECISION_SCOPES = ("granted", "bot", "chat", "bot_hold", "chat_hold")
+
 
 class SenderMetrics:
     """Outcomes, Telegram answers, limiter waits and latency."""
@@ -113,3 +121,12 @@ class SenderMetrics:
         for priority in Priority:  # at 0 from the start, so a rate over them sees the first
             self.sent.labels(priority.value)
             self.retried.labels(priority.value)
+        for counter, values in (
+            (self.responses, STATUS_CLASSES),
+            (self.dead, DEAD_REASONS),
+            (self.deferred, DEFER_REASONS),
+            (self.holds, HOLD_SCOPES),
+            (self.decisions, DECISION_SCOPES),
+        ):
+            for value in values:
+                counter.labels(value)

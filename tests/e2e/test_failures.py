@@ -56,8 +56,12 @@ async def _healthy(*procs: Proc) -> None:
         await proc.wait_healthy()
 
 
-def _bodies(n: int, prefix: str) -> list[dict]:
-    return [{"bot_id": BOT, "chat_id": 7000 + i, "text": f"{prefix}-{i}"} for i in range(n)]
+def _bodies(n: int, prefix: str, chats: int = 0) -> list[dict]:
+    """``n`` messages, each to a chat of its own, or spread over ``chats`` chats."""
+    return [
+        {"bot_id": BOT, "chat_id": 7000 + (i % chats if chats else i), "text": f"{prefix}-{i}"}
+        for i in range(n)
+    ]
 
 
 async def _delivered(
@@ -204,17 +208,17 @@ async def _until_ready(session: aiohttp.ClientSession, procs: list[Proc]) -> Non
 
 
 async def _stop_and_take_over(
-    sandbox: Proc, env: dict[str, str], count: int, prefix: str, received: int
+    sandbox: Proc, env: dict[str, str], count: int, prefix: str, received: int, chats: int = 0
 ) -> tuple[int, int, str]:
     """Submit ``count`` messages, SIGTERM the sender once the sandbox has ``received`` of them
-    and let a second one finish, every message delivered exactly once; the first's exit code,
-    how many the sandbox had received when it had exited, its log."""
+    and let a second one, which claims nothing, finish: every message delivered exactly once;
+    the first's exit code, how many the sandbox had received when it had exited, its log."""
     procs = _pipeline(env, "first")
     ingest, _, stats, first = procs
     try:
         await _healthy(sandbox, *procs)
         async with aiohttp.ClientSession(headers=AUTH) as session:
-            await submit_bodies(session, ingest.url, _bodies(count, prefix))
+            await submit_bodies(session, ingest.url, _bodies(count, prefix, chats))
             await _sandbox_received(session, sandbox, received)
             began = time.monotonic()
             code = await asyncio.to_thread(first.terminate, 30)
@@ -222,7 +226,13 @@ async def _stop_and_take_over(
             before_exit = Received()
             await before_exit.refresh(session, sandbox.url)
             print(f"\nSIGTERM: the sender stopped in {took:.1f} s")
-            second = floodgate("second", ["run", "sender"], {**env, "FLOODGATE_CONSUMER": "second"})
+            # the second sender claims nothing from the first (an idle time of ten minutes):
+            # what it delivers, the first handed back or parked on its way out
+            second = floodgate(
+                "second",
+                ["run", "sender"],
+                {**env, "FLOODGATE_CONSUMER": "second", "FLOODGATE_SENDER_CLAIM_IDLE_MS": "600000"},
+            )
             procs.append(second)
             await second.wait_healthy()
             await wait_drained(session, stats.url, sandbox.url, count, 60)
@@ -236,7 +246,9 @@ async def _stop_and_take_over(
 async def test_sigterm_finishes_in_flight_and_hands_back_the_rest(redis_url: str) -> None:
     sandbox = floodgate("sandbox", ["sandbox", "--no-limits", "--latency-ms", "800"], {})
     env = _env(sandbox, redis_url, FLOODGATE_SENDER_CONCURRENCY="10")
-    code, _, log = await _stop_and_take_over(sandbox, env, 60, "t", 1)
+    # six chats of ten: each has one call under way at the SIGTERM and nine queued behind it,
+    # which only a hand-back brings to the second sender
+    code, _, log = await _stop_and_take_over(sandbox, env, 60, "t", 1, chats=6)
     assert code == 0
     assert "drain deadline passed" not in log
 

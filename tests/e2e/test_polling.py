@@ -3,9 +3,7 @@ no update is lost or stored twice."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 
 import aiohttp
 import orjson
@@ -14,7 +12,7 @@ import redis.asyncio as redis
 
 from floodgate.demo import demo_token
 from shared.redis_broker import connect
-from tests.helpers import AUTH
+from tests.helpers import AUTH, eventually
 from tests.procs import floodgate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -59,17 +57,29 @@ async def test_two_polling_replicas_and_a_restart(redis_url: str) -> None:
             await proc.wait_healthy()
         async with aiohttp.ClientSession(headers=AUTH) as session:
             await _say(session, sandbox.url, range(50))
-            await asyncio.sleep(1.5)
+
+            async def stored(count: int) -> bool:
+                return len(await _stored(client, stream)) >= count
+
+            await eventually(lambda: stored(50), timeout=30)  # both replicas are polling
             first.kill()
             await _say(session, sandbox.url, range(50, 80))
             again = floodgate("ingest-a2", ["run", "ingest"], {**env, "FLOODGATE_CONSUMER": "a"})
             procs.append(again)
             await again.wait_healthy()
             await _say(session, sandbox.url, range(80, 100))
-            deadline = time.monotonic() + 30
-            while len(await _stored(client, stream)) < 100 and time.monotonic() < deadline:
-                await asyncio.sleep(0.25)
-            await asyncio.sleep(2.5)  # anything stored twice would show up by now
+            await eventually(lambda: stored(100), timeout=30)
+
+            async def all_confirmed() -> bool:
+                """No bot has an update left unconfirmed: none can be polled, so stored, again."""
+                for bot in BOTS:
+                    params = {"bot_id": str(bot)}
+                    async with session.get(f"{sandbox.url}/_sandbox/updates", params=params) as r:
+                        if (await r.json())["pending"]:
+                            return False
+                return True
+
+            await eventually(all_confirmed, timeout=30)
         stored = await _stored(client, stream)
         ids = [(u["bot_id"], u["update_id"]) for u in stored]
         assert len(set(ids)) == 100, f"{len(set(ids))} distinct updates of 100"

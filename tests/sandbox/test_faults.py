@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -82,10 +83,18 @@ async def test_timeout_hangs_and_does_not_deliver(start: StartSandbox, http) -> 
 
 
 @pytest.mark.timeout(10)
-async def test_close_releases_a_hanging_request(start: StartSandbox, http) -> None:
+async def test_close_releases_a_hanging_request(start: StartSandbox, http, monkeypatch) -> None:
     sandbox = await start(fault_timeout_rate=1.0, timeout_seconds=60)
+    hanging = asyncio.Event()
+    pause = type(sandbox.state).pause
+
+    async def noted(state: Any, seconds: float) -> None:
+        hanging.set()
+        await pause(state, seconds)
+
+    monkeypatch.setattr(type(sandbox.state), "pause", noted)
     pending = asyncio.ensure_future(BotClient(http, sandbox).send(-1))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(hanging.wait(), 5)  # the request hangs in the sandbox
     await sandbox.close()
     assert (await pending).status == 504, "released at once, not after its 60 s"
 

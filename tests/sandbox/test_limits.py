@@ -23,15 +23,16 @@ def assert_429(answer, retry_after: int) -> None:
 
 
 async def test_429_shape_rounds_up_and_holds(start: StartSandbox, http) -> None:
-    # Group window 0.75 s: the wait is under a second, so retry_after rounds up to 1.
-    bot = BotClient(http, await start(group_rate=1, window_scale=0.0125))
+    # Group window 0.3 s: the wait is under a second, so retry_after rounds up to 1.
+    bot = BotClient(http, await start(group_rate=1, window_scale=0.005))
     assert (await bot.send(-100)).status == 200
     assert_429(await bot.send(-100), 1)
-    await asyncio.sleep(0.8)  # window free again, hold (1 s) still on
+    # the window is free again and the hold (1 s) still on, with 0.65 s to spare
+    await asyncio.sleep(0.35)
     assert_429(await bot.send(-100), 1)
     stats = bot.sandbox.state.stats
     assert (stats.too_many_requests, stats.sent_during_hold) == (2, 1)
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.7)
     assert (await bot.send(-100)).status == 200
     assert stats.delivered == 2
 

@@ -16,7 +16,7 @@ from shared.keys import Keys
 from shared.limiter import Grant, Limiter, Policy
 from shared.redis_broker import RedisBroker, connect
 from shared.redis_limiter import RedisLimiter
-from tests.helpers import free_port
+from tests.helpers import eventually, free_port
 from tests.procs import RedisServer
 
 
@@ -95,7 +95,11 @@ async def test_a_busy_pool_is_not_an_outage(keys: Keys, redis_url: str) -> None:
     limiter, registry = _fallback(client, keys, Policy())
     blocker = asyncio.create_task(client.blpop([keys.senders + ":nothing"], timeout=1))
     try:
-        await asyncio.sleep(0.1)  # the pool's only connection waits in BLPOP
+
+        async def taken() -> bool:  # the pool's only connection waits in BLPOP
+            return not blocker.done() and len(client.connection_pool._in_use_connections) == 1
+
+        await eventually(taken, timeout=5, step=0.005)
         with pytest.raises(BrokerBusy):
             await limiter.acquire(1, 1)
         assert registry.get_sample_value("floodgate_limiter_fallback_total") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,10 +10,13 @@ import pytest
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from floodgate.cli_settings import CliSettings
+from floodgate.launch import resolve_port
 from services.ingest.settings import IngestSettings
 from services.scheduler.settings import SchedulerSettings
 from services.sender.settings import SenderSettings
 from services.stats.settings import StatsSettings
+from shared.context import consumer_name
 from shared.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +26,7 @@ CLASSES: list[type[BaseSettings]] = [
     SchedulerSettings,
     SenderSettings,
     StatsSettings,
+    CliSettings,
 ]
 
 
@@ -37,11 +42,15 @@ def _names(cls: type[BaseSettings]) -> dict[str, str]:
 
 
 def _read_directly() -> set[str]:
-    """Variables the code reads with ``os.environ.get`` (the CLI's entry points)."""
+    """Variables the code reads around the settings models (``os.environ.get``, ``getenv``)."""
     names: set[str] = set()
-    for folder in ("floodgate", "services", "shared"):
+    for folder in ("floodgate", "services", "shared", "sandbox"):
         for path in (ROOT / folder).rglob("*.py"):
-            names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z_]+)"', path.read_text()))
+            found = re.findall(
+                r"""(?:os\.environ\.get|os\.getenv|os\.environ\[)\(?\s*['"]([A-Z_]+)['"]""",
+                path.read_text(),
+            )
+            names |= set(found)
     return names
 
 
@@ -53,10 +62,18 @@ def _documented() -> set[str]:
     return {name for row in rows for name in re.findall(r"`([A-Z_]+)`", row)}
 
 
+def _read() -> set[str]:
+    return {name for cls in CLASSES for name in _names(cls).values()}
+
+
+def test_settings_are_read_only_through_the_models() -> None:
+    """No variable is read around the settings models, so the models are the whole list."""
+    assert sorted(_read_directly()) == []
+    assert {"PORT", "HOST", "FLOODGATE_STATS_URL", "FLOODGATE_CONSUMER"} <= _read()
+
+
 def test_every_setting_is_in_the_readme_table() -> None:
-    used = {name for cls in CLASSES for name in _names(cls).values()} | _read_directly()
-    assert {"PORT", "HOST", "FLOODGATE_STATS_URL", "FLOODGATE_CONSUMER"} <= used
-    assert sorted(used - _documented()) == []
+    assert sorted(_read() - _documented()) == []
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -75,3 +92,31 @@ def test_the_documented_name_is_read(monkeypatch) -> None:
     monkeypatch.setenv("FLOODGATE_SENDER_BATCH", "7")
     assert CommonSettings().bot_rate == 7
     assert SenderSettings().batch == 7
+
+
+def test_every_variable_in_the_readme_table_is_read() -> None:
+    """The other way round: no row of the table names a variable nothing reads."""
+    assert sorted(_documented() - _read()) == []
+
+
+def test_port_and_consumer_come_from_the_settings(monkeypatch) -> None:
+    monkeypatch.setenv("PORT", "9123")
+    monkeypatch.setenv("FLOODGATE_CONSUMER", "pod-0")
+    settings = CommonSettings()
+    assert resolve_port("sender", None, settings) == 9123
+    assert resolve_port("sender", 7000, settings) == 7000, "--port wins"
+    assert consumer_name(settings) == "pod-0"
+    monkeypatch.delenv("PORT")
+    monkeypatch.delenv("FLOODGATE_CONSUMER")
+    settings = CommonSettings()
+    assert resolve_port("sender", None, settings) == 8082
+    assert consumer_name(settings).endswith(f"-{os.getpid()}")
+
+
+def test_every_settings_model_is_checked() -> None:
+    """A settings class added anywhere is one this file compares with the README."""
+    found = set()
+    for folder in ("floodgate", "services", "shared", "sandbox"):
+        for path in (ROOT / folder).rglob("*.py"):
+            found |= set(re.findall(r"^class (\w+)\(BaseSettings\)", path.read_text(), re.M))
+    assert found == {cls.__name__ for cls in CLASSES}

@@ -107,6 +107,7 @@ ROUTES: list[tuple[str, str, Any, frozenset[Role]]] = [
         frozenset({Role.PRODUCER, Role.ADMIN}),
     ),
     ("GET", "/v1/messages/nosuch", None, frozenset(Role)),
+    ("GET", "/openapi.json", None, frozenset(Role)),
     ("GET", "/queue/stats", None, frozenset({Role.VIEWER, Role.ADMIN})),
     ("GET", "/v1/dlq", None, frozenset({Role.VIEWER, Role.ADMIN})),
     ("POST", "/v1/dlq/replay", {"ids": ["nosuch"]}, frozenset({Role.ADMIN})),
@@ -328,3 +329,19 @@ async def test_embedded_backend_keys_work_too(namespace: str) -> None:
         assert codes[:2] == [202, 202]
         assert 429 in codes
         assert (await call(one.url, "GET", "/queue/stats", token))[0] == 403
+
+
+async def test_refusals_are_counted_by_status(pair) -> None:
+    one = pair[0]
+    viewer = await make_key(one.ctx, Role.VIEWER)
+
+    def refused() -> dict[str, float | None]:
+        name = "floodgate_http_auth_refused_total"
+        return {s: one.ctx.registry.get_sample_value(name, {"status": s}) for s in ("401", "403")}
+
+    assert refused() == {"401": 0.0, "403": 0.0}  # there from the start, for rates and alerts
+    await call(one.url, "GET", "/queue/stats", None)
+    await call(one.url, "GET", "/queue/stats", "fg_nosuch_secret")
+    await call(one.url, "POST", "/v1/messages", viewer, message())
+    await call(one.url, "GET", "/queue/stats", viewer)  # allowed: not counted
+    assert refused() == {"401": 2.0, "403": 1.0}

@@ -304,10 +304,10 @@ async def test_same_idempotency_key_is_delivered_once(backend, namespace) -> Non
 
 async def test_send_at_waits_until_its_time(backend, namespace) -> None:
     async with running(backend, namespace) as p:
-        due = time.time() + 1.5
+        due = time.time() + 3.0
         send_at = datetime.fromtimestamp(due, UTC).isoformat().replace("+00:00", "Z")
         ident = await p.submit({"bot_id": BOT, "chat_id": 52, "text": "later", "send_at": send_at})
-        await p.wait_status(ident, "scheduled", timeout=1)
+        await p.wait_status(ident, "scheduled", timeout=2.5)
         stats = await p.stats()
         assert (stats["stats"]["scheduled"], stats["total_queued"]) == (1, 1)
 
@@ -316,8 +316,8 @@ async def test_send_at_waits_until_its_time(backend, namespace) -> None:
             assert (await p.status(ident))["status"] == "scheduled"
             return time.time() > due - 0.3
 
-        await eventually(before_due_nothing_sent, 3, step=0.1)
-        await p.wait_status(ident, "sent", timeout=3)
+        await eventually(before_due_nothing_sent, 5, step=0.1)
+        await p.wait_status(ident, "sent", timeout=10)
         [record] = p.delivered(52)
         assert record.ts >= due - 0.06
         await p.wait_idle()
@@ -353,10 +353,13 @@ async def test_messages_handed_back_at_shutdown_keep_their_chat_going(backend, n
     """Stop while a chat's messages wait in the sender behind a slow call; the next process
     delivers them, and the chat's later messages, in order."""
     sb = await start_sandbox(
-        SandboxConfig(limits_enabled=False, latency_min_ms=500, latency_max_ms=500)
+        SandboxConfig(limits_enabled=False, latency_min_ms=1500, latency_max_ms=1500)
     )
     try:
-        ctx = pipeline_context(backend, namespace, sb.url, FLOODGATE_CHAT_RATE=1000)
+        # a call of 1.5 s, well within the timeout: the stop waits for it, nothing is sent twice
+        ctx = pipeline_context(
+            backend, namespace, sb.url, FLOODGATE_CHAT_RATE=1000, TELEGRAM_TIMEOUT=5
+        )
         async with serving_pipeline(ctx, sb) as p:
             batch = [{"bot_id": BOT, "chat_id": 55, "text": f"m{i}"} for i in (1, 2, 3)]
             _, doc = await p.call("POST", "/v1/messages/batch", json={"messages": batch})
@@ -365,8 +368,8 @@ async def test_messages_handed_back_at_shutdown_keep_their_chat_going(backend, n
             async def all_in_sender() -> bool:
                 return metric(await p.metrics(), "floodgate_sender_inflight") == 3
 
-            # m1's call takes half a second; m2 and m3 wait behind it and are handed back
-            await eventually(all_in_sender, 2, step=0.01)
+            # m1's call takes 1.5 s; m2 and m3 wait behind it and are handed back
+            await eventually(all_in_sender, 10, step=0.01)
         sb.configure(latency_min_ms=0, latency_max_ms=0)
         if backend is None:
             ctx = dataclasses.replace(ctx, registry=CollectorRegistry())

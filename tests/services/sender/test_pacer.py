@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -11,8 +11,27 @@ from services.sender.pacer import Pacer
 from shared.limiter import Grant, Policy
 from shared.memory_limiter import MemoryLimiter
 from shared.models import Priority
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(30)
+
+
+def _heap(pacer: Pacer) -> list:
+    """The waiters of bot 1 in the pacer's queue."""
+    queue = pacer._bots.get(1)
+    return queue.heap if queue else []
+
+
+async def _true(check: Callable[[], bool]) -> None:
+    async def now() -> bool:
+        return check()
+
+    await eventually(now, timeout=10, step=0.001)
+
+
+async def _waiting(pacer: Pacer, order: list[str], taken: int, waiting: int) -> None:
+    """Until ``taken`` have their token and ``waiting`` wait in the pacer for one."""
+    await _true(lambda: len(order) == taken and len(_heap(pacer)) == waiting)
 
 
 async def test_high_takes_the_next_token_behind_a_crowd() -> None:
@@ -28,7 +47,7 @@ async def test_high_takes_the_next_token_behind_a_crowd() -> None:
         order.append(name)
 
     crowd = [asyncio.create_task(want(f"n{i}", Priority.NORMAL)) for i in range(9)]
-    await asyncio.sleep(0.25)  # the first six took the window; three normals wait
+    await _waiting(pacer, order, taken=6, waiting=3)
     urgent = asyncio.create_task(want("high", Priority.HIGH))
     await asyncio.gather(*crowd, urgent)
     assert order.index("high") == 6, order
@@ -47,7 +66,7 @@ async def test_a_message_with_its_chat_waiting_behind_it_goes_first_among_equals
         order.append(name)
 
     crowd = [asyncio.create_task(want(f"n{i}", Priority.NORMAL)) for i in range(9)]
-    await asyncio.sleep(0.25)  # the first six took the window; three normals wait
+    await _waiting(pacer, order, taken=6, waiting=3)
     late = [
         asyncio.create_task(want("low-leading", Priority.LOW, leading=True)),
         asyncio.create_task(want("normal-leading", Priority.NORMAL, leading=True)),
@@ -85,7 +104,7 @@ async def test_over_capacity_parks_at_once() -> None:
     pacer = Pacer(MemoryLimiter(policy), policy, wait_s=0.1)
     assert (await pacer.take(1, 1, Priority.NORMAL)).granted
     waiting = [asyncio.create_task(pacer.take(1, c, Priority.NORMAL)) for c in range(2, 10)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: all eight queue up, none is refused yet
     extra = await pacer.take(1, 99, Priority.NORMAL)
     assert extra.wait_ms >= 8 * 1000
     await asyncio.gather(*waiting)
@@ -115,9 +134,9 @@ async def test_full_queue_parks_the_least_urgent_not_the_newcomer() -> None:
     limiter = _Stalled()
     pacer = Pacer(limiter, policy, wait_s=5.0)  # room for 8 waiters
     normals = [asyncio.create_task(pacer.take(1, c, Priority.NORMAL)) for c in range(8)]
-    await asyncio.sleep(0.01)
+    await _waiting(pacer, [], taken=0, waiting=8)
     urgent = asyncio.create_task(pacer.take(1, 99, Priority.HIGH))
-    await asyncio.sleep(0.01)
+    await _true(normals[-1].done)
     assert [t.done() for t in normals] == [False] * 7 + [True], "the newest normal parked"
     assert normals[-1].result().wait_ms > 0
     late = await pacer.take(1, 100, Priority.LOW)
@@ -166,7 +185,7 @@ async def test_closing_parks_every_waiter_at_once() -> None:
     pacer = Pacer(MemoryLimiter(policy), policy, wait_s=30.0)
     assert (await pacer.take(1, 1, Priority.NORMAL)).granted
     waiting = [asyncio.create_task(pacer.take(1, c, Priority.HIGH)) for c in range(2, 6)]
-    await asyncio.sleep(0.05)
+    await _waiting(pacer, [], taken=0, waiting=4)
     pacer.close()
     grants = await asyncio.wait_for(asyncio.gather(*waiting), 1)
     assert {(g.wait_ms, g.scope) for g in grants} == {(1, "stopping")}
@@ -182,13 +201,22 @@ async def test_a_token_whose_waiter_went_is_released() -> None:
     async def sent(bot_id: int, chat_id: int | str, ticket: str) -> None:
         released.append(ticket)
 
+    asked, answer = asyncio.Event(), asyncio.Event()
+    granting = limiter.acquire_many
+
+    async def held_back(bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        asked.set()
+        await answer.wait()
+        return await granting(bot_id, chat_ids)
+
     limiter.sent = sent  # type: ignore[method-assign]
+    limiter.acquire_many = held_back  # type: ignore[method-assign]
     pacer = Pacer(limiter, policy, wait_s=5.0)
     waiter = asyncio.create_task(pacer.take(1, 3, Priority.NORMAL))
-    await asyncio.sleep(0.001)  # its token is being asked for
+    await asyncio.wait_for(asked.wait(), 5)  # its token is being asked for
     waiter.cancel()
-    await asyncio.sleep(0.05)
-    assert len(released) == 1
+    answer.set()
+    await _true(lambda: len(released) == 1)
     assert released[0].startswith("local-")
 
 
@@ -206,9 +234,17 @@ async def test_a_full_chat_is_waited_for_in_place_most_urgent_first() -> None:
         await limiter.sent(1, 5, grant.ticket)
         order.append(name)
 
+    asks: list[int] = []
+    granting = limiter.acquire_many
+
+    async def counted(bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+        asks.append(len(chat_ids))
+        return await granting(bot_id, chat_ids)
+
+    limiter.acquire_many = counted  # type: ignore[method-assign]
     await want("first", Priority.NORMAL)
     normal = asyncio.create_task(want("normal", Priority.NORMAL))
-    await asyncio.sleep(0.05)
+    await _true(lambda: len(asks) >= 2)  # the normal one was refused: its chat is full
     high = asyncio.create_task(want("high", Priority.HIGH))
     await asyncio.gather(normal, high)
     assert order == ["first", "high", "normal"]
