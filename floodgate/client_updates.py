@@ -23,8 +23,9 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-import redis.asyncio as redis
 from redis.exceptions import ResponseError
+
+from shared.redis_client import connect
 
 log = logging.getLogger("floodgate.client.updates")
 
@@ -54,7 +55,7 @@ class Updates:
         batch: int = BATCH,
         block_ms: int = BLOCK_MS,
     ) -> None:
-        self._client = redis.Redis.from_url(redis_url)
+        self._client = connect(redis_url)  # any REDIS_URL floodgate takes, a cluster's too
         self._stream = f"{namespace}:updates"
         self._group = group
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"

@@ -21,6 +21,11 @@ class BrokerUnavailable(Exception):
     """The backend cannot be reached; nothing of the failed call took effect or it is unknown."""
 
 
+class NotReplicated(BrokerUnavailable):
+    """A commit that asked for replication was applied on the primary, but no replica confirmed
+    it in time: it may survive or be lost with the primary, so nothing about it is promised."""
+
+
 class BrokerBusy(BrokerUnavailable):
     """No connection to the backend came free in time: this process asks more than its pool
     carries. Retried like an outage, but it says nothing about the backend's health."""
@@ -113,7 +118,8 @@ class Commit:
     ``record_ttls`` gives single records (by key) a lifetime of their own instead (a message
     scheduled far ahead keeps its record until it is sent and ``record_ttl`` beyond).
     ``once`` names a key that marks the commit as applied: the same commit sent again (after
-    its reply was lost) finds it and changes nothing.
+    its reply was lost) finds it and changes nothing. ``replicated`` asks the backend to
+    return only once a replica has the commit too (``NotReplicated`` if none confirms in time).
     """
 
     group: str = ""
@@ -128,6 +134,7 @@ class Commit:
     record_ttl: int | None = None
     record_ttls: dict[str, int] = field(default_factory=dict)
     once: str = ""
+    replicated: bool = False
 
     def __bool__(self) -> bool:
         return bool(

@@ -129,10 +129,14 @@ def build_context(settings: CommonSettings, *, allow_memory: bool) -> Context:
             max_connections=settings.redis_pool_size,
             pool_wait=settings.redis_pool_wait,
         )
-        broker: Broker = redis_broker.RedisBroker(client, dlq_keys(keys))
+        broker: Broker = redis_broker.RedisBroker(
+            client, dlq_keys(keys), settings.replication_timeout_ms
+        )
         limiter: Limiter = RedisLimiter(client, keys, policy)
         key_rate: KeyRate = RedisKeyRate(client, keys)
         backend = "redis"
+    elif settings.durability == "replicated":
+        raise ConfigError("FLOODGATE_DURABILITY=replicated needs REDIS_URL (a Redis with replicas)")
     elif allow_memory:
         broker, limiter, backend = MemoryBroker(dlq_keys(keys)), MemoryLimiter(policy), "memory"
         key_rate = MemoryKeyRate()

@@ -3,7 +3,10 @@
 Keys of the delivery pipeline share the ``{pipeline}`` hash tag so the Lua scripts that move a
 message between streams, delay sets and the dead-letter queue touch a single Redis Cluster slot.
 Idempotency keys are claimed in the same script as the ingest append, so they share that tag.
-Per-bot limiter state (sliding logs, holds) is tagged ``{bot:<id>}``.
+Per-bot limiter state (sliding logs, holds) is tagged ``{bot:<id>}``. The updates stream keeps
+the name the contract gives it (``{ns}:updates``, no tag); the keys written in one step with it
+(update claims, urgent marks, polling offsets) carry the tag ``{<ns>:updates}``, which hashes to
+the stream's own slot.
 """
 
 from __future__ import annotations
@@ -157,14 +160,19 @@ class Keys:
         when the hold ends (ms, Redis time)."""
         return f"{self.namespace}:{{bot:{bot_id}}}:hold:chats"
 
+    @property
+    def _inbound(self) -> str:
+        # "{ns:updates}" hashes exactly as the untagged key "ns:updates" does
+        return f"{self.namespace}:{{{self.updates}}}"
+
     def urgent(self, bot_id: int, chat_id: int | str, message_id: int) -> str:
         """Marks an incoming message that mentioned the bot or replied to it: answers to it are
         high priority."""
-        return f"{self._pipeline}:urgent:{bot_id}:{key_part(chat_id)}:{message_id}"
+        return f"{self._inbound}:urgent:{bot_id}:{key_part(chat_id)}:{message_id}"
 
     def update_seen(self, bot_id: int, update_id: int) -> str:
         """Marks an update as stored, so Telegram's retries of it are stored once."""
-        return f"{self._pipeline}:update:{bot_id}:{update_id}"
+        return f"{self._inbound}:update:{bot_id}:{update_id}"
 
     def poll_lease(self, bot_id: int) -> str:
         """Held by the one ingest replica polling a bot's getUpdates."""
@@ -172,7 +180,7 @@ class Keys:
 
     def poll_offset(self, bot_id: int) -> str:
         """Hash: the next getUpdates offset of a bot (field ``next``)."""
-        return f"{self._pipeline}:poll:{bot_id}:offset"
+        return f"{self._inbound}:poll:{bot_id}:offset"
 
     @property
     def events(self) -> str:

@@ -21,3 +21,18 @@ REDACTED = "<redacted>"
 def redact(text: str) -> str:
     """``text`` with the secret half of every bot token in it replaced; the bot id stays."""
     return _ANYWHERE.sub(rf"\1:{REDACTED}", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part (``scheme://user:password@host``) replaced,
+    for error texts about a connection URL; anything else is left as written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return redact(url)
+    authority, slash, path = rest.partition("/")
+    user, at, hosts = authority.rpartition("@")
+    if at and ":" in user:
+        user = f"{user.partition(':')[0]}:{REDACTED}"
+    elif at and user:
+        user = REDACTED  # a lone user part may be a password (redis://secret@host)
+    return redact(f"{scheme}://{user}{at}{hosts}{slash}{path}")

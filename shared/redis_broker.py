@@ -8,7 +8,9 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as redis
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared.broker import (
     ORDER_TTL,
@@ -17,10 +19,14 @@ from shared.broker import (
     DeadLetter,
     DlqKeys,
     Entry,
+    NotReplicated,
     unroute,
 )
 from shared.redis_batch import UNREACHABLE, ScriptBatcher, unavailable
+from shared.redis_client import connect
 from shared.scripts import lua
+
+__all__ = ["RedisBroker", "connect"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,23 +61,29 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def connect(url: str, *, max_connections: int = 64, pool_wait: float = 5.0) -> redis.Redis:
-    """A pooled client with bounded timeouts, so an outage fails fast instead of hanging.
+MARK_TTL_MS = 60_000
 
-    The pool blocks: a burst of calls larger than the pool (a sender claiming hundreds of
-    entries at once) waits up to ``pool_wait`` seconds for a connection to come free instead of
-    failing with "Too many connections", which would look exactly like an outage.
-    """
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=pool_wait,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,
-        health_check_interval=15,
-        retry_on_timeout=False,
-    )
-    return redis.Redis.from_pool(pool)
+
+def _mark(key: str) -> str:
+    """A key in ``key``'s slot to write for ``_wait_behind_a_write``: under its hash tag, or
+    tagged with the whole key when it has none (which hashes the same)."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start >= 0 and end > start + 1:
+        return f"{key[:start]}{{{key[start + 1 : end]}}}:replicated"
+    return f"{{{key}}}:replicated"
+
+
+def _name(node: Any) -> str | None:
+    return getattr(node, "name", None)
+
+
+def _by_slot(streams: Sequence[str]) -> list[list[str]]:
+    """The streams grouped by their Redis Cluster slot, in order of first appearance."""
+    groups: dict[int, list[str]] = {}
+    for stream in streams:
+        groups.setdefault(key_slot(stream.encode()), []).append(stream)
+    return list(groups.values())
 
 
 def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
@@ -90,9 +102,12 @@ def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
 class RedisBroker:
     """``shared.broker.Broker`` on one Redis (or one Cluster slot for the pipeline keys)."""
 
-    def __init__(self, client: redis.Redis, dlq: DlqKeys) -> None:
+    def __init__(
+        self, client: redis.Redis, dlq: DlqKeys, replication_timeout_ms: int = 1000
+    ) -> None:
         self._redis = client
         self._dlq = dlq
+        self._wait_ms = replication_timeout_ms
         self._commit = client.register_script(lua("commit"))
         self._promote = client.register_script(lua("promote"))
         self._requeue = client.register_script(lua("dlq_requeue"))
@@ -132,9 +147,16 @@ class RedisBroker:
             found += await self._read_one(stream, group, consumer, count - len(found))
         if found or block_ms is None:
             return found
-        raw = await self._read_group(dict.fromkeys(streams, ">"), group, consumer, 1, block_ms)
-        for stream, items in raw:
-            found += _entries(stream.decode(), items, redelivered=False)
+        # One blocking read may name only streams of one slot (Redis Cluster): streams of
+        # several slots are waited on in turn, each for its share of the time.
+        slots = _by_slot(streams)
+        for same_slot in slots:
+            wait = max(1, block_ms // len(slots))
+            raw = await self._read_group(dict.fromkeys(same_slot, ">"), group, consumer, 1, wait)
+            for stream, items in raw:
+                found += _entries(stream.decode(), items, redelivered=False)
+            if found:
+                break
         return found
 
     async def _read_one(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
@@ -223,10 +245,58 @@ class RedisBroker:
     async def commit(self, commit: Commit) -> dict[str, str]:
         if not commit:
             return {}
-        keys, args = _commit_args(commit)
-        dlq = [self._dlq.index, self._dlq.payloads, self._dlq.meta]
-        reply = await self._commit(keys=dlq + keys, args=args)
+        keys, args = _commit_args(commit, self._dlq)
+        if commit.replicated:
+            reply = await self._commit_replicated(keys, args)
+        else:
+            reply = await self._commit(keys=keys, args=args)
         return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
+
+    async def _commit_replicated(self, keys: list[str], args: list[str | bytes | int]) -> Any:
+        """Run commit.lua and then ``WAIT 1`` on the same connection (WAIT counts the replicas
+        that have this connection's writes), on the node of the commit's slot in a cluster.
+
+        A cluster client that finds the slot moved (a failover) sends the commit again to the
+        new primary on its own, but the WAIT already went to the old node: then, or when the
+        WAIT fails, nothing can be said of the copy, and ``NotReplicated`` says so."""
+        node = await self._slot_node(keys[0])
+        route = {} if node is None else {"target_nodes": node}
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", 1, self._wait_ms, **route)
+                reply, replicas = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, NoScriptError):
+                break
+            await self._redis.script_load(lua("commit"))
+        if isinstance(reply, Exception):
+            raise reply
+        if reply and not isinstance(replicas, Exception):
+            # an id was taken: its first copy may be on its way to the replica still, and WAIT
+            # counts only what this connection wrote, so write a mark behind it and wait again
+            replicas = await self._wait_behind_a_write(keys[0], route)
+        moved = _name(await self._slot_node(keys[0])) != _name(node)
+        if isinstance(replicas, Exception) or moved:
+            raise NotReplicated(f"the write's copy is unknown (the slot moved): {replicas}")
+        if int(replicas) < 1:
+            raise NotReplicated(f"no replica confirmed the write within {self._wait_ms} ms")
+        return reply
+
+    async def _wait_behind_a_write(self, key: str, route: dict[str, Any]) -> Any:
+        """``WAIT 1`` after a write of this connection to ``key``'s slot: it returns once a
+        replica has every earlier write of that slot's primary."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command("SET", _mark(key), "1", "PX", MARK_TTL_MS)
+            pipe.execute_command("WAIT", 1, self._wait_ms, **route)
+            _, replicas = await pipe.execute(raise_on_error=False)
+        return replicas
+
+    async def _slot_node(self, key: str) -> Any:
+        """The cluster node serving ``key`` as this client knows it (None on one server)."""
+        if not isinstance(self._redis, RedisCluster):
+            return None
+        await self._redis.initialize()  # no-op once the slot map is known
+        return self._redis.get_node_from_key(key)
 
     async def gate(
         self,
@@ -251,8 +321,13 @@ class RedisBroker:
 
     @_unavailable
     async def promote_due(self, delay_set: str, send_streams: Sequence[str], limit: int) -> int:
-        moved: int = await self._promote(keys=[delay_set, *send_streams], args=[limit, ORDER_TTL])
-        return moved
+        declared = [delay_set, *send_streams]
+        moved, needed = await self._promote(keys=declared, args=[limit, ORDER_TTL])
+        if needed and moved < limit:  # due members whose chat keys the first call did not know
+            chats = sorted({c.decode() if isinstance(c, bytes) else str(c) for c in needed})
+            more, _ = await self._promote(keys=declared + chats, args=[limit - moved, ORDER_TTL])
+            moved += more
+        return int(moved)
 
     @_unavailable
     async def trim_older(self, stream: str, max_age_ms: int) -> None:
@@ -328,11 +403,14 @@ class RedisBroker:
     ) -> int:
         if not items:
             return 0
-        keys = self._dlq
-        args = [ORDER_TTL, *(part for ident, member in items for part in (ident, member))]
-        moved: int = await self._requeue(
-            keys=[keys.index, keys.payloads, keys.meta, *send_streams], args=args
-        )
+        keys = [self._dlq.index, self._dlq.payloads, self._dlq.meta, *send_streams]
+        args: list[str | bytes | int] = [ORDER_TTL]
+        for ident, member in items:
+            chat = unroute(member)[1]
+            if chat and chat not in keys:
+                keys.append(chat)
+            args += [ident, member, keys.index(chat) + 1 if chat else 0]
+        moved: int = await self._requeue(keys=keys, args=args)
         return moved
 
     @_unavailable
@@ -346,15 +424,17 @@ class RedisBroker:
         return bool(removed)
 
 
-def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
-    """KEYS and ARGV of ``commit.lua``: keys deduplicated, referenced by 1-based index."""
+def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV of ``commit.lua``: keys deduplicated, referenced by 1-based index; the
+    dead-letter keys only when the commit kills a message, so a commit of keys in another slot
+    (inbound updates) declares no key of the pipeline's."""
     keys: list[str] = []
     index: dict[str, int] = {}
 
     def ref(key: str) -> int:
         if key not in index:
             keys.append(key)
-            index[key] = len(keys) + 3
+            index[key] = len(keys)
         return index[key]
 
     args: list[str | bytes | int] = [commit.group, ORDER_TTL]
@@ -376,7 +456,8 @@ def _commit_args(commit: Commit) -> tuple[list[str], list[str | bytes | int]]:
     for delay_set, delay_ms, member in commit.delays:
         args += ["delay", ref(delay_set), delay_ms, member]
     for message_id, member, meta in commit.dead:
-        args += ["dead", message_id, member, meta]
+        args += ["dead", ref(dlq.index), ref(dlq.payloads), ref(dlq.meta), message_id, member]
+        args.append(meta)
     for settle in commit.settles:
         args += [
             "settle",

@@ -107,6 +107,19 @@ class CommonSettings(BaseSettings):
         gt=0,
         description="open HTTP connections per process; one more is answered 503 and closed",
     )
+    durability: Literal["local", "replicated"] = Field(
+        "local",
+        validation_alias=_env("FLOODGATE_DURABILITY"),
+        description="'replicated': ingest answers 202 (the webhook 200) only once a replica has"
+        " the write (WAIT 1); 'local': once the primary has it",
+    )
+    replication_timeout_ms: int = Field(
+        1000,
+        validation_alias=_env("FLOODGATE_REPLICATION_TIMEOUT_MS"),
+        gt=0,
+        description="with replicated durability, how long a write waits for a replica before"
+        " the answer is 503",
+    )
     log_level: str = Field("INFO", validation_alias=_env("FLOODGATE_LOG_LEVEL"))
     log_format: str = Field("json", validation_alias=_env("FLOODGATE_LOG_FORMAT"))
     consumer: str | None = Field(

@@ -17,6 +17,7 @@ from shared.context import dlq_keys
 from shared.keys import Keys
 from shared.memory_broker import MemoryBroker
 from shared.redis_broker import RedisBroker, connect
+from tests.cluster import RedisCluster, SentinelSetup
 from tests.procs import NAMESPACES
 
 REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -30,6 +31,8 @@ def _forget_process_namespaces() -> Iterator[None]:
     """After the session, delete the keys of every namespace a test process used."""
     yield
     for url, namespace in sorted(NAMESPACES):
+        if not url.startswith(("redis://", "rediss://")):
+            continue  # a private cluster or Sentinel setup, gone with its keys
         client = sync_redis.Redis.from_url(url, socket_connect_timeout=2)
         try:
             keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
@@ -84,9 +87,46 @@ async def redis_client(namespace: str) -> AsyncIterator[redis.Redis]:
     await client.aclose()
 
 
-@pytest.fixture(params=["redis", "memory"])
-async def broker(request: pytest.FixtureRequest, keys: Keys, redis_client: redis.Redis) -> Broker:
-    """The same contract, run against Redis and against the embedded backend."""
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private Redis Cluster (3 primaries, 3 replicas), started once for the session."""
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    """A private Sentinel setup (1 primary, 1 replica, 3 sentinels), started once."""
+    setup = SentinelSetup()
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.cleanup()
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster: RedisCluster) -> AsyncIterator[redis.Redis]:
+    """A cluster client (typed as the plain one it stands in for) on the session's cluster."""
+    client = connect(redis_cluster.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["redis", "memory", "cluster"])
+async def broker(
+    request: pytest.FixtureRequest, keys: Keys, redis_client: redis.Redis
+) -> AsyncIterator[Broker]:
+    """The same contract, run against Redis, the embedded backend and a Redis Cluster."""
     if request.param == "redis":
-        return RedisBroker(redis_client, dlq_keys(keys))
-    return MemoryBroker(dlq_keys(keys))
+        yield RedisBroker(redis_client, dlq_keys(keys))
+    elif request.param == "cluster":
+        client = connect(request.getfixturevalue("redis_cluster").url)
+        yield RedisBroker(client, dlq_keys(keys))
+        await client.aclose()
+    else:
+        yield MemoryBroker(dlq_keys(keys))

@@ -24,8 +24,9 @@ from services.ingest.lookup import StoreLookup
 from services.ingest.metrics import IngestMetrics
 from services.ingest.settings import IngestSettings
 from services.ingest.submit import Accepted, submit
+from services.ingest.webhook import NOT_REPLICATED
 from shared.access import Principal
-from shared.broker import BrokerUnavailable
+from shared.broker import BrokerUnavailable, NotReplicated
 from shared.context import Context
 from shared.key_rate import Grant
 from shared.models import MAX_BATCH, SendRequest
@@ -93,8 +94,8 @@ class Handlers:
             if isinstance(grant, web.Response):
                 return grant
             accepted = await self._accept([checked], principal, grant)
-            if accepted is None:
-                return problem(503, "queue unavailable: nothing was accepted, retry later")
+            if isinstance(accepted, str):
+                return problem(503, accepted)
             return web.json_response(accepted[0].body(), status=202)
 
     async def post_batch(self, request: web.Request) -> web.Response:
@@ -132,8 +133,8 @@ class Handlers:
                 return grant
             admitted = valid if grant is None else valid[: grant.taken]
             accepted = await self._accept(admitted, principal, grant) if admitted else []
-            if accepted is None:
-                return problem(503, "queue unavailable: nothing was accepted, retry later")
+            if isinstance(accepted, str):
+                return problem(503, accepted)
             return self._batch_answer(checked, accepted, grant)
 
     def _batch_answer(
@@ -171,9 +172,14 @@ class Handlers:
 
     async def _accept(
         self, requests: list[SendRequest], principal: Principal, grant: Grant | None = None
-    ) -> list[Accepted] | None:
+    ) -> list[Accepted] | str:
+        """The accepted messages, or why the answer is 503."""
         try:
             accepted = await submit(self._ctx, requests, self._lookup, origin_of(principal))
+        except NotReplicated as exc:
+            log.warning("not replicated in time, answered 503", extra={"reason": str(exc)})
+            self._metrics.rejected.labels("unavailable").inc(len(requests))
+            return f"{NOT_REPLICATED}; retry with the same idempotency_key"
         except BrokerUnavailable as exc:
             await give_back(self._ctx, principal, grant)
             log.warning(
@@ -181,7 +187,7 @@ class Handlers:
                 extra={"count": len(requests), "reason": str(exc)},
             )
             self._metrics.rejected.labels("unavailable").inc(len(requests))
-            return None
+            return "queue unavailable: nothing was accepted, retry later"
         for item in accepted:
             if item.duplicate:
                 self._metrics.duplicates.inc()

@@ -87,7 +87,9 @@ class Poller:
         if not result.result:
             return
         newest = max(int(u.get("update_id", 0)) for u in result.result if isinstance(u, dict))
-        commit = Commit(record_ttl=URGENT_TTL)
+        commit = Commit(
+            record_ttl=URGENT_TTL, replicated=self._ctx.settings.durability == "replicated"
+        )
         for update in updates:
             add_update(self._ctx, commit, self._bot_id, update, self._username)
         commit.records.append((keys.poll_offset(self._bot_id), "", {"next": str(newest + 1)}))

@@ -80,7 +80,8 @@ async def submit(
     origin: Origin | None = None,
     keep_result: bool = False,
 ) -> list[Accepted]:
-    """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away.
+    """Queue ``requests``; raises ``BrokerUnavailable`` with nothing accepted if Redis is away,
+    ``NotReplicated`` with nothing promised if replicated durability was not confirmed in time.
 
     One atomic script claims the idempotency keys, writes the status records and appends to the
     ingest stream, giving each message its place in its chat's order, so a message is in the
@@ -89,7 +90,9 @@ async def submit(
     """
     now = time.time()
     origin = origin or Origin()
-    commit = Commit(record_ttl=ctx.settings.record_ttl)
+    commit = Commit(
+        record_ttl=ctx.settings.record_ttl, replicated=ctx.settings.durability == "replicated"
+    )
     planned: list[tuple[str, str]] = []
     envelopes = [envelope_from_request(req, new_message_id(), now) for req in requests]
     urgent = await answers_to_urgent(ctx, envelopes, lookup)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from services.ingest.body import BodyError, read_json
 from services.ingest.errors import field_errors, problem, summary
-from shared.broker import BrokerUnavailable, Commit
+from shared.broker import BrokerUnavailable, Commit, NotReplicated
 from shared.context import Context
 from shared.updates import Update, normalize
 from shared.webhooks import matches
@@ -27,6 +27,11 @@ from shared.webhooks import matches
 log = logging.getLogger("floodgate.ingest")
 
 URGENT_TTL = 24 * 3600  # answers usually follow within minutes; older ones go by the store
+
+NOT_REPLICATED = (
+    "stored on the primary but no replica confirmed it within FLOODGATE_REPLICATION_TIMEOUT_MS:"
+    " nothing is promised"
+)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
 
@@ -101,10 +106,17 @@ class WebhookHandler:
         return await self._store(bot_id, update)
 
     async def _store(self, bot_id: int, update: Update) -> web.Response:
-        commit = Commit(record_ttl=URGENT_TTL)
+        replicated = self._ctx.settings.durability == "replicated"
+        commit = Commit(record_ttl=URGENT_TTL, replicated=replicated)
         add_update(self._ctx, commit, bot_id, update, self._usernames.get(bot_id))
         try:
             taken = await self._ctx.broker.commit(commit)
+        except NotReplicated as exc:
+            log.warning(
+                "update not replicated in time, Telegram will retry",
+                extra={"bot_id": bot_id, "reason": str(exc)},
+            )
+            return problem(503, f"{NOT_REPLICATED}; Telegram retries it")
         except BrokerUnavailable as exc:
             log.warning(
                 "update not stored, Telegram will retry",

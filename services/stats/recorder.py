@@ -103,13 +103,15 @@ class Recorder:
         if not entries:
             return False
         await self._write_apart(entries)
-        commit = Commit(group=GROUP)
+        # one commit per stream: on a Redis Cluster the two lie in different slots
+        events, updates = Commit(group=GROUP), Commit(group=GROUP)
         for entry in entries:
             if entry.stream == keys.events:
-                commit.acks.append((entry.stream, entry.entry_id))
+                events.acks.append((entry.stream, entry.entry_id))
             else:
-                commit.seen.append((entry.stream, entry.entry_id))
-        await broker.commit(commit)
+                updates.seen.append((entry.stream, entry.entry_id))
+        await broker.commit(events)
+        await broker.commit(updates)
         return True
 
     async def _write_apart(self, entries: Sequence[Entry]) -> None:

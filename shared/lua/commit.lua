@@ -1,5 +1,6 @@
 -- Apply one consumer's changes atomically (see shared.broker.Commit).
--- KEYS[1..3]: dlq index, dlq payloads, dlq meta; KEYS[4..]: keys referenced by index in ARGV.
+-- KEYS: every key the commit touches, referenced by index in ARGV (so a commit declares its
+-- keys and, on a Redis Cluster, touches the one slot they share).
 -- ARGV[1]: consumer group; ARGV[2]: lifetime of per-chat order state, seconds; then records:
 --   once <key#> <ttl ms>                   first if present: stop here if the key exists (the
 --                                          commit was applied before), else set it
@@ -10,7 +11,8 @@
 --                                          append to a stream; with a chat state key (chat# > 0)
 --                                          the entry gets the chat's next sequence number
 --   delay <key#> <ms> <member>             add to a delay set, due ms after the server clock
---   dead <message id> <member> <meta>      move to the dead-letter queue
+--   dead <index#> <payloads#> <meta#> <message id> <member> <meta>
+--                                          move to the dead-letter queue (its three keys)
 --   settle <chat#> <parked#> <seq> <stream#> <count#>
 --   rec <key#> <message id> <ttl s, 0 keeps the lifetime> <n> <field> <value> ...
 --                                          write status record fields (skipped for a message
@@ -85,10 +87,11 @@ while i <= #ARGV do
     redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], now_ms + tonumber(ARGV[i + 2]), ARGV[i + 3])
     i = i + 4
   elseif op == 'dead' then
-    redis.call('ZADD', KEYS[1], now_ms, ARGV[i + 1])
-    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
-    redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 3])
-    i = i + 4
+    local id = ARGV[i + 4]
+    redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], now_ms, id)
+    redis.call('HSET', KEYS[tonumber(ARGV[i + 2])], id, ARGV[i + 5])
+    redis.call('HSET', KEYS[tonumber(ARGV[i + 3])], id, ARGV[i + 6])
+    i = i + 7
   elseif op == 'settle' then
     settle(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], tonumber(ARGV[i + 3]),
       KEYS[tonumber(ARGV[i + 4])], KEYS[tonumber(ARGV[i + 5])])

@@ -251,6 +251,31 @@ async def test_promote_and_requeue_assign_new_places(broker: Broker, keys: Keys)
     assert [(e.payload, e.seq) for e in got] == [(b"a", 1), (b"b", 2)]
 
 
+async def test_promote_keeps_due_order_across_chats_and_plain_members(
+    broker: Broker, keys: Keys
+) -> None:
+    """Members with and without chat state keys, of two chats, leave oldest first (the Redis
+    backend learns the chat keys of due members in a first call and moves them in a second)."""
+    stream = keys.send(Priority.NORMAL)
+    await broker.ensure_group(stream, G)
+    retry = keys.delayed("retry")
+    one, two = keys.chat_state(3, 1, Priority.NORMAL), keys.chat_state(3, 2, Priority.NORMAL)
+    members = [b"p1", (b"c1", one), b"p2", (b"c2", two), (b"c3", one)]
+    for n, item in enumerate(members):
+        payload, chat = item if isinstance(item, tuple) else (item, "")
+        member = routed(Priority.NORMAL, payload, chat)
+        await broker.commit(Commit(delays=[(retry, -10_000 + n * 1000, member)]))
+    assert await broker.promote_due(retry, keys.send_streams, 10) == 5
+    got = await broker.read([stream], G, "c", 10, None)
+    assert [(e.payload, e.seq) for e in got] == [
+        (b"p1", None),
+        (b"c1", 1),
+        (b"p2", None),
+        (b"c2", 1),
+        (b"c3", 2),
+    ]
+
+
 async def test_old_updates_are_trimmed(broker: Broker, keys: Keys) -> None:
     """A stream other groups read (updates) loses what is older than the retention."""
     stream = keys.updates

@@ -50,7 +50,8 @@ def test_key_builders_keep_their_slot_and_never_collide(keys: Keys) -> None:
     for name, build in builders.items():
         built = [build(c) for c in chats]
         assert len(set(built)) == len(chats), f"{name}: two ids share a key"
-        tag = "{bot:1}" if name == "chat_window" else "{pipeline}"
+        tags = {"chat_window": "{bot:1}", "urgent": f"{{{keys.updates}}}"}
+        tag = tags.get(name, "{pipeline}")
         for key in built:
             head = f"{keys.namespace}:{tag}:"
             assert key.startswith(head), name

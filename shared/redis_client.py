@@ -1,0 +1,224 @@
+"""The Redis client for a ``REDIS_URL``: one server, a Redis Cluster, or a Sentinel-managed
+primary, each with bounded timeouts and a bounded pool.
+
+``redis://`` and ``rediss://`` (and ``unix://``) name one server; ``redis+cluster://h:p,h:p``
+any nodes of a Redis Cluster, whose client routes each command by its keys' slot and follows
+the cluster through failovers; ``redis+sentinel://h:p,h:p/service`` the Sentinels that know the
+primary of ``service``, whose client asks them for the primary again after a failover. User and
+password come from the URL. The cluster client stands in for the one-server client type:
+floodgate sends it only commands whose keys share a slot, which it routes alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import MaxConnectionsError
+
+from shared.redact import redact_url
+
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 10.0
+HEALTH_CHECK_INTERVAL = 15
+DEFAULT_PORT = 6379
+SENTINEL_PORT = 26379
+SCHEMES = "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
+
+
+class RedisUrlError(ValueError):
+    """A ``REDIS_URL`` that names no usable topology; the text never shows its password."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    username: str | None
+    password: str | None
+    hosts: list[tuple[str, int]]
+    path: str
+
+
+def connect(url: str, *, max_connections: int = 64, pool_wait: float = 5.0) -> redis.Redis:
+    """A pooled client with bounded timeouts, so an outage fails fast instead of hanging.
+
+    On one server the pool blocks: a burst of calls larger than the pool (a sender claiming
+    hundreds of entries at once) waits up to ``pool_wait`` seconds for a connection to come free
+    instead of failing with "Too many connections", which would look exactly like an outage.
+    The cluster client lets ``max_connections`` calls run at once and the others wait as long.
+    The Sentinel client's pool does not wait: a call past ``max_connections`` fails at once
+    with ``MaxConnectionsError``, which callers count as busy, not down.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme in {"redis", "rediss", "unix"}:
+        return _single(url, max_connections, pool_wait)
+    if scheme == "redis+cluster":
+        return _cluster(_split(url, DEFAULT_PORT), max_connections, pool_wait)
+    if scheme == "redis+sentinel":
+        return _sentinel(url, _split(url, SENTINEL_PORT), max_connections)
+    raise RedisUrlError(f"REDIS_URL {redact_url(url)!r}: unknown scheme, use one of {SCHEMES}")
+
+
+def _single(url: str, max_connections: int, pool_wait: float) -> redis.Redis:
+    try:
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_wait,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            retry_on_timeout=False,
+        )
+    except ValueError as exc:
+        raise RedisUrlError(f"REDIS_URL {redact_url(url)!r}: {_reason(exc, url)}") from None
+    return redis.Redis.from_pool(pool)
+
+
+def _cluster(parts: _Parts, max_connections: int, pool_wait: float) -> redis.Redis:
+    client = _Cluster(
+        pool_wait,
+        startup_nodes=[ClusterNode(host, port) for host, port in parts.hosts],
+        username=parts.username,
+        password=parts.password,
+        max_connections=max_connections,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+    )
+    return cast(redis.Redis, client)
+
+
+class _Cluster(RedisCluster):
+    """The cluster client, which learns the slot map before it routes any command, and lets
+    at most ``max_connections`` calls run at once, the others waiting up to ``pool_wait``.
+
+    redis-py (8.1) picks a command's routing policy before it loads the slot map: commands
+    sent at once by a fresh client went to a default node, and the reload that followed closed
+    connections under the others ("handler is closed", seen with ten pollers starting). Its
+    per-node pools do not wait: past their size a call fails at once, and a sender claiming
+    hundreds of entries through a small pool saw connections used by two calls at a time.
+    Waiting here, as the one-server pool does, keeps every node's pool within its size."""
+
+    def __init__(self, pool_wait: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pool_wait = pool_wait
+        self._room = asyncio.Semaphore(kwargs["max_connections"])
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.initialize()  # a no-op once the slot map is known
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # which refuses it
+        return _Pipeline(self, transaction)  # type: ignore[abstract]  # as redis-py makes its own
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold one of the client's places for a call (a call made while holding one, as a
+        pipeline resending a moved command, takes no second place)."""
+        if _HOLDING.get():
+            yield
+            return
+        try:
+            await asyncio.wait_for(self._room.acquire(), self._pool_wait)
+        except TimeoutError:
+            raise MaxConnectionsError(f"no connection free within {self._pool_wait} s") from None
+        token = _HOLDING.set(True)
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
+            self._room.release()
+
+
+class _Pipeline(ClusterPipeline):
+    """A cluster pipeline that runs in one of its client's places."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = cast(_Cluster, self.cluster_client)
+        await client.initialize()
+        async with client.turn():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+_HOLDING: ContextVar[bool] = ContextVar("floodgate_redis_place", default=False)
+
+
+def _sentinel(url: str, parts: _Parts, max_connections: int) -> redis.Redis:
+    service = parts.path.strip("/")
+    if not service or "/" in service:
+        raise RedisUrlError(
+            f"REDIS_URL {redact_url(url)!r}: name the Sentinel service after the hosts"
+            " (redis+sentinel://host:port[,host:port]/service_name)"
+        )
+    timeouts: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        parts.hosts,
+        sentinel_kwargs=timeouts,
+        username=parts.username,
+        password=parts.password,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        max_connections=max_connections,
+        **timeouts,
+    )
+    return cast(redis.Redis, sentinel.master_for(service, redis_class=_SentinelPrimary))
+
+
+class _SentinelPrimary(redis.Redis):
+    """The primary's client, which also closes its connections to the Sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager: Any = getattr(self.connection_pool, "sentinel_manager", None)
+        for client in getattr(manager, "sentinels", ()):
+            await client.aclose()
+
+
+def _split(url: str, default_port: int) -> _Parts:
+    """User, password, hosts and path of a URL whose authority may list several hosts."""
+    rest = url.partition("://")[2]
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hostlist = authority.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    hosts = [_host(url, item, n, default_port) for n, item in enumerate(hostlist.split(","), 1)]
+    return _Parts(username, password, hosts, slash + path)
+
+
+def _host(url: str, item: str, n: int, default_port: int) -> tuple[str, int]:
+    where = f"REDIS_URL {redact_url(url)!r}: host {n}"
+    if item.startswith("["):  # [IPv6]:port
+        host, _, tail = item[1:].partition("]")
+        port = tail.removeprefix(":")
+    else:
+        host, _, port = item.partition(":")
+    if not host:
+        raise RedisUrlError(f"{where} is empty (expected host:port[,host:port...])")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise RedisUrlError(f"{where} has port {port!r}, not a number from 1 to 65535")
+    return host, int(port)
+
+
+def _reason(exc: ValueError, url: str) -> str:
+    """The parser's complaint, without any part of the URL it may have quoted."""
+    text = str(exc)
+    rest = url.partition("://")[2]
+    return text.replace(rest, "<url>") if rest and rest in text else redact_url(text)

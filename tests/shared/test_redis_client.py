@@ -1,0 +1,93 @@
+"""REDIS_URL to client: one server, a Redis Cluster, Sentinel; bad URLs named, never their
+password."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import MaxConnectionsError
+
+from shared.broker import Commit
+from shared.context import dlq_keys
+from shared.keys import Keys
+from shared.redis_batch import is_busy
+from shared.redis_broker import RedisBroker
+from shared.redis_client import RedisUrlError, connect
+from tests.cluster import RedisCluster, SentinelSetup
+
+SECRET = "hunter2-very-secret"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"memcached://u:{SECRET}@h:1", "unknown scheme"),
+        (f"redis+cluster://u:{SECRET}@h:1,h:port", "host 2 has port 'port'"),
+        (f"redis+cluster://u:{SECRET}@h:1,,h:2", "host 2 is empty"),
+        (f"redis+sentinel://u:{SECRET}@h:26379", "name the Sentinel service"),
+        (f"redis+sentinel://{SECRET}@h:99999/svc", "not a number from 1 to 65535"),
+        (f"redis://u:{SECRET}@h:notaport/0", "u:<redacted>@h:notaport"),
+    ],
+)
+def test_bad_url_names_the_problem_and_hides_the_password(url: str, problem: str) -> None:
+    with pytest.raises(RedisUrlError) as caught:
+        connect(url)
+    assert problem in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+async def _round_trip(url: str, keys: Keys) -> None:
+    client = connect(url)
+    try:
+        broker = RedisBroker(client, dlq_keys(keys))
+        await broker.ping()
+        await broker.commit(Commit(adds=[(keys.ingest, "m1", b"x", "")]))
+        assert (await broker.depths([keys.ingest], []))[keys.ingest] == 1
+    finally:
+        await client.aclose()
+
+
+async def test_cluster_url_reaches_the_cluster(redis_cluster: RedisCluster, keys: Keys) -> None:
+    await _round_trip(redis_cluster.url, keys)
+
+
+async def test_sentinel_url_reaches_the_primary(redis_sentinel: SentinelSetup, keys: Keys) -> None:
+    await _round_trip(redis_sentinel.url, keys)
+
+
+async def test_fresh_cluster_client_takes_many_calls_at_once(
+    redis_cluster: RedisCluster, keys: Keys
+) -> None:
+    """Ten pollers starting at once on a new client: every call routed by its slot, none
+    failing on a connection closed under it."""
+    for attempt in range(30):
+        client = connect(redis_cluster.url)
+        fresh = Keys(f"{keys.namespace}-{attempt}")
+        try:
+            broker = RedisBroker(client, dlq_keys(fresh))
+            calls = (broker.lease(fresh.poll_lease(bot), "me", 3000) for bot in range(10))
+            assert await asyncio.gather(*calls) == [True] * 10
+        finally:
+            await client.aclose()
+
+
+async def test_cluster_calls_wait_for_a_place_then_say_busy(
+    redis_cluster: RedisCluster, keys: Keys
+) -> None:
+    """Past its size the cluster client's calls wait, as the one-server pool's do, and a call
+    that waits too long is busy, never an outage."""
+    client = connect(redis_cluster.url, max_connections=1, pool_wait=0.2)
+    try:
+        await client.ping()
+        blocker = asyncio.create_task(client.blpop([keys.senders + ":nothing"], timeout=1))
+        await asyncio.sleep(0.1)  # the only place waits in BLPOP
+        with pytest.raises(MaxConnectionsError) as caught:
+            await client.get(keys.senders)
+        assert is_busy(caught.value)
+        await blocker
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(keys.senders)
+            assert await pipe.execute() == [None]
+    finally:
+        await client.aclose()
