@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 DESCRIPTION = """\
 floodgate: send Telegram messages from fleets of bots as fast as Telegram allows, never faster.
 
@@ -93,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``floodgate`` console script."""
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ValidationError as exc:
+        if not exc.title.endswith(("Settings", "Config")):
+            raise
+        # The settings' names and what is wrong with each; never the values, which may be
+        # tokens, keys or URLs with passwords.
+        for error in exc.errors(include_input=False, include_url=False):
+            name = ".".join(str(part) for part in error["loc"]) or exc.title
+            print(f"floodgate: {name}: {error['msg']}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     match args.command:
         case "run":
             from floodgate.launch import run  # noqa: PLC0415

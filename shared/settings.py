@@ -29,7 +29,13 @@ class CommonSettings(BaseSettings):
         "https://api.telegram.org", validation_alias=_env("TELEGRAM_API_BASE")
     )
     bots: str | None = Field(None, validation_alias=_env("FLOODGATE_BOTS"))
-    namespace: str = Field("fg", validation_alias=_env("FLOODGATE_NAMESPACE"), min_length=1)
+    # Letters, digits, `_`, `.` and `-` only: the namespace goes into hash tags (`{fg:updates}`)
+    # and key patterns, where a brace, a glob character or a colon would change their meaning.
+    namespace: str = Field(
+        "fg",
+        validation_alias=_env("FLOODGATE_NAMESPACE"),
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    )
     telegram_timeout: float = Field(20.0, validation_alias=_env("TELEGRAM_TIMEOUT"), gt=0)
     telegram_max_retries: int = Field(5, validation_alias=_env("TELEGRAM_MAX_RETRIES"), ge=0)
     telegram_base_delay: float = Field(1.0, validation_alias=_env("TELEGRAM_BASE_DELAY"), ge=0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings
 
 from floodgate.cli_settings import CliSettings
@@ -120,3 +122,27 @@ def test_every_settings_model_is_checked() -> None:
         for path in (ROOT / folder).rglob("*.py"):
             found |= set(re.findall(r"^class (\w+)\(BaseSettings\)", path.read_text(), re.M))
     assert found == {cls.__name__ for cls in CLASSES}
+
+
+@pytest.mark.parametrize("bad", ["", "a{b", "a}b", "fg:x", "fg*", "x" * 65, "f g"])
+def test_a_namespace_that_would_break_hash_tags_is_refused(bad: str, monkeypatch) -> None:
+    monkeypatch.setenv("FLOODGATE_NAMESPACE", bad)
+    with pytest.raises(ValidationError, match="FLOODGATE_NAMESPACE"):
+        CommonSettings()
+
+
+def test_a_bad_setting_stops_the_command_with_its_name_and_never_its_value() -> None:
+    env = {**os.environ, "FLOODGATE_BOT_RATE": "s3cr3t-value", "FLOODGATE_NAMESPACE": "a{b"}
+    done = subprocess.run(
+        [sys.executable, "-m", "floodgate.cli", "run", "all", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "FLOODGATE_BOT_RATE: Input should be a valid number" in done.stderr
+    assert "FLOODGATE_NAMESPACE: String should match pattern" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "s3cr3t" not in done.stderr + done.stdout
