@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
-from services.sender.committer import Committer
+from services.sender.committer import Committer, lost_entries
 from services.sender.decision import Decision, Verdict
 from services.sender.deliver import Deliverer
 from services.sender.lanes import Lanes
@@ -63,7 +63,7 @@ class SenderService:
         self._limiter, self._presence = self._limiters()
         # a message sent while Redis was away settles only once Redis counts its send
         ready = self._limiter.ready if isinstance(self._limiter, FallbackLimiter) else None
-        self._committer = Committer(ctx, self._metrics, self._settled, ready)
+        self._committer = Committer(ctx, self._metrics, self._settled, ready, self._lost_among)
         # Every held message may have a lane: waiting for a token costs nothing but a future, and
         # a lane slot held while waiting would make a high message queue behind normal ones for
         # a slot. Calls to Telegram are bounded by the session's connection pool instead.
@@ -177,6 +177,7 @@ class SenderService:
     def _settled(self, decisions: list[Decision]) -> None:
         for decision in decisions:
             self._held.get(decision.entry.stream, set()).discard(decision.entry.entry_id)
+            self._lost.discard((decision.entry.stream, decision.entry.entry_id))
         self._metrics.inflight.set(self._inflight)
         self._room.set()
 
@@ -245,13 +246,32 @@ class SenderService:
             )
             self._lost |= fresh
 
+    def _heartbeat_fresh(self) -> bool:
+        """Whether no other sender can have claimed an entry this one holds since the last
+        heartbeat round (which marks the ones that were)."""
+        return (time.monotonic() - self._touched_at) * 1000 < self._claim_idle / 2
+
+    async def _lost_among(self, decisions: Sequence[Decision]) -> set[tuple[str, str]]:
+        """Which of these decisions' entries another sender claimed: known while the heartbeat
+        is fresh, else asked of Redis; a hand-back is always asked (it runs at shutdown, when
+        the heartbeat may have stopped)."""
+        known = {(d.entry.stream, d.entry.entry_id) for d in decisions} & self._lost
+        fresh = self._heartbeat_fresh()
+        ask = [
+            d
+            for d in decisions
+            if (d.entry.stream, d.entry.entry_id) not in known
+            and (not fresh or d.verdict is Verdict.HAND_BACK)
+        ]
+        return known | (await lost_entries(self._ctx, ask) if ask else set())
+
     async def _still_mine(self, entry: Entry) -> bool:
         """Whether this sender still owns ``entry``: known without asking Redis while the last
         heartbeat is recent, else asked (and the entry touched if it is still ours)."""
         key = (entry.stream, entry.entry_id)
         if key in self._lost:
             return False
-        if (time.monotonic() - self._touched_at) * 1000 < self._claim_idle / 2:
+        if self._heartbeat_fresh():
             return True
         ctx = self._ctx
         lost = await ctx.broker.touch(entry.stream, SENDER_GROUP, ctx.consumer, [entry.entry_id])

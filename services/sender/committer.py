@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from services.sender.decision import Decision, Verdict, apply
 from services.sender.metrics import SenderMetrics
@@ -22,6 +22,12 @@ log = logging.getLogger("floodgate.sender")
 
 MAX_BATCH = 512
 
+# Verdicts whose commit queues the message again (a delay set, the DLQ, the send queue): written
+# for an entry another sender owns now, they would make a second copy of its message.
+REQUEUING = frozenset({Verdict.RETRY, Verdict.DEFER, Verdict.DEAD, Verdict.HAND_BACK})
+
+LostAmong = Callable[[Sequence[Decision]], Awaitable[set[tuple[str, str]]]]
+
 
 class Committer:
     """Collects decisions and settles them in Redis; keeps retrying a batch while Redis is away.
@@ -36,8 +42,12 @@ class Committer:
         metrics: SenderMetrics,
         settled: Callable[[list[Decision]], None],
         ready: Callable[[], Awaitable[None]] | None = None,
+        lost_among: LostAmong | None = None,
     ) -> None:
         self._ctx = ctx
+        # which decisions' entries another sender claimed meanwhile; by default every hand-back
+        # is asked about (the sender itself knows when the others need no asking)
+        self._lost_among = lost_among or self._hand_backs_lost
         self._ready = ready  # raises BrokerUnavailable while a batch must not be written yet
         self._metrics = metrics
         self._settled = settled
@@ -99,22 +109,30 @@ class Committer:
         self._settled(batch)
 
     async def _still_owned(self, batch: list[Decision]) -> list[Decision]:
-        """The batch less the hand-backs of entries another sender claimed meanwhile (this one
-        frozen past the claim idle time): queued again, they would be sent twice. The check
-        touches the entries it keeps, so none can be claimed before the commit."""
-        backs: dict[str, list[str]] = {}
-        for decision in batch:
-            if decision.verdict is Verdict.HAND_BACK:
-                backs.setdefault(decision.entry.stream, []).append(decision.entry.entry_id)
-        if not backs:
+        """The batch less the requeuing decisions on entries another sender claimed meanwhile
+        (this one frozen past the claim idle time): written, they would send the message twice.
+        The check touches the entries it keeps, so none can be claimed before the commit."""
+        lost = await self._lost_among([d for d in batch if d.verdict in REQUEUING])
+        if not lost:
             return batch
-        ctx, lost = self._ctx, set[tuple[str, str]]()
-        for stream, ids in backs.items():
-            gone = await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, ids)
-            lost.update((stream, i) for i in gone)
-        if lost:
-            log.warning(
-                "not handing back entries another sender claimed", extra={"count": len(lost)}
-            )
-            self._metrics.lost.inc(len(lost))
+        log.warning("not queuing again entries another sender claimed", extra={"count": len(lost)})
+        self._metrics.lost.inc(len(lost))
         return [d for d in batch if (d.entry.stream, d.entry.entry_id) not in lost]
+
+    async def _hand_backs_lost(self, decisions: Sequence[Decision]) -> set[tuple[str, str]]:
+        return await lost_entries(
+            self._ctx, [d for d in decisions if d.verdict is Verdict.HAND_BACK]
+        )
+
+
+async def lost_entries(ctx: Context, decisions: Sequence[Decision]) -> set[tuple[str, str]]:
+    """(stream, entry id) of the decisions whose entries are no longer pending to this
+    consumer, asked of the broker (which touches those that still are)."""
+    by_stream: dict[str, list[str]] = {}
+    for decision in decisions:
+        by_stream.setdefault(decision.entry.stream, []).append(decision.entry.entry_id)
+    lost: set[tuple[str, str]] = set()
+    for stream, ids in by_stream.items():
+        gone = await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, ids)
+        lost.update((stream, i) for i in gone)
+    return lost
