@@ -1,4 +1,6 @@
-"""Sending at the limit with three sender replicas: no 429, order kept, nothing lost."""
+"""Sending at the limit with three sender replicas: no 429, order kept, nothing lost; on one
+Redis, and on a Redis Cluster (the limiter's keys of each bot in their own slot, spread over the
+primaries, the pipeline's in the `{pipeline}` slot)."""
 
 from __future__ import annotations
 
@@ -42,9 +44,12 @@ def _env(sandbox: Proc, redis_url: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("topology", ["one", "cluster"])
 async def test_three_replicas_mixed_workload_at_the_limit(
-    scaled_sandbox: Proc, redis_url: str
+    scaled_sandbox: Proc, redis_url: str, topology: str, request: pytest.FixtureRequest
 ) -> None:
+    if topology == "cluster":
+        redis_url = request.getfixturevalue("redis_cluster").url
     env = _env(scaled_sandbox, redis_url)
     procs = [
         floodgate("ingest", ["run", "ingest"], env),
