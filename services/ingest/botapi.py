@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import yarl
 from aiohttp import web
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -66,6 +67,7 @@ QUEUED = {name.lower(): name for name in SENDING_METHODS.split(" ")}
 SESSION_METHODS = frozenset({"logout", "close"})
 # Another reader of the updates of a bot floodgate takes them for would take them away from it.
 UPDATE_METHODS = frozenset({"getupdates", "setwebhook", "deletewebhook"})
+WEBHOOK_METHODS = frozenset({"setwebhook", "deletewebhook"})
 
 
 class BotApi:
@@ -118,6 +120,8 @@ class BotApi:
             if not _METHOD.fullmatch(method):
                 raise BotApiError(404, "Not Found")
             self._check_allowed(bot_id, method.lower())
+            if method.lower() in WEBHOOK_METHODS:
+                await self._check_webhook_not_ours(bot_id, token)
             queued = QUEUED.get(method.lower())
             body_s = self._ctx.settings.http_body_timeout
             if queued is None:
@@ -145,6 +149,20 @@ class BotApi:
         """Telegram's answer to a path it has no method for."""
         self._answers.labels("refused", "404").inc()
         return telegram_error(404, "Not Found")
+
+    async def _check_webhook_not_ours(self, bot_id: int, token: str) -> None:
+        """Refuse to move or delete a webhook that points at floodgate's own route for the bot
+        (set by `floodgate webhook set`, with a secret derived from the token, so no setting
+        tells): it would silently stop the bot's updates reaching floodgate."""
+        if bot_id in self._takes_updates:
+            return  # refused already
+        url = await self.passthrough.webhook_url(token)
+        if url and yarl.URL(url).path.rstrip("/").endswith(f"/webhook/telegram/{bot_id}"):
+            raise BotApiError(
+                409,
+                "Conflict: this bot's webhook delivers its updates to floodgate; read them from "
+                "floodgate (the SDK's Updates) instead of setWebhook or deleteWebhook",
+            )
 
     def _check_allowed(self, bot_id: int, method: str) -> None:
         """Refuse the calls that would take the bot's session or updates away from floodgate."""

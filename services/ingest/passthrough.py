@@ -112,6 +112,20 @@ class Passthrough:
                 raise streamed.refused from None
             raise
 
+    async def webhook_url(self, token: str) -> str | None:
+        """The URL the bot's webhook is set to now (getWebhookInfo), "" for none; None when the
+        Bot API does not tell (an error, an odd answer)."""
+        try:
+            status, answer, _ = await self._call(
+                "GET", f"{self._base}/bot{token}/getWebhookInfo", {}, b"", {}
+            )
+            if status != 200:
+                return None
+            url = orjson.loads(answer)["result"]["url"]
+        except (BotApiError, orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        return url if isinstance(url, str) else None
+
     async def forward_json(self, token: str, method: str, params: dict[str, Any]) -> web.Response:
         """Call ``method`` with parameters already read from a request, as JSON."""
         headers = {"Content-Type": "application/json"}

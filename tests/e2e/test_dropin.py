@@ -307,3 +307,38 @@ async def test_the_sandbox_behind_is_out_of_reach_and_the_session_is_kept(stack:
                 assert (await resp.json())["error_code"] == 403
     async with bot_for(stack.ingest.url, TOKEN, 30) as bot:
         assert bot.username == "bot601"  # the session still works
+
+
+async def test_a_webhook_pointing_at_floodgate_is_not_moved_or_deleted(stack: Stack) -> None:
+    """`floodgate webhook set` points a bot's webhook at floodgate with a secret derived from the
+    token, so no setting tells ingest it takes the bot's updates: it asks getWebhookInfo."""
+    direct = f"{stack.sandbox.url}/bot{TOKEN}"
+    dropin = f"{stack.ingest.url}/bot{TOKEN}"
+    ours = f"{stack.ingest.url}/webhook/telegram/{BOT}"
+    async with aiohttp.ClientSession() as session:
+
+        async def webhook() -> str:
+            async with session.get(f"{direct}/getWebhookInfo") as resp:
+                return str((await resp.json())["result"]["url"])
+
+        try:
+            async with session.post(f"{direct}/setWebhook", data={"url": ours}) as resp:
+                assert resp.status == 200
+            for method, params in (
+                ("deleteWebhook", {}),
+                ("setWebhook", {"url": "https://x.test/h"}),
+            ):
+                async with session.post(f"{dropin}/{method}", data=params) as resp:
+                    assert resp.status == 409, await resp.text()
+                    assert "delivers its updates to floodgate" in (await resp.json())["description"]
+            assert await webhook() == ours
+            # a webhook elsewhere is the bot's own business: passed through
+            elsewhere = "https://elsewhere.test/hook"
+            async with session.post(f"{direct}/setWebhook", data={"url": elsewhere}) as resp:
+                assert resp.status == 200
+            async with session.post(f"{dropin}/deleteWebhook") as resp:
+                assert resp.status == 200, await resp.text()
+            assert await webhook() == ""
+        finally:
+            async with session.post(f"{direct}/deleteWebhook") as resp:
+                assert resp.status == 200
