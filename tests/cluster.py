@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from tests.helpers import free_port
 
@@ -101,6 +103,26 @@ class _Processes:
         (a cluster node finds its nodes.conf there and rejoins as a replica of whoever took its
         slots)."""
         self.spawn(port, *self.argv[port], *extra)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """Started, and cleaned up even if starting fails half-way."""
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
 
     def cleanup(self) -> None:
         for proc in self.procs.values():

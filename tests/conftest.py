@@ -90,23 +90,15 @@ async def redis_client(namespace: str) -> AsyncIterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """A private Redis Cluster (3 primaries, 3 replicas), started once for the session."""
-    cluster = RedisCluster()
-    try:
-        cluster.start()
+    with RedisCluster() as cluster:
         yield cluster
-    finally:
-        cluster.cleanup()
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[SentinelSetup]:
     """A private Sentinel setup (1 primary, 1 replica, 3 sentinels), started once."""
-    setup = SentinelSetup()
-    try:
-        setup.start()
+    with SentinelSetup() as setup:
         yield setup
-    finally:
-        setup.cleanup()
 
 
 @pytest.fixture

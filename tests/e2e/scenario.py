@@ -37,6 +37,37 @@ async def submit(
     return ids
 
 
+async def submit_retrying(
+    session: aiohttp.ClientSession,
+    ingest_url: str,
+    workload: Workload,
+    ids: dict[str, str],
+    chunk_size: int,
+    pause: float,
+) -> None:
+    """Submit in chunks over time (``pause`` seconds apart), retrying a 503 or a refused
+    connection with the same idempotency keys, as a careful client does during an outage (a
+    503 promised nothing). Fills ``ids`` (tag -> message id) as chunks are accepted."""
+    msgs = workload.messages
+    for start in range(0, len(msgs), chunk_size):
+        chunk = msgs[start : start + chunk_size]
+        body = {"messages": [{**m.request(), "idempotency_key": m.tag} for m in chunk]}
+        while True:
+            try:
+                async with session.post(f"{ingest_url}/v1/messages/batch", json=body) as resp:
+                    if resp.status == 202:
+                        results = (await resp.json())["results"]
+                        break
+                    assert resp.status == 503, await resp.text()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        for m, result in zip(chunk, results, strict=True):
+            assert result["status"] == "queued", result
+            ids[m.tag] = result["id"]
+        await asyncio.sleep(pause)
+
+
 async def submit_bodies(
     session: aiohttp.ClientSession, ingest_url: str, bodies: list[dict]
 ) -> list[str]:

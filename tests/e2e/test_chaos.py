@@ -22,7 +22,7 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order
 from floodgate.workload import Planned, Workload, build_workload
-from tests.e2e.scenario import duplicates, in_flight_at_kill, metric_sum, scrape
+from tests.e2e.scenario import duplicates, in_flight_at_kill, metric_sum, scrape, submit_retrying
 from tests.helpers import AUTH
 from tests.procs import Proc, RedisServer, floodgate
 
@@ -50,31 +50,6 @@ def _workload() -> Workload:
     ]
     work.messages[100:100] = doomed
     return work
-
-
-async def _submit(
-    session: aiohttp.ClientSession, url: str, work: Workload, ids: dict[str, str]
-) -> None:
-    """Submit in small chunks over time, retrying 503s and refused connections with the same
-    idempotency keys, as a careful client does during an outage."""
-    msgs = work.messages
-    for start in range(0, len(msgs), 100):
-        chunk = msgs[start : start + 100]
-        body = {"messages": [{**m.request(), "idempotency_key": m.tag} for m in chunk]}
-        while True:
-            try:
-                async with session.post(f"{url}/v1/messages/batch", json=body) as resp:
-                    if resp.status == 202:
-                        results = (await resp.json())["results"]
-                        break
-                    assert resp.status == 503, await resp.text()
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        for m, result in zip(chunk, results, strict=True):
-            assert result["status"] == "queued", result
-            ids[m.tag] = result["id"]
-        await asyncio.sleep(0.4)
 
 
 async def _break_things(
@@ -208,7 +183,7 @@ async def test_chaos(redis_server: RedisServer) -> None:
             began = time.monotonic()
             recovered, _ = await asyncio.gather(
                 _break_things(procs, redis_server, env, session, in_flight),
-                _submit(session, procs["ingest"].url, work, ids),
+                submit_retrying(session, procs["ingest"].url, work, ids, 100, 0.4),
             )
             received, stats = await _wait_settled(
                 session, procs["stats"].url, sandbox.url, len(ids)

@@ -15,7 +15,13 @@ from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order
 from floodgate.workload import Workload, build_workload
 from tests.cluster import RedisCluster, SentinelSetup
-from tests.e2e.scenario import check_exactly_once, duplicates, submit, wait_drained
+from tests.e2e.scenario import (
+    check_exactly_once,
+    duplicates,
+    submit,
+    submit_retrying,
+    wait_drained,
+)
 from tests.helpers import AUTH
 from tests.procs import Proc, floodgate
 
@@ -97,48 +103,15 @@ async def test_pipeline_delivers_in_order_without_429(
 @pytest.fixture
 def private_cluster() -> Iterator[RedisCluster]:
     """A cluster of this test's own: the test kills one of its primaries."""
-    cluster = RedisCluster()
-    try:
-        cluster.start()
+    with RedisCluster() as cluster:
         yield cluster
-    finally:
-        cluster.cleanup()
-
-
-async def _submit_retrying(
-    session: aiohttp.ClientSession, url: str, work: Workload, ids: dict[str, str]
-) -> None:
-    """Submit in chunks with idempotency keys, retrying a 503 or a refused connection as a
-    careful client does: a 503 under replicated durability promised nothing."""
-    msgs = work.messages
-    for start in range(0, len(msgs), 50):
-        chunk = msgs[start : start + 50]
-        body = {"messages": [{**m.request(), "idempotency_key": m.tag} for m in chunk]}
-        while True:
-            try:
-                async with session.post(f"{url}/v1/messages/batch", json=body) as resp:
-                    if resp.status == 202:
-                        results = (await resp.json())["results"]
-                        break
-                    assert resp.status == 503, await resp.text()
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        for m, result in zip(chunk, results, strict=True):
-            assert result["status"] == "queued", result
-            ids[m.tag] = result["id"]
-        await asyncio.sleep(0.15)
 
 
 @pytest.fixture
 def private_sentinel() -> Iterator[SentinelSetup]:
     """A Sentinel setup of this test's own: the test kills its primary."""
-    setup = SentinelSetup()
-    try:
-        setup.start()
+    with SentinelSetup() as setup:
         yield setup
-    finally:
-        setup.cleanup()
 
 
 async def _cluster_failover(cluster: RedisCluster) -> None:
@@ -177,7 +150,7 @@ async def test_failover_loses_nothing_accepted_when_replicated(
         ids: dict[str, str] = {}
         async with aiohttp.ClientSession(headers=AUTH) as session:
             submitting = asyncio.create_task(
-                _submit_retrying(session, procs["ingest"].url, work, ids)
+                submit_retrying(session, procs["ingest"].url, work, ids, 50, 0.15)
             )
             while len(ids) < len(work.messages) // 3 and not submitting.done():
                 await asyncio.sleep(0.05)
