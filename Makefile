@@ -6,10 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench clean services deploy-check
 
-$(STAMP): pyproject.toml
+# Installed under both locks: the runtime dependencies at the versions the image ships, the test
+# tools at the versions the suite last passed with (scripts/lock-dev.sh), so a new release
+# upstream cannot change what a fresh clone runs.
+$(STAMP): pyproject.toml deploy/requirements.lock scripts/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -c deploy/requirements.lock -c scripts/dev.lock
 	touch $(STAMP)
 
 services:
