@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
 
     loadtest_arguments(loadtest)
 
+    partitions = sub.add_parser(
+        "partitions",
+        help="show the pipeline's stored number of partitions, or change it while drained",
+    )
+    from floodgate.partitions_cli import add_arguments as partitions_arguments  # noqa: PLC0415
+
+    partitions_arguments(partitions)
+
     db = sub.add_parser("db", help="the PostgreSQL message store (DATABASE_URL)")
     db.add_argument("action", choices=["migrate"], help="apply the SQL migrations not yet applied")
     return parser
@@ -130,6 +138,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from floodgate.db_cli import main as run_db  # noqa: PLC0415
 
             return run_db(args)
+        case "partitions":
+            from floodgate.partitions_cli import main as run_partitions  # noqa: PLC0415
+
+            return run_partitions(args)
         case "keys":
             from floodgate.keys_cli import main as run_keys  # noqa: PLC0415
 

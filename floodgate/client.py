@@ -121,16 +121,29 @@ class Floodgate:
         self, messages: Sequence[Mapping[str, Any]]
     ) -> list[Accepted | FloodgateError]:
         """Queue up to 1000 messages (request bodies); one result per message, in order: the
-        message accepted, or the error that refused it alone."""
+        message accepted, or the error that refused it alone. Messages refused alone with a
+        503 (their part of the queue was away while the rest went in) are sent again, with
+        the same keys, like a whole request that failed."""
         bodies = [{"idempotency_key": _new_key(), **m} for m in messages]
-        doc = await self._request("POST", "/v1/messages/batch", {"messages": bodies})
-        results: list[Accepted | FloodgateError] = []
-        for item in doc["results"]:
-            if item.get("status") == "rejected":
-                results.append(FloodgateError(item["code"], item["error"], item.get("errors")))
-            else:
-                results.append(_accepted(item))
-        return results
+        results: dict[int, Accepted | FloodgateError] = {}
+        pending, backoff = list(range(len(bodies))), FIRST_BACKOFF_S
+        for attempt in range(self._retries + 1):
+            batch = {"messages": [bodies[i] for i in pending]}
+            doc = await self._request("POST", "/v1/messages/batch", batch)
+            again = []
+            for index, item in zip(pending, doc["results"], strict=True):
+                if item.get("status") != "rejected":
+                    results[index] = _accepted(item)
+                elif item["code"] == 503 and attempt < self._retries:
+                    again.append(index)
+                else:
+                    results[index] = FloodgateError(item["code"], item["error"], item.get("errors"))
+            if not again:
+                break
+            pending = again
+            await asyncio.sleep(backoff)
+            backoff *= 2
+        return [results[i] for i in range(len(bodies))]
 
     async def status(self, message_id: str) -> MessageStatus:
         """Where the message is now."""

@@ -101,6 +101,15 @@ class Settle:
     parked_count: str
 
 
+@dataclass(frozen=True, slots=True)
+class DlqKeys:
+    """The three keys of the dead-letter queue."""
+
+    index: str
+    payloads: str
+    meta: str
+
+
 @dataclass
 class Commit:
     """Changes one consumer applies atomically: all of them take effect, or none.
@@ -120,6 +129,7 @@ class Commit:
     ``once`` names a key that marks the commit as applied: the same commit sent again (after
     its reply was lost) finds it and changes nothing. ``replicated`` asks the backend to
     return only once a replica has the commit too (``NotReplicated`` if none confirms in time).
+    ``dlq`` names the dead-letter queue ``dead`` goes to (by default the broker's own).
     """
 
     group: str = ""
@@ -135,6 +145,7 @@ class Commit:
     record_ttls: dict[str, int] = field(default_factory=dict)
     once: str = ""
     replicated: bool = False
+    dlq: DlqKeys | None = None  # the dead-letter queue of the commit's partition
 
     def __bool__(self) -> bool:
         return bool(
@@ -236,22 +247,16 @@ class Broker(Protocol):
     async def get_records(self, keys: Sequence[str]) -> list[dict[str, str] | None]:
         """Several status records at once."""
 
-    async def dlq_list(self, limit: int) -> list[DeadLetter]:
-        """Dead letters, oldest first."""
+    async def dlq_list(self, limit: int, dlq: DlqKeys | None = None) -> list[DeadLetter]:
+        """Dead letters, oldest first (of ``dlq``, by default the broker's own queue)."""
 
     async def dlq_requeue(
-        self, send_streams: Sequence[str], items: Sequence[tuple[str, bytes]]
+        self,
+        send_streams: Sequence[str],
+        items: Sequence[tuple[str, bytes]],
+        dlq: DlqKeys | None = None,
     ) -> int:
         """Put dead messages back on their send queues with new routed payloads; count them."""
 
-    async def dlq_drop(self, message_id: str) -> bool:
+    async def dlq_drop(self, message_id: str, dlq: DlqKeys | None = None) -> bool:
         """Remove one dead letter; False if it was not there."""
-
-
-@dataclass(frozen=True, slots=True)
-class DlqKeys:
-    """The three keys of the dead-letter queue."""
-
-    index: str
-    payloads: str
-    meta: str

@@ -81,7 +81,9 @@ def policy_from(settings: CommonSettings) -> Policy:
 
 
 def dlq_keys(keys: Keys) -> DlqKeys:
-    """The dead-letter queue's keys."""
+    """The dead-letter queue's keys (of one partition, or of the only one)."""
+    if keys.partition is None:
+        keys = keys.of_partition(0)
     return DlqKeys(keys.dlq_index, keys.dlq_payloads, keys.dlq_meta)
 
 
@@ -115,7 +117,9 @@ def check_admin_key(settings: CommonSettings) -> None:
 
 def build_context(settings: CommonSettings, *, allow_memory: bool) -> Context:
     """Connect to Redis, or build the embedded backend when allowed and no REDIS_URL is set."""
-    keys = Keys(settings.namespace)
+    # the embedded backend is one process: partitions would only add work
+    partitions = settings.pipeline_partitions if settings.redis_url else 1
+    keys = Keys(settings.namespace, partitions)
     try:
         bots = parse_bots(settings.bots)
     except (ValueError, OSError) as exc:

@@ -6,7 +6,7 @@ back to the shared limiter as soon as Redis answers again. Only a failed connect
 pool with no connection free (``BrokerBusy``) is back-pressure, and the caller waits.
 
 - **The share** (``shared.fallback_share``): the bot's rate divided by the senders alive just
-  before Redis went away (each beats in Redis every second, ``services/sender/presence.py``),
+  before Redis went away (each beats in Redis every second, ``shared/presence.py``),
   at least a configured floor, and only the chats this sender owns among them.
 - **The switch** starts from what the shared logs may hold: every send granted through Redis by
   any sender is unknown here, and may have filled any window up to the switch. So the local

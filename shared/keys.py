@@ -1,8 +1,13 @@
 """Every Redis key and stream name, built from the namespace.
 
-Keys of the delivery pipeline share the ``{pipeline}`` hash tag so the Lua scripts that move a
-message between streams, delay sets and the dead-letter queue touch a single Redis Cluster slot.
-Idempotency keys are claimed in the same script as the ingest append, so they share that tag.
+The delivery pipeline is split into ``FLOODGATE_PARTITIONS`` partitions, a bot's messages always
+in the same one (``bot_id mod P``). Each partition's keys share one hash tag so the Lua scripts
+that move a message between streams, delay sets and the dead-letter queue touch a single Redis
+Cluster slot; idempotency keys and status records are written in the same scripts, so they share
+it too. With one partition the tag is ``{pipeline}``, the layout floodgate always had; with more,
+partition ``p``'s tag is chosen so its slot lies in the part of the slot space that the
+bit-reversal of ``p`` points at, which spreads a power of two of partitions evenly over the slot
+ranges a cluster's primaries hold (see ``partition_tag``).
 Per-bot limiter state (sliding logs, holds) is tagged ``{bot:<id>}``. The updates stream keeps
 the name the contract gives it (``{ns}:updates``, no tag); the keys written in one step with it
 (update claims, urgent marks, polling offsets) carry the tag ``{<ns>:updates}``, which hashes to
@@ -13,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from shared.models import Priority
 
@@ -22,6 +30,10 @@ SCHEDULER_GROUP = "scheduler"
 SENDER_GROUP = "sender"
 
 DELAY_SETS = ("scheduled", "deferred", "retry")
+
+MAX_PARTITIONS = 256
+# The slot space is cut in MAX_PARTITIONS equal ranges; a partition's tag hashes into one of them.
+_RANGE = REDIS_CLUSTER_HASH_SLOTS // MAX_PARTITIONS
 
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@.-")
 
@@ -38,15 +50,89 @@ def key_part(value: object) -> str:
     return "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in raw)
 
 
+@cache
+def partition_tag(partition: int, partitions: int) -> str:
+    """The hash tag of one partition's keys.
+
+    One partition keeps the tag ``pipeline``. Otherwise partition ``p`` gets the first of
+    ``p<p>``, ``p<p>.1``, ``p<p>.2``, ... whose slot falls in range ``bitrev8(p)`` of the
+    slot space's 256 equal ranges: partitions 0 and 1 land at its start and middle, 2 and 3 at
+    its quarters, and so on. So when P is a power of two, P partitions spread over N primaries
+    holding equal slot ranges (what ``redis-cli --cluster create`` gives) within one partition
+    of P/N each; and a tag never depends on P. These names are part of the stored layout: never
+    change them.
+    """
+    if partitions == 1:
+        return "pipeline"
+    start = int(f"{partition:08b}"[::-1], 2) * _RANGE
+    tag, n = f"p{partition}", 0
+    while not start <= key_slot(tag.encode()) < start + _RANGE:
+        n += 1
+        tag = f"p{partition}.{n}"
+    return tag
+
+
+class PartitionNeeded(LookupError):
+    """A pipeline key was asked of the namespace's keys while the pipeline has several
+    partitions: the caller must pick one (``Keys.of_bot``, ``Keys.of_stream``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Names of every key under one namespace."""
+    """Names of every key under one namespace; with ``partition`` set, of one partition."""
 
     namespace: str
+    partitions: int = 1
+    partition: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be 1 to {MAX_PARTITIONS}, not {self.partitions}")
+        if self.partition is not None and not 0 <= self.partition < self.partitions:
+            raise ValueError(f"partition {self.partition} is not one of {self.partitions}")
 
     @property
     def _pipeline(self) -> str:
-        return f"{self.namespace}:{{pipeline}}"
+        if self.partition is None and self.partitions > 1:
+            raise PartitionNeeded("a pipeline key needs a partition: use of_bot or of_stream")
+        return f"{self.namespace}:{{{partition_tag(self.partition or 0, self.partitions)}}}"
+
+    @property
+    def shards(self) -> tuple[Keys, ...]:
+        """The keys of every partition, in order."""
+        return _shards(self.namespace, self.partitions)
+
+    def of_partition(self, partition: int) -> Keys:
+        """The keys of one partition."""
+        return self.shards[partition]
+
+    def partition_of(self, bot_id: int) -> int:
+        """The partition that carries a bot's messages."""
+        return bot_id % self.partitions
+
+    def of_bot(self, bot_id: int) -> Keys:
+        """The keys of the partition that carries a bot's messages."""
+        return self.shards[bot_id % self.partitions]
+
+    def of_stream(self, stream: str) -> Keys:
+        """The keys of the partition a pipeline stream belongs to (by its hash tag)."""
+        start = stream.find("{")
+        end = stream.find("}", start + 1)
+        found = _tags(self.namespace, self.partitions).get(stream[start + 1 : end])
+        if start < 0 or found is None:
+            raise PartitionNeeded(f"not a pipeline key of this layout: {stream!r}")
+        return found
+
+    def of_message(self, message_id: str) -> Keys:
+        """The keys of the partition a message id was made in (``new_message_id``); an id
+        that names no partition of this layout gets partition 0."""
+        if self.partitions == 1:
+            return self.shards[0]
+        try:
+            partition = int(message_id[11:13], 16)
+        except ValueError:
+            partition = 0
+        return self.shards[partition if 0 <= partition < self.partitions else 0]
 
     @property
     def ingest(self) -> str:
@@ -139,6 +225,11 @@ class Keys:
         """Sorted set of the sender processes alive, scored by their last beat."""
         return f"{self.namespace}:senders"
 
+    @property
+    def schedulers(self) -> str:
+        """Sorted set of the scheduler processes alive, scored by their last beat."""
+        return f"{self.namespace}:schedulers"
+
     def bot_window(self, bot_id: int) -> str:
         """Sliding log of one bot's sends (those under way scored a lease ahead)."""
         return f"{self.namespace}:{{bot:{bot_id}}}:rl:bot"
@@ -191,3 +282,13 @@ class Keys:
     def updates(self) -> str:
         """Stream of normalized inbound updates, for applications."""
         return f"{self.namespace}:updates"
+
+
+@cache
+def _shards(namespace: str, partitions: int) -> tuple[Keys, ...]:
+    return tuple(Keys(namespace, partitions, p) for p in range(partitions))
+
+
+@cache
+def _tags(namespace: str, partitions: int) -> dict[str, Keys]:
+    return {partition_tag(k.partition or 0, partitions): k for k in _shards(namespace, partitions)}

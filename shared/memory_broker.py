@@ -368,7 +368,7 @@ class MemoryBroker:
     async def get_records(self, keys: Sequence[str]) -> list[dict[str, str] | None]:
         return [await self.get_record(key) for key in keys]
 
-    async def dlq_list(self, limit: int) -> list[DeadLetter]:
+    async def dlq_list(self, limit: int, dlq: DlqKeys | None = None) -> list[DeadLetter]:
         items = sorted(self._dead.items(), key=lambda kv: kv[1][2])[: max(limit, 1)]
         letters = []
         for ident, (member, meta, at) in items:
@@ -377,7 +377,10 @@ class MemoryBroker:
         return letters
 
     async def dlq_requeue(
-        self, send_streams: Sequence[str], items: Sequence[tuple[str, bytes]]
+        self,
+        send_streams: Sequence[str],
+        items: Sequence[tuple[str, bytes]],
+        dlq: DlqKeys | None = None,
     ) -> int:
         target = dict(zip("hnl", send_streams, strict=True))
         moved = 0
@@ -388,5 +391,5 @@ class MemoryBroker:
                 moved += 1
         return moved
 
-    async def dlq_drop(self, message_id: str) -> bool:
+    async def dlq_drop(self, message_id: str, dlq: DlqKeys | None = None) -> bool:
         return self._dead.pop(message_id, None) is not None

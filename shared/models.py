@@ -146,9 +146,11 @@ class Envelope(BaseModel):
         return cls.model_validate_json(data)
 
 
-def new_message_id() -> str:
-    """Time-ordered unique id: milliseconds in hex, then 64 random bits."""
-    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(8)}"
+def new_message_id(partition: int = 0) -> str:
+    """Time-ordered unique id: milliseconds in hex, the pipeline partition that carries the
+    message (two hex digits, so its status record can be found from the id alone), then 56
+    random bits."""
+    return f"{time.time_ns() // 1_000_000:011x}{partition:02x}{secrets.token_hex(7)}"
 
 
 def envelope_from_request(req: SendRequest, message_id: str, now: float) -> Envelope:

@@ -147,9 +147,9 @@ class RedisBroker:
             found += await self._read_one(stream, group, consumer, count - len(found))
         if found or block_ms is None:
             return found
-        # One blocking read may name only streams of one slot (Redis Cluster): streams of
-        # several slots are waited on in turn, each for its share of the time.
-        slots = _by_slot(streams)
+        # One blocking read may name only streams of one slot on a Redis Cluster: there,
+        # streams of several slots are waited on in turn, each for its share of the time.
+        slots = _by_slot(streams) if isinstance(self._redis, RedisCluster) else [list(streams)]
         for same_slot in slots:
             wait = max(1, block_ms // len(slots))
             raw = await self._read_group(dict.fromkeys(same_slot, ">"), group, consumer, 1, wait)
@@ -245,7 +245,7 @@ class RedisBroker:
     async def commit(self, commit: Commit) -> dict[str, str]:
         if not commit:
             return {}
-        keys, args = _commit_args(commit, self._dlq)
+        keys, args = _commit_args(commit, commit.dlq or self._dlq)
         if commit.replicated:
             reply = await self._commit_replicated(keys, args)
         else:
@@ -379,8 +379,8 @@ class RedisBroker:
         return [{k.decode(): v.decode() for k, v in r.items()} if r else None for r in raws]
 
     @_unavailable
-    async def dlq_list(self, limit: int) -> list[DeadLetter]:
-        keys = self._dlq
+    async def dlq_list(self, limit: int, dlq: DlqKeys | None = None) -> list[DeadLetter]:
+        keys = dlq or self._dlq
         ids: Any = await self._redis.zrange(keys.index, 0, max(limit, 1) - 1, withscores=True)
         if not ids:
             return []
@@ -399,11 +399,15 @@ class RedisBroker:
 
     @_unavailable
     async def dlq_requeue(
-        self, send_streams: Sequence[str], items: Sequence[tuple[str, bytes]]
+        self,
+        send_streams: Sequence[str],
+        items: Sequence[tuple[str, bytes]],
+        dlq: DlqKeys | None = None,
     ) -> int:
         if not items:
             return 0
-        keys = [self._dlq.index, self._dlq.payloads, self._dlq.meta, *send_streams]
+        queue = dlq or self._dlq
+        keys = [queue.index, queue.payloads, queue.meta, *send_streams]
         args: list[str | bytes | int] = [ORDER_TTL]
         for ident, member in items:
             chat = unroute(member)[1]
@@ -414,8 +418,8 @@ class RedisBroker:
         return moved
 
     @_unavailable
-    async def dlq_drop(self, message_id: str) -> bool:
-        keys = self._dlq
+    async def dlq_drop(self, message_id: str, dlq: DlqKeys | None = None) -> bool:
+        keys = dlq or self._dlq
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zrem(keys.index, message_id)
             pipe.hdel(keys.payloads, message_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
 from shared.redact import redact_url
@@ -115,7 +116,8 @@ class _Cluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.initialize()  # a no-op once the slot map is known
         async with self.turn():
-            return await super().execute_command(*args, **kwargs)
+            with _closed_is_a_connection_error():
+                return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         if shard_hint:
@@ -148,7 +150,31 @@ class _Pipeline(ClusterPipeline):
         client = cast(_Cluster, self.cluster_client)
         await client.initialize()
         async with client.turn():
-            return await super().execute(raise_on_error, allow_redirections)
+            with _closed_is_a_connection_error():
+                return await super().execute(raise_on_error, allow_redirections)
+
+
+@contextlib.contextmanager
+def _closed_is_a_connection_error() -> Iterator[None]:
+    """When a primary dies, the cluster client reloads its slot map and closes the connections
+    of every node, also under calls being written on them: redis-py (8.1) then fails with
+    ``AttributeError: 'NoneType' object has no attribute 'writelines'`` or ``RuntimeError:
+    ... the handler is closed`` (seen with senders committing to every primary during a
+    failover). Those say the connection went away: raised as such, so callers retry them as an
+    outage instead of failing as a bug."""
+    try:
+        yield
+    except AttributeError as exc:
+        text = str(exc)
+        if "'NoneType' object has no attribute" not in text or not any(
+            name in text for name in ("write", "read", "drain")
+        ):
+            raise
+        raise RedisConnectionError(f"connection closed under the call: {exc}") from exc
+    except RuntimeError as exc:
+        if "closed" not in str(exc):
+            raise
+        raise RedisConnectionError(f"connection closed under the call: {exc}") from exc
 
 
 _HOLDING: ContextVar[bool] = ContextVar("floodgate_redis_place", default=False)

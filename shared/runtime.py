@@ -12,6 +12,7 @@ at most about 30 s; the manifests give pods 40 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -19,13 +20,16 @@ from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from shared.access import Authenticator
 from shared.broker import BrokerUnavailable
 from shared.context import Context
 from shared.http_errors import json_errors
 from shared.http_guard import GuardedSite
+from shared.layout import LayoutMismatch, agree_on_layout
 from shared.openapi import document
+from shared.redis_broker import RedisBroker
 from shared.web_auth import auth_middleware
 
 log = logging.getLogger("floodgate.runtime")
@@ -33,6 +37,7 @@ log = logging.getLogger("floodgate.runtime")
 DRAIN_SLACK_SECONDS = 5.0  # past the longest Bot API call, for the last commits
 HTTP_SHUTDOWN_SECONDS = 3.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
+LAYOUT_RETRY_S = 1.0
 
 
 class Service(Protocol):
@@ -122,12 +127,39 @@ async def serve(
             log.warning(
                 "FLOODGATE_AUTH=off: every route is served without a key (development only)"
             )
+        if not await _layout_agreed(ctx, stop):
+            return 2
         await _run_services(services, stop, ctx.settings.telegram_timeout + DRAIN_SLACK_SECONDS)
     finally:
         await runner.cleanup()
         await ctx.close()
         log.info("stopped")
     return 0
+
+
+async def _layout_agreed(ctx: Context, stop: asyncio.Event) -> bool:
+    """Whether this process splits the pipeline as the layout stored in Redis does (storing
+    it on a first start); waits while Redis is away, since no work can start before."""
+    broker = ctx.broker
+    if not isinstance(broker, RedisBroker):
+        return True
+    warned = False
+    while not stop.is_set():
+        try:
+            await agree_on_layout(broker.client, ctx.keys)
+            return True
+        except LayoutMismatch as exc:
+            log.error("refusing to start: %s", exc)
+            return False
+        except (BrokerUnavailable, RedisError) as exc:
+            if not warned:
+                log.warning(
+                    "cannot read the pipeline's layout yet, waiting", extra={"reason": str(exc)}
+                )
+                warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAYOUT_RETRY_S)
+    return True
 
 
 async def _run_services(

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_CONFIG = SettingsConfigDict(extra="ignore", case_sensitive=True)
 
 
+CLUSTER_PARTITIONS = 16
+
+
 def _env(name: str) -> AliasChoices:
     """The one environment variable a setting is read from."""
     return AliasChoices(name)
@@ -126,6 +129,15 @@ class CommonSettings(BaseSettings):
         description="with replicated durability, how long a write waits for a replica before"
         " the answer is 503",
     )
+    partitions: int | None = Field(
+        None,
+        validation_alias=_env("FLOODGATE_PARTITIONS"),
+        ge=1,
+        le=256,
+        description="partitions of the pipeline's keys, a bot's messages always in one; every"
+        " process must use the same number (checked at start). Unset: 16 on a Redis Cluster"
+        " (redis+cluster://), else 1",
+    )
     log_level: str = Field("INFO", validation_alias=_env("FLOODGATE_LOG_LEVEL"))
     log_format: str = Field("json", validation_alias=_env("FLOODGATE_LOG_FORMAT"))
     consumer: str | None = Field(
@@ -145,6 +157,15 @@ class CommonSettings(BaseSettings):
         lt=65536,
         description="HTTP port (--port wins); unset: the service's own default",
     )
+
+    @property
+    def pipeline_partitions(self) -> int:
+        """``FLOODGATE_PARTITIONS``, or its default for the topology of ``REDIS_URL``."""
+        if self.partitions is not None:
+            return self.partitions
+        if self.redis_url and self.redis_url.startswith("redis+cluster"):
+            return CLUSTER_PARTITIONS
+        return 1
 
     def rate_overrides(self) -> dict[int, float]:
         """Per-bot messages-per-second overrides parsed from ``FLOODGATE_BOT_RATE_OVERRIDES``."""

@@ -225,7 +225,9 @@ class BotApi:
 
     def _fingerprint_key(self, bot_id: int, method: str, params: dict[str, Any]) -> str:
         canonical = orjson.dumps([method, params], option=orjson.OPT_SORT_KEYS)
-        return self._ctx.keys.proxy_request(bot_id, hashlib.sha256(canonical).hexdigest()[:32])
+        return self._ctx.keys.of_bot(bot_id).proxy_request(
+            bot_id, hashlib.sha256(canonical).hexdigest()[:32]
+        )
 
     async def _find_retried(self, bot_id: int, method: str, params: dict[str, Any]) -> str | None:
         """The message an earlier, identical request queued, if its client left unanswered."""
@@ -234,12 +236,14 @@ class BotApi:
         earlier = (found or {}).get("id")
         if not earlier:
             return None
-        record = await broker.get_record(keys.record(earlier))
+        record = await broker.get_record(keys.of_message(earlier).record(earlier))
         if record is None or record.get("answered") == "1":
             return None
         if not await self._earlier_left(earlier, record):
             return None  # the earlier request still waits for it: this one is a second message
-        await broker.put_records({keys.record(earlier): {"orphaned": ""}}, self._record_ttl)
+        await broker.put_records(
+            {keys.of_message(earlier).record(earlier): {"orphaned": ""}}, self._record_ttl
+        )
         self._answers.labels("queued", "retry_found").inc()
         self._metrics.duplicates.inc()
         return earlier
@@ -248,7 +252,7 @@ class BotApi:
         """Whether the client of the earlier request left without its answer, given a moment
         to be found out."""
         deadline = time.monotonic() + RETRY_GRACE_S
-        key = self._ctx.keys.record(earlier)
+        key = self._ctx.keys.of_message(earlier).record(earlier)
         while True:
             if record.get("orphaned") == "1" or self.waiters.abandoned(earlier):
                 return True
@@ -261,7 +265,7 @@ class BotApi:
         """Wait for the message to settle; answer as Telegram answered it."""
         wait = self._settings.proxy_wait
         record = await self.waiters.wait(message_id, wait, lambda: _gone(request))
-        key = self._ctx.keys.record(message_id)
+        key = self._ctx.keys.of_message(message_id).record(message_id)
         if record is None or _gone(request):
             await self._mark(key, {"orphaned": "1"}, self._record_ttl)
             self._answers.labels("queued", "timeout").inc()

@@ -149,7 +149,9 @@ class Handlers:
             if isinstance(c, tuple):
                 self._reject(c[0])
                 results.append({"status": "rejected", "code": c[0], **c[1]})
-            elif (item := next(taken, None)) is not None:
+            elif (item := next(taken, None)) is not None and item.refused:
+                results.append({"status": "rejected", "code": 503, "error": item.refused})
+            elif item is not None:
                 results.append(item.body())
             else:
                 assert grant is not None  # only a quota leaves valid messages unaccepted
@@ -189,7 +191,9 @@ class Handlers:
             self._metrics.rejected.labels("unavailable").inc(len(requests))
             return "queue unavailable: nothing was accepted, retry later"
         for item in accepted:
-            if item.duplicate:
+            if item.refused:
+                self._metrics.rejected.labels("unavailable").inc()
+            elif item.duplicate:
                 self._metrics.duplicates.inc()
             else:
                 self._metrics.accepted.labels(item.priority).inc()
@@ -199,7 +203,8 @@ class Handlers:
         """``GET /v1/messages/{id}``."""
         message_id = request.match_info["id"]
         try:
-            record = await self._ctx.broker.get_record(self._ctx.keys.record(message_id))
+            keys = self._ctx.keys.of_message(message_id)
+            record = await self._ctx.broker.get_record(keys.record(message_id))
         except BrokerUnavailable:
             return problem(503, "queue unavailable")
         if record is None or not principal_of(request).owns(record.get("key_id")):

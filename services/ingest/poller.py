@@ -52,7 +52,9 @@ class Poller:
         while not stop.is_set():
             try:
                 if await self._ctx.broker.lease(
-                    self._ctx.keys.poll_lease(self._bot_id), self._ctx.consumer, self._lease_ms
+                    self._ctx.keys.of_bot(self._bot_id).poll_lease(self._bot_id),
+                    self._ctx.consumer,
+                    self._lease_ms,
                 ):
                     await self._round()
                 else:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.ingest.access import Origin
 from services.ingest.lookup import StoreLookup
-from shared.broker import Commit
+from shared.broker import BrokerUnavailable, Commit, NotReplicated
 from shared.context import Context
 from shared.models import (
     Envelope,
@@ -30,6 +31,9 @@ class Accepted:
     id: str
     priority: str
     duplicate: bool
+    # why this one was not accepted after all (its partition's commit failed while others of
+    # the same batch went through); empty for an accepted message
+    refused: str = field(default="")
 
     def body(self) -> dict[str, str | bool]:
         """The 202 answer."""
@@ -90,14 +94,23 @@ async def submit(
     """
     now = time.time()
     origin = origin or Origin()
-    commit = Commit(
-        record_ttl=ctx.settings.record_ttl, replicated=ctx.settings.durability == "replicated"
-    )
-    planned: list[tuple[str, str]] = []
-    envelopes = [envelope_from_request(req, new_message_id(), now) for req in requests]
+    commits: dict[int, Commit] = {}
+    planned: list[tuple[int, str, str]] = []
+    envelopes = [
+        envelope_from_request(req, new_message_id(ctx.keys.partition_of(req.bot_id)), now)
+        for req in requests
+    ]
     urgent = await answers_to_urgent(ctx, envelopes, lookup)
     for req, envelope in zip(requests, envelopes, strict=True):
         message_id = envelope.id
+        partition = ctx.keys.partition_of(req.bot_id)
+        keys = ctx.keys.of_partition(partition)
+        commit = commits.get(partition)
+        if commit is None:
+            commit = commits[partition] = Commit(
+                record_ttl=ctx.settings.record_ttl,
+                replicated=ctx.settings.durability == "replicated",
+            )
         envelope.keep_result = keep_result
         decided = Priority.HIGH if message_id in urgent else decide_priority(envelope)
         envelope.priority = origin.cap(decided)
@@ -112,12 +125,12 @@ async def submit(
         }
         if origin.key_id is not None:
             record["key_id"] = origin.key_id
-        commit.records.append((ctx.keys.record(message_id), message_id, record))
+        commit.records.append((keys.record(message_id), message_id, record))
         if envelope.send_at and envelope.send_at > now:
             ahead = math.ceil(envelope.send_at - now)
-            commit.record_ttls[ctx.keys.record(message_id)] = ctx.settings.record_ttl + ahead
+            commit.record_ttls[keys.record(message_id)] = ctx.settings.record_ttl + ahead
         if req.idempotency_key is not None:
-            key = ctx.keys.idempotency(req.bot_id, req.idempotency_key, origin.key_id)
+            key = keys.idempotency(req.bot_id, req.idempotency_key, origin.key_id)
             commit.idempotency.append((key, message_id))
         # The chat's order is fixed here, where messages are accepted one after another, so any
         # number of schedulers cannot swap two of them. A message for later takes its place
@@ -125,11 +138,41 @@ async def submit(
         chat = (
             ""
             if envelope.send_at
-            else ctx.keys.chat_state(req.bot_id, envelope.order_key, envelope.priority)
+            else keys.chat_state(req.bot_id, envelope.order_key, envelope.priority)
         )
-        commit.adds.append((ctx.keys.ingest, message_id, envelope.dumps(), chat))
-        planned.append((message_id, priority))
-    taken = await ctx.broker.commit(commit)
-    return [
-        Accepted(taken.get(ident, ident), priority, ident in taken) for ident, priority in planned
-    ]
+        commit.adds.append((keys.ingest, message_id, envelope.dumps(), chat))
+        planned.append((partition, message_id, priority))
+    taken = await _commit_all(ctx, commits)
+    results = []
+    for partition, ident, priority in planned:
+        outcome = taken[partition]
+        if isinstance(outcome, BaseException):
+            results.append(Accepted("", priority, False, refused=_why(outcome)))
+        else:
+            results.append(Accepted(outcome.get(ident, ident), priority, ident in outcome))
+    return results
+
+
+async def _commit_all(
+    ctx: Context, commits: dict[int, Commit]
+) -> dict[int, dict[str, str] | BaseException]:
+    """One atomic commit per partition (each touches one Redis Cluster slot), concurrently.
+    When every one failed, its error is raised (nothing was accepted); when only some did,
+    the messages of those are refused one by one and the rest stay accepted."""
+    partitions = list(commits)
+    outcomes = await asyncio.gather(
+        *(ctx.broker.commit(commits[p]) for p in partitions), return_exceptions=True
+    )
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    for failure in failures:
+        if not isinstance(failure, BrokerUnavailable):
+            raise failure
+    if failures and len(failures) == len(outcomes):
+        raise failures[0]
+    return dict(zip(partitions, outcomes, strict=True))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, NotReplicated):
+        return "not confirmed by a replica in time: retry with the same idempotency_key"
+    return "queue unavailable: this message was not accepted, retry it"

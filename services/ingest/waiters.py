@@ -80,7 +80,7 @@ class Waiters:
         waiting = list(self._waiting)
         for start in range(0, len(waiting), MAX_BATCH):
             ids = waiting[start : start + MAX_BATCH]
-            keys = [self._ctx.keys.record(i) for i in ids]
+            keys = [self._ctx.keys.of_message(i).record(i) for i in ids]
             records = await self._ctx.broker.get_records(keys)
             for message_id, record in zip(ids, records, strict=True):
                 settled = record is not None and record.get("status") in SETTLED

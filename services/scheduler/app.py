@@ -13,9 +13,11 @@ from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.route import plan_batch
 from services.scheduler.settings import SchedulerSettings
 from shared.broker import Entry
-from shared.context import Context
-from shared.keys import SCHEDULER_GROUP
+from shared.context import Context, dlq_keys
+from shared.keys import SCHEDULER_GROUP, Keys
 from shared.loops import repeat
+from shared.presence import BEAT_EVERY_S, Presence, share
+from shared.redis_broker import RedisBroker
 
 log = logging.getLogger("floodgate.scheduler")
 
@@ -30,6 +32,13 @@ class SchedulerService:
         self._settings = settings
         self._metrics = SchedulerMetrics(ctx.registry)
         self._recovered = False
+        self._presence = (
+            Presence(ctx.broker.client, ctx.keys.schedulers, ctx.consumer)
+            if isinstance(ctx.broker, RedisBroker)
+            else None
+        )
+        self._share = ctx.keys.shards  # the partitions this replica reads
+        self._turn = 0
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return []
@@ -38,6 +47,8 @@ class SchedulerService:
         """Consume, promote due scheduled messages and claim a dead replica's entries until stop."""
         s, errors = self._settings, self._metrics.errors
         async with asyncio.TaskGroup() as tg:
+            if self._presence is not None:
+                tg.create_task(repeat("scheduler.presence", self._beat, stop, errors, BEAT_EVERY_S))
             tg.create_task(repeat("scheduler.consume", self._consume, stop, errors))
             tg.create_task(
                 repeat("scheduler.promote", self._promote, stop, errors, s.promote_interval)
@@ -46,20 +57,37 @@ class SchedulerService:
                 repeat("scheduler.claim", self._claim, stop, errors, s.claim_idle_ms / 2000)
             )
 
+    async def _beat(self) -> bool:
+        """Say this replica is alive and take its share of the partitions."""
+        assert self._presence is not None
+        alive = await self._presence.beat()
+        shards = self._ctx.keys.shards
+        self._share = tuple(shards[p] for p in share(len(shards), alive, self._ctx.consumer))
+        return False
+
+    def _streams(self) -> list[str]:
+        """The ingest streams of this replica's partitions, starting at a different one each
+        time so no partition waits behind a busy one."""
+        share_ = self._share
+        self._turn = (self._turn + 1) % len(share_)
+        return [k.ingest for k in (*share_[self._turn :], *share_[: self._turn])]
+
     async def _consume(self) -> bool:
         ctx, s = self._ctx, self._settings
         if not self._recovered:
-            await ctx.broker.ensure_group(ctx.keys.ingest, SCHEDULER_GROUP)
-            own = await ctx.broker.read_own_pending(
-                ctx.keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.batch
-            )
+            own: list[Entry] = []
+            for keys in ctx.keys.shards:  # pending of any partition: the share may have moved
+                await ctx.broker.ensure_group(keys.ingest, SCHEDULER_GROUP)
+                own += await ctx.broker.read_own_pending(
+                    keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.batch
+                )
             if own:
                 log.info("re-reading own pending entries", extra={"count": len(own)})
                 await self._route(own)
                 return True
             self._recovered = True
         entries = await ctx.broker.read(
-            [ctx.keys.ingest], SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
+            self._streams(), SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
         )
         await self._route(entries)
         return bool(entries)
@@ -67,7 +95,16 @@ class SchedulerService:
     async def _route(self, entries: list[Entry]) -> None:
         if not entries:
             return
-        plan = plan_batch(self._ctx.keys, entries, max_deliveries=self._settings.max_deliveries)
+        parts: dict[Keys, list[Entry]] = {}
+        for entry in entries:
+            parts.setdefault(self._ctx.keys.of_stream(entry.stream), []).append(entry)
+        for keys, part in parts.items():
+            await self._route_part(keys, part)
+
+    async def _route_part(self, keys: Keys, entries: list[Entry]) -> None:
+        """Route one partition's entries in one atomic commit (one Redis Cluster slot)."""
+        plan = plan_batch(keys, entries, max_deliveries=self._settings.max_deliveries)
+        plan.commit.dlq = dlq_keys(keys)
         plan.commit.records = [(key, "", fields) for key, fields in plan.records.items()]
         ttl = plan.commit.record_ttl = self._ctx.settings.record_ttl
         plan.commit.record_ttls = {key: ttl + math.ceil(s) for key, s in plan.ahead.items()}
@@ -79,23 +116,25 @@ class SchedulerService:
         self._metrics.poison.inc(plan.poison)
 
     async def _promote(self) -> bool:
-        keys = self._ctx.keys
-        moved = await self._ctx.broker.promote_due(
-            keys.delayed("scheduled"), keys.send_streams, 500
-        )
+        moved = 0
+        for keys in self._share:
+            moved += await self._ctx.broker.promote_due(
+                keys.delayed("scheduled"), keys.send_streams, 500
+            )
         self._metrics.promoted.inc(moved)
         return moved > 0
 
     async def _claim(self) -> bool:
         ctx = self._ctx
-        claimed = await ctx.broker.claim_stale(
-            ctx.keys.ingest,
-            SCHEDULER_GROUP,
-            ctx.consumer,
-            self._settings.claim_idle_ms,
-            self._settings.batch,
-        )
-        if claimed:
-            log.info("claimed entries of a silent scheduler", extra={"count": len(claimed)})
-            await self._route(claimed)
+        for keys in self._share:
+            claimed = await ctx.broker.claim_stale(
+                keys.ingest,
+                SCHEDULER_GROUP,
+                ctx.consumer,
+                self._settings.claim_idle_ms,
+                self._settings.batch,
+            )
+            if claimed:
+                log.info("claimed entries of a silent scheduler", extra={"count": len(claimed)})
+                await self._route(claimed)
         return False

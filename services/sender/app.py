@@ -18,7 +18,6 @@ from services.sender.deliver import Deliverer
 from services.sender.lanes import Lanes
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
-from services.sender.presence import BEAT_EVERY_S, Presence
 from services.sender.settings import SenderSettings
 from shared.broker import BrokerUnavailable, Entry
 from shared.context import Context, policy_from
@@ -27,6 +26,7 @@ from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, repeat
 from shared.models import Envelope
+from shared.presence import BEAT_EVERY_S, Presence, share
 from shared.redis_broker import RedisBroker
 from shared.telegram import TelegramClient, new_session
 
@@ -60,6 +60,7 @@ class SenderService:
         self._room = asyncio.Event()
         self._recovered = False
         self._reads = itertools.count()
+        self._share = ctx.keys.shards  # the partitions this sender reads
         self._limiter, self._presence = self._limiters()
         # a message sent while Redis was away settles only once Redis counts its send
         ready = self._limiter.ready if isinstance(self._limiter, FallbackLimiter) else None
@@ -164,6 +165,8 @@ class SenderService:
         alive = await self._presence.beat()
         if isinstance(self._limiter, FallbackLimiter):
             self._limiter.observe_senders(alive)
+        shards = self._ctx.keys.shards
+        self._share = tuple(shards[p] for p in share(len(shards), alive, self._ctx.consumer))
         return False
 
     def _observe_grant(self, bot_id: int, grant: Grant) -> None:
@@ -191,8 +194,13 @@ class SenderService:
             return True
         if not self._recovered:
             return await self._recover(room)
-        order = READ_ORDERS[next(self._reads) % len(READ_ORDERS)]
-        streams = [ctx.keys.send_streams[i] for i in order]
+        turn = next(self._reads)
+        order = READ_ORDERS[turn % len(READ_ORDERS)]
+        # every partition of this sender's share, starting at a different one each time so no
+        # partition waits behind a busy one
+        first = turn % len(self._share)
+        shards = (*self._share[first:], *self._share[:first])
+        streams = [keys.send_streams[i] for i in order for keys in shards]
         entries = await ctx.broker.read(
             streams, SENDER_GROUP, ctx.consumer, min(room, s.batch), s.block_ms
         )
@@ -203,7 +211,8 @@ class SenderService:
         """After a restart, re-read this consumer's own pending entries before any new one."""
         ctx = self._ctx
         entries: list[Entry] = []
-        for stream in ctx.keys.send_streams:
+        # pending of any partition, not only of this sender's share: the share may have moved
+        for stream in (s for keys in ctx.keys.shards for s in keys.send_streams):
             await ctx.broker.ensure_group(stream, SENDER_GROUP)
             entries += await ctx.broker.read_own_pending(stream, SENDER_GROUP, ctx.consumer, room)
         if entries:
@@ -338,18 +347,19 @@ class SenderService:
         self._committer.put(Decision(entry, env, Verdict.HAND_BACK))
 
     async def _promote(self) -> bool:
-        keys, moved = self._ctx.keys, 0
-        for name in ("deferred", "retry"):
-            moved += await self._ctx.broker.promote_due(
-                keys.delayed(name), keys.send_streams, PROMOTE_LIMIT
-            )
+        moved = 0
+        for keys in self._share:
+            for name in ("deferred", "retry"):
+                moved += await self._ctx.broker.promote_due(
+                    keys.delayed(name), keys.send_streams, PROMOTE_LIMIT
+                )
         return moved > 0
 
     async def _claim(self) -> bool:
         ctx, s = self._ctx, self._settings
         room = max(0, s.prefetch - self._inflight)
         claimed: list[Entry] = []
-        for stream in ctx.keys.send_streams:
+        for stream in (s for keys in self._share for s in keys.send_streams):
             if room - len(claimed) <= 0:
                 break
             claimed += await ctx.broker.claim_stale(

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from services.sender.decision import Decision, Verdict, apply
 from services.sender.metrics import SenderMetrics
 from shared.broker import BrokerUnavailable, Commit
-from shared.context import Context
-from shared.keys import SENDER_GROUP
+from shared.context import Context, dlq_keys
+from shared.keys import SENDER_GROUP, Keys
 from shared.loops import BACKOFF_FIRST
 
 # Settling is cheap and what it holds (sent marks) is what a crash would turn into duplicates:
@@ -81,21 +81,34 @@ class Committer:
                 return
 
     async def _write(self, batch: list[Decision]) -> None:
+        # one commit per partition: each touches the keys of one Redis Cluster slot
+        parts: dict[Keys, list[Decision]] = {}
+        for decision in batch:
+            parts.setdefault(self._ctx.keys.of_stream(decision.entry.stream), []).append(decision)
+        for keys, decisions in parts.items():
+            await self._write_part(keys, decisions)
+        for decision in batch:
+            if decision.verdict is Verdict.SENT:
+                self._metrics.sent.labels(decision.priority.value).inc()
+        self._settled(batch)
+
+    async def _write_part(self, keys: Keys, batch: list[Decision]) -> None:
         # a batch retried after its reply was lost must not apply twice (a hand-back would be
         # queued twice, and both copies could be sent)
-        once = self._ctx.keys.commit_mark(secrets.token_hex(8))
+        once = keys.commit_mark(secrets.token_hex(8))
         backoff = BACKOFF_FIRST
         while True:
             try:
                 if self._ready is not None:
                     await self._ready()
                 kept = await self._still_owned(batch)
-                commit, records = Commit(group=SENDER_GROUP, once=once), dict[str, dict[str, str]]()
+                commit = Commit(group=SENDER_GROUP, once=once, dlq=dlq_keys(keys))
+                records: dict[str, dict[str, str]] = {}
                 for decision in kept:
-                    apply(self._ctx.keys, decision, commit, records, self._events)
+                    apply(keys, decision, commit, records, self._events)
                 commit.records = [(key, "", fields) for key, fields in records.items()]
                 await self._ctx.broker.commit(commit)
-                break
+                return
             except BrokerUnavailable as exc:
                 self._metrics.errors.labels("sender.commit").inc()
                 log.warning(
@@ -103,10 +116,6 @@ class Committer:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, SETTLE_BACKOFF_MAX)
-        for decision in batch:
-            if decision.verdict is Verdict.SENT:
-                self._metrics.sent.labels(decision.priority.value).inc()
-        self._settled(batch)
 
     async def _still_owned(self, batch: list[Decision]) -> list[Decision]:
         """The batch less the requeuing decisions on entries another sender claimed meanwhile

@@ -99,15 +99,16 @@ class Deliverer:
         if env.seq is None:
             return None, False
         priority = env.priority or Priority.NORMAL
-        chat, parked = self._ctx.keys.order(env.bot_id, env.order_key, priority)
+        keys = self._ctx.keys.of_stream(entry.stream)
+        chat, parked = keys.order(env.bot_id, env.order_key, priority)
         turn = await self._ctx.broker.gate(
             chat,
             parked,
             entry,
             SENDER_GROUP,
             env.seq,
-            self._ctx.keys.parked_count,
-            record=self._ctx.keys.record(env.id),
+            keys.parked_count,
+            record=keys.record(env.id),
         )
         if turn in (GATE_GO, GATE_GO_LEADING):
             return None, turn == GATE_GO_LEADING
@@ -119,7 +120,8 @@ class Deliverer:
 
     async def _resume(self, env: Envelope) -> bool:
         """For an entry seen before: True if it was sent; else skip the parts already sent."""
-        record = await self._ctx.broker.get_record(self._ctx.keys.record(env.id)) or {}
+        key = self._ctx.keys.of_bot(env.bot_id).record(env.id)
+        record = await self._ctx.broker.get_record(key) or {}
         if record.get("status") == Status.SENT.value:
             self._metrics.duplicates_avoided.inc()
             return True
@@ -248,7 +250,8 @@ class Deliverer:
     async def _record_progress(self, env: Envelope) -> None:
         ids = ",".join(str(i) for i in env.sent_ids)
         await self._ctx.broker.put_records(
-            {self._ctx.keys.record(env.id): {"telegram_message_ids": ids}}, None
+            {self._ctx.keys.of_bot(env.bot_id).record(env.id): {"telegram_message_ids": ids}},
+            None,
         )
 
 

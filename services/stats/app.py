@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from services.stats.depths import queue_stats
-from services.stats.dlq import describe, replay
+from services.stats.dlq import describe, drop_letter, list_letters, replay
 from services.stats.keys import KeyRoutes
 from services.stats.metrics import StatsMetrics
 from services.stats.recorder import GROUP as STORE_GROUP
@@ -115,9 +115,10 @@ class StatsService:
         s, keys, broker = self._settings, self._ctx.keys, self._ctx.broker
         await broker.trim_older(keys.updates, int(s.updates_retention * 1000))
         idle_ms = int(s.forget_consumers_after * 1000)
-        groups = [(keys.ingest, SCHEDULER_GROUP)]
-        groups += [(stream, SENDER_GROUP) for stream in keys.send_streams]
-        groups += [(stream, STORE_GROUP) for stream in (keys.updates, keys.events)]
+        groups = [(part.ingest, SCHEDULER_GROUP) for part in keys.shards]
+        groups += [(s, SENDER_GROUP) for part in keys.shards for s in part.send_streams]
+        groups += [(part.events, STORE_GROUP) for part in keys.shards]
+        groups += [(keys.updates, STORE_GROUP)]
         for stream, group in groups:
             gone = await broker.forget_consumers(stream, group, idle_ms)
             if gone:
@@ -149,7 +150,7 @@ class StatsService:
         if not 1 <= limit <= MAX_DLQ_LIMIT:
             return _json(_error(f"limit: must be between 1 and {MAX_DLQ_LIMIT}", "limit"), 422)
         try:
-            letters = await self._ctx.broker.dlq_list(limit)
+            letters = await list_letters(self._ctx.broker, self._ctx.keys, limit)
         except BrokerUnavailable:
             return _json(_error("queue unavailable, retry later", "body"), 503)
         return _json({"items": [describe(letter) for letter in letters], "count": len(letters)})
@@ -182,7 +183,7 @@ class StatsService:
         """``DELETE /v1/dlq/{id}``."""
         message_id = request.match_info["id"]
         try:
-            dropped = await self._ctx.broker.dlq_drop(message_id)
+            dropped = await drop_letter(self._ctx.broker, self._ctx.keys, message_id)
         except BrokerUnavailable:
             return _json(_error("queue unavailable, retry later", "body"), 503)
         if not dropped:

@@ -13,7 +13,18 @@ async def queue_stats(broker: Broker, keys: Keys) -> dict[str, Any]:
 
     Consumed entries are deleted when acknowledged, so a stream's length is what waits in it
     plus what is in flight; ``parked`` counts messages waiting for an earlier one of their chat.
+    Every figure is the sum over the pipeline's partitions.
     """
+    stats: dict[str, int] = {}
+    for part in keys.shards:
+        for name, depth in (await partition_depths(broker, part)).items():
+            stats[name] = stats.get(name, 0) + depth
+    total = sum(v for k, v in stats.items() if k != "dlq")
+    return {"stats": stats, "total_queued": total, "total_failed": stats["dlq"]}
+
+
+async def partition_depths(broker: Broker, keys: Keys) -> dict[str, int]:
+    """The depths of one partition's queues (one Redis Cluster slot)."""
     streams = [keys.ingest, *keys.send_streams]
     sets = [keys.delayed(name) for name in DELAY_SETS] + [keys.dlq_index]
     raw = await broker.depths(streams, sets, [keys.parked_count])
@@ -23,5 +34,4 @@ async def queue_stats(broker: Broker, keys: Keys) -> dict[str, Any]:
         stats[name] = raw[keys.delayed(name)]
     stats["parked"] = raw[keys.parked_count]
     stats["dlq"] = raw[keys.dlq_index]
-    total = sum(v for k, v in stats.items() if k != "dlq")
-    return {"stats": stats, "total_queued": total, "total_failed": stats["dlq"]}
+    return stats

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from shared.broker import Broker, DeadLetter, routed
+from shared.context import dlq_keys
 from shared.keys import Keys
 from shared.models import Envelope, Status
 from shared.redact import redact
@@ -59,15 +60,36 @@ async def replay(broker: Broker, keys: Keys, ids: Sequence[str] | None, ttl: int
     cannot be read as a message and stays for a person to look at).
     """
     if ids is not None:
-        return await _replay_page(broker, keys, set(ids), ttl, 1_000_000)
+        wanted = set(ids)
+        return sum([await _replay_page(broker, k, wanted, ttl, 1_000_000) for k in keys.shards])
     # only what was dead when the replay began: a letter that dies again meanwhile stays
     cutoff = int(time.time() * 1000)
     moved = 0
-    while True:
-        page = await _replay_page(broker, keys, None, ttl, REPLAY_PAGE, cutoff)
-        moved += page
-        if page == 0:
-            return moved
+    for part in keys.shards:
+        while True:
+            page = await _replay_page(broker, part, None, ttl, REPLAY_PAGE, cutoff)
+            moved += page
+            if page == 0:
+                break
+    return moved
+
+
+async def list_letters(broker: Broker, keys: Keys, limit: int) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters over every partition, oldest first."""
+    letters: list[DeadLetter] = []
+    for part in keys.shards:
+        letters += await broker.dlq_list(limit, dlq_keys(part))
+    letters.sort(key=lambda letter: letter.dead_at_ms)
+    return letters[:limit]
+
+
+async def drop_letter(broker: Broker, keys: Keys, message_id: str) -> bool:
+    """Remove one dead letter, from whichever partition holds it (its id's first)."""
+    first = keys.of_message(message_id)
+    for part in (first, *(k for k in keys.shards if k != first)):
+        if await broker.dlq_drop(message_id, dlq_keys(part)):
+            return True
+    return False
 
 
 async def _replay_page(
@@ -78,7 +100,7 @@ async def _replay_page(
     limit: int,
     cutoff_ms: int | None = None,
 ) -> int:
-    letters = await broker.dlq_list(limit)
+    letters = await broker.dlq_list(limit, dlq_keys(keys))
     if cutoff_ms is not None:
         letters = [letter for letter in letters if letter.dead_at_ms <= cutoff_ms]
     items: list[tuple[str, bytes]] = []
@@ -97,4 +119,4 @@ async def _replay_page(
         for ident, _ in items
     }
     await broker.put_records(records, ttl)
-    return await broker.dlq_requeue(keys.send_streams, items)
+    return await broker.dlq_requeue(keys.send_streams, items, dlq_keys(keys))

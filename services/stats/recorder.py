@@ -86,32 +86,36 @@ class Recorder:
         self._ctx = ctx
         self._pool = pool
         self._metrics = metrics or RecorderMetrics(CollectorRegistry())
+        # the updates stream and every partition's events
+        self._events = {part.events for part in ctx.keys.shards}
+        self._streams = [ctx.keys.updates, *sorted(self._events)]
 
     async def start(self) -> None:
         """Create the consumer groups at the start of both streams."""
-        for stream in (self._ctx.keys.updates, self._ctx.keys.events):
+        for stream in self._streams:
             await self._ctx.broker.ensure_group(stream, GROUP)
 
     async def step(self) -> bool:
         """Record one batch; True if there was anything to record."""
-        keys, broker, me = self._ctx.keys, self._ctx.broker, self._ctx.consumer
+        broker, me = self._ctx.broker, self._ctx.consumer
         entries: list[Entry] = []
-        for stream in (keys.updates, keys.events):
+        for stream in self._streams:
             entries += await broker.read_own_pending(stream, GROUP, me, BATCH)
         if not entries:
-            entries = await broker.read([keys.updates, keys.events], GROUP, me, BATCH, BLOCK_MS)
+            entries = await broker.read(self._streams, GROUP, me, BATCH, BLOCK_MS)
         if not entries:
             return False
         await self._write_apart(entries)
-        # one commit per stream: on a Redis Cluster the two lie in different slots
-        events, updates = Commit(group=GROUP), Commit(group=GROUP)
+        # one commit per stream: on a Redis Cluster they lie in different slots
+        commits: dict[str, Commit] = {}
         for entry in entries:
-            if entry.stream == keys.events:
-                events.acks.append((entry.stream, entry.entry_id))
+            commit = commits.setdefault(entry.stream, Commit(group=GROUP))
+            if entry.stream in self._events:
+                commit.acks.append((entry.stream, entry.entry_id))
             else:
-                updates.seen.append((entry.stream, entry.entry_id))
-        await broker.commit(events)
-        await broker.commit(updates)
+                commit.seen.append((entry.stream, entry.entry_id))
+        for commit in commits.values():
+            await broker.commit(commit)
         return True
 
     async def _write_apart(self, entries: Sequence[Entry]) -> None:
@@ -127,7 +131,7 @@ class Recorder:
                     self._set_aside(entry, exc)
 
     def _set_aside(self, entry: Entry, exc: Exception) -> None:
-        stream = "events" if entry.stream == self._ctx.keys.events else "updates"
+        stream = "events" if entry.stream in self._events else "updates"
         error = type(exc).__name__
         self._metrics.set_aside.labels(stream, error).inc()
         log.warning(
@@ -146,7 +150,7 @@ class Recorder:
             doc = orjson.loads(entry.payload)
             if not isinstance(doc.get("chat_id"), int):
                 continue  # @channel usernames and updates without a chat are not recorded
-            if entry.stream == self._ctx.keys.events:
+            if entry.stream in self._events:
                 outgoing.append(doc)
             elif doc.get("chat_id") is not None and doc.get("message_id") is not None:
                 incoming.append(doc)

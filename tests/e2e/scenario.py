@@ -47,25 +47,41 @@ async def submit_retrying(
 ) -> None:
     """Submit in chunks over time (``pause`` seconds apart), retrying a 503 or a refused
     connection with the same idempotency keys, as a careful client does during an outage (a
-    503 promised nothing). Fills ``ids`` (tag -> message id) as chunks are accepted."""
+    503 promised nothing); likewise the messages of a batch refused one by one with a 503
+    (their partition's primary was away while others took theirs). Fills ``ids`` (tag ->
+    message id) as messages are accepted."""
     msgs = workload.messages
     for start in range(0, len(msgs), chunk_size):
         chunk = msgs[start : start + chunk_size]
-        body = {"messages": [{**m.request(), "idempotency_key": m.tag} for m in chunk]}
-        while True:
-            try:
-                async with session.post(f"{ingest_url}/v1/messages/batch", json=body) as resp:
-                    if resp.status == 202:
-                        results = (await resp.json())["results"]
-                        break
-                    assert resp.status == 503, await resp.text()
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        for m, result in zip(chunk, results, strict=True):
-            assert result["status"] == "queued", result
-            ids[m.tag] = result["id"]
+        while chunk:
+            body = {"messages": [{**m.request(), "idempotency_key": m.tag} for m in chunk]}
+            results = await _post_until_202(session, ingest_url, body)
+            refused = []
+            for m, result in zip(chunk, results, strict=True):
+                if result["status"] == "rejected" and result["code"] == 503:
+                    refused.append(m)
+                    continue
+                assert result["status"] == "queued", result
+                ids[m.tag] = result["id"]
+            chunk = refused
+            if chunk:
+                await asyncio.sleep(0.2)
         await asyncio.sleep(pause)
+
+
+async def _post_until_202(
+    session: aiohttp.ClientSession, ingest_url: str, body: dict
+) -> list[dict]:
+    while True:
+        try:
+            async with session.post(f"{ingest_url}/v1/messages/batch", json=body) as resp:
+                if resp.status == 202:
+                    results: list[dict] = (await resp.json())["results"]
+                    return results
+                assert resp.status == 503, await resp.text()
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
 
 
 async def submit_bodies(

@@ -43,8 +43,13 @@ def _workload():
     return build_workload(seed=11, bots=BOTS, private_chats=100, per_chat=2, groups=0, per_group=0)
 
 
-async def test_separate_processes_over_one_redis(sandbox: Proc, redis_url: str) -> None:
-    env = _env(sandbox, redis_url)
+@pytest.mark.parametrize("partitions", ["1", "4"])
+async def test_separate_processes_over_one_redis(
+    sandbox: Proc, redis_url: str, partitions: str
+) -> None:
+    """With 4 partitions the 3 bots' messages lie in partitions 1, 2 and 3, which the two
+    senders share out (s1 reads 0 and 2, s2 reads 1 and 3)."""
+    env = {**_env(sandbox, redis_url), "FLOODGATE_PARTITIONS": partitions}
     procs = {
         "ingest": floodgate("ingest", ["run", "ingest"], env),
         "scheduler": floodgate("scheduler", ["run", "scheduler"], env),

@@ -14,6 +14,8 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order
 from floodgate.workload import Workload, build_workload
+from shared.keys import partition_tag
+from shared.settings import CLUSTER_PARTITIONS
 from tests.cluster import RedisCluster, SentinelSetup
 from tests.e2e.scenario import (
     check_exactly_once,
@@ -115,9 +117,11 @@ def private_sentinel() -> Iterator[SentinelSetup]:
 
 
 async def _cluster_failover(cluster: RedisCluster) -> None:
-    victim = cluster.owner("{pipeline}")
-    cluster.kill(victim)  # the primary of every pipeline key
-    while cluster.serving("{pipeline}") in (victim, None):
+    # the primary of the first bot's partition (each primary holds about a third of them)
+    tag = "{" + partition_tag(BOTS[0] % CLUSTER_PARTITIONS, CLUSTER_PARTITIONS) + "}"
+    victim = cluster.owner(tag)
+    cluster.kill(victim)
+    while cluster.serving(tag) in (victim, None):
         await asyncio.sleep(0.1)
     # the replica took over, with no replica of its own to confirm writes: until the old
     # primary is back (as its replica) every request is 503, promising nothing

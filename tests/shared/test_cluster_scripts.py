@@ -11,13 +11,13 @@ from typing import Any, cast
 import redis.asyncio as redis
 
 from services.ingest.webhook import URGENT_TTL, add_update
-from services.sender.presence import Presence
 from shared.api_keys import ApiKey, Role
 from shared.broker import Commit, routed
 from shared.context import dlq_keys
 from shared.keys import Keys
 from shared.limiter import Policy
 from shared.models import Priority
+from shared.presence import Presence
 from shared.redis_broker import RedisBroker
 from shared.redis_key_rate import RedisKeyRate
 from shared.redis_keystore import RedisKeyStore

@@ -15,7 +15,7 @@ from shared.context import ConfigError, build_context, dlq_keys
 from shared.keys import Keys
 from shared.redis_broker import RedisBroker
 from shared.redis_client import connect
-from shared.settings import CommonSettings
+from shared.settings import CLUSTER_PARTITIONS, CommonSettings
 from shared.webhooks import derived_secret
 from tests.cluster import RedisCluster, SentinelSetup
 from tests.helpers import ADMIN_KEY, AUTH, TOKENS, serving
@@ -74,9 +74,10 @@ async def test_replicated_answers_once_a_replica_has_it(
 async def test_cluster_waits_on_the_replica_of_the_written_slot(
     redis_cluster: RedisCluster, namespace: str
 ) -> None:
-    """WAIT counts the replicas of the connection that wrote: with the replica of the
-    pipeline's primary stopped, a write there is not confirmed, whatever other nodes do."""
-    replica = redis_cluster.replica_of(redis_cluster.owner(f"{namespace}:{{pipeline}}"))
+    """WAIT counts the replicas of the connection that wrote: with the replica of the primary
+    of the bot's partition stopped, a write there is not confirmed, whatever other nodes do."""
+    stream = Keys(namespace, CLUSTER_PARTITIONS).of_bot(BOT).ingest
+    replica = redis_cluster.replica_of(redis_cluster.owner(stream))
     async for base in _ingest(redis_cluster.url, namespace):
         assert (await _send(base, "before"))[0] == 202
         redis_cluster.pause(replica, paused=True)
@@ -110,6 +111,7 @@ async def test_a_duplicate_is_promised_only_once_its_first_copy_is_replicated(
 ) -> None:
     """A retry answered as a duplicate, on a connection that wrote nothing, still waits until
     a replica has the first copy."""
+    keys = keys.of_bot(111)
     replica = redis_cluster.replica_of(redis_cluster.owner(keys.ingest))
     clients = [connect(redis_cluster.url), connect(redis_cluster.url)]
     first, retry = (RedisBroker(c, dlq_keys(keys), 200) for c in clients)

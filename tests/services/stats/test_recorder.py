@@ -86,7 +86,7 @@ def _event(n: int) -> bytes:
 async def _publish(ctx: Context, n: int) -> None:
     # as ingest and the sender write them: apart (two slots on a Redis Cluster)
     await ctx.broker.commit(Commit(adds=[(ctx.keys.updates, f"u{n}", _update(n), "")]))
-    await ctx.broker.commit(Commit(adds=[(ctx.keys.events, f"m{n}", _event(n), "")]))
+    await ctx.broker.commit(Commit(adds=[(ctx.keys.of_bot(5).events, f"m{n}", _event(n), "")]))
 
 
 async def _rows(pool: asyncpg.Pool) -> list[tuple]:
@@ -111,8 +111,8 @@ async def test_records_in_and_out(ctx: Context, pool: asyncpg.Pool) -> None:
         ("out", 501, "out 1", False, "sent", -77),
         ("out", 502, "out 2", False, "sent", -77),
     ]
-    depths = await ctx.broker.depths([ctx.keys.events], [])
-    assert depths[ctx.keys.events] == 0, "recorded events are deleted"
+    depths = await ctx.broker.depths([ctx.keys.of_bot(5).events], [])
+    assert depths[ctx.keys.of_bot(5).events] == 0, "recorded events are deleted"
     await ctx.broker.ensure_group(ctx.keys.updates, "app-of-its-own")
     app = await ctx.broker.read([ctx.keys.updates], "app-of-its-own", "x", 10, None)
     assert len(app) == 2, "updates stay for the applications' own groups"
@@ -153,9 +153,9 @@ async def test_rows_the_store_refuses_are_set_aside(
     await ctx.broker.commit(
         Commit(
             adds=[
-                (ctx.keys.events, "m2", orjson.dumps(nul), ""),
-                (ctx.keys.events, "m3", json.dumps(huge).encode(), ""),
-                (ctx.keys.events, "m6", b"not json", ""),
+                (ctx.keys.of_bot(5).events, "m2", orjson.dumps(nul), ""),
+                (ctx.keys.of_bot(5).events, "m3", json.dumps(huge).encode(), ""),
+                (ctx.keys.of_bot(5).events, "m6", b"not json", ""),
             ]
         )
     )
@@ -170,7 +170,9 @@ async def test_rows_the_store_refuses_are_set_aside(
         ("out", 501, "out 1"),
         ("out", 505, "out 5"),
     ]
-    assert (await ctx.broker.depths([ctx.keys.events], []))[ctx.keys.events] == 0
+    assert (await ctx.broker.depths([ctx.keys.of_bot(5).events], []))[
+        ctx.keys.of_bot(5).events
+    ] == 0
     set_aside = registry.get_sample_value
     total = sum(
         set_aside("floodgate_store_rows_set_aside_total", {"stream": s, "error": e}) or 0
