@@ -1,9 +1,12 @@
 """End-to-end throughput and cost: N messages through ingest, scheduler, sender and stats, one
-process each over one Redis, into the sandbox with its limits off. Prints messages per second,
-and what each message cost: CPU time of every process (from /proc) and of Redis (INFO cpu),
-Redis commands (INFO commandstats) and, with --senders 0, Redis memory per queued message.
+process each over one Redis (or a Redis Cluster of 3 primaries), into the sandbox with its
+limits off. Prints messages per second, and what each message cost: CPU time of every process
+(from /proc) and of Redis (INFO cpu), Redis commands (INFO commandstats) and, with --senders 0,
+Redis memory per queued message. On a cluster it also prints each primary's share of the
+commands and of the CPU, and how far the busiest and idlest are from the mean.
 
     .venv/bin/python bench/pipeline_throughput.py --messages 20000 --senders 1
+    .venv/bin/python bench/pipeline_throughput.py --topology both    # 1 server, then 3 primaries
     .venv/bin/python bench/pipeline_throughput.py --messages 100000 --senders 0   # memory
     .venv/bin/python bench/pipeline_throughput.py --json > cost.json
 
@@ -11,6 +14,8 @@ floodgate's own limits are raised out of the way (FLOODGATE_BOT_RATE and the cha
 this measures the pipeline, not Telegram's rules. By default it starts its own redis-server on
 a free port (no persistence), so that no other client's commands are counted; --redis-url
 measures a Redis of your own instead (its INFO figures then include everyone's traffic).
+--topology cluster starts a private Redis Cluster (3 primaries, each with a replica; the
+pipeline in 16 partitions); its replicas' CPU is reported apart from the primaries'.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from floodgate.demo import demo_token
 from floodgate.observe import Received, percentile
 from floodgate.workload import build_workload
 from shared.redis_broker import connect
+from tests.cluster import RedisCluster
 from tests.helpers import AUTH
 from tests.procs import Proc, RedisServer, floodgate
 
@@ -46,7 +52,13 @@ def _args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--messages", type=int, default=20_000)
-    p.add_argument("--bots", type=int, default=10)
+    p.add_argument("--bots", type=int, default=50)
+    p.add_argument(
+        "--topology",
+        choices=["one", "cluster", "both"],
+        default="one",
+        help="one Redis server, a Redis Cluster of 3 primaries, or both one after the other",
+    )
     p.add_argument(
         "--senders",
         type=int,
@@ -75,7 +87,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def _redis_counters(url: str) -> tuple[float, dict[str, int], int]:
+Counters = tuple[float, dict[str, int], int]
+
+
+async def _nodes_counters(nodes: dict[str, str]) -> dict[str, Counters]:
+    """Every node's counters (see ``_redis_counters``), by node name."""
+    return {name: await _redis_counters(url) for name, url in nodes.items()}
+
+
+async def _redis_counters(url: str) -> Counters:
     """Redis's CPU seconds, calls by command and used memory, as INFO gives them now."""
     client = connect(url)
     try:
@@ -110,6 +130,26 @@ async def _submit(
 
 
 async def _run(args: argparse.Namespace) -> None:
+    topologies = ["one", "cluster"] if args.topology == "both" else [args.topology]
+    results = [await _run_on(args, topology) for topology in topologies]
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        return
+    for result in results:
+        _table(result, args)
+    if len(results) == 2 and args.senders:
+        one, cluster = results
+        print()
+        print(
+            f"1 server: {one['end_to_end_per_s']:,.0f} messages/s, Redis "
+            f"{one['cpu_us_per_message']['redis']:.1f} µs per message; 3 primaries: "
+            f"{cluster['end_to_end_per_s']:,.0f} messages/s, busiest primary "
+            f"{max(n['cpu_us_per_message'] for n in cluster['primaries'].values()):.1f} µs per"
+            " message"
+        )
+
+
+async def _run_on(args: argparse.Namespace, topology: str) -> dict[str, Any]:
     bots = [7000 + i for i in range(args.bots)]
     per_bot = args.messages // len(bots)
     workload = build_workload(1, bots, private_chats=per_bot, per_chat=1, groups=0, per_group=0)
@@ -117,14 +157,26 @@ async def _run(args: argparse.Namespace) -> None:
         {"messages": [m.request() for m in workload.messages[i : i + args.batch]]}
         for i in range(0, len(workload.messages), args.batch)
     ]
-    server = None
-    if args.redis_url is None:
-        server = RedisServer(appendonly=False)
+    server: RedisServer | RedisCluster | None = None
+    redis_url = args.redis_url
+    if topology == "cluster":
+        server = RedisCluster()
         server.start()
-        args.redis_url = server.url
+        redis_url = server.url
+        roles = dict.fromkeys(server.primaries(), "primary") | dict.fromkeys(
+            server.replicas(), "replica"
+        )
+        nodes = {f"{roles[p]}:{p}": f"redis://127.0.0.1:{p}/0" for p in sorted(roles)}
+    else:
+        if redis_url is None:
+            server = RedisServer(appendonly=False)
+            server.start()
+            redis_url = server.url
+        nodes = {"redis": redis_url}
+    _say(args, f"topology: {topology} ({', '.join(nodes)})")
     sandbox = floodgate("sandbox", ["sandbox", "--no-limits"], {})
     env = {
-        "REDIS_URL": args.redis_url,
+        "REDIS_URL": redis_url,
         "TELEGRAM_API_BASE": sandbox.url,
         "FLOODGATE_BOTS": ",".join(demo_token(b) for b in bots),
         "FLOODGATE_NAMESPACE": f"bench{secrets.token_hex(3)}",
@@ -142,26 +194,33 @@ async def _run(args: argparse.Namespace) -> None:
         await sandbox.wait_healthy()
         for proc in procs:
             await proc.wait_healthy()
-        await _measure(args, procs, sandbox, bodies, len(workload.messages))
+        result = await _measure(args, procs, sandbox, bodies, len(workload.messages), nodes)
+        result["topology"] = topology
+        return result
     finally:
         for proc in [*procs, sandbox]:
             proc.terminate()
         if server is not None:
             server.cleanup()
         else:
-            await delete_namespace(args.redis_url, env["FLOODGATE_NAMESPACE"])
+            await delete_namespace(redis_url, env["FLOODGATE_NAMESPACE"])
 
 
 async def _measure(
-    args: argparse.Namespace, procs: list[Proc], sandbox: Proc, bodies: list[dict], total: int
-) -> None:
+    args: argparse.Namespace,
+    procs: list[Proc],
+    sandbox: Proc,
+    bodies: list[dict],
+    total: int,
+    nodes: dict[str, str],
+) -> dict[str, Any]:
     ingest_url, stats_url = procs[0].url, procs[2].url
     received = Received()
     timeout = aiohttp.ClientTimeout(total=120)
     watched = [*procs, sandbox]
     async with aiohttp.ClientSession(timeout=timeout, headers=AUTH) as session:
         cpu_before = {p.name: _cpu_seconds(p.popen.pid) for p in watched}
-        redis_before = await _redis_counters(args.redis_url)
+        redis_before = await _nodes_counters(nodes)
         started_wall, started = time.time(), time.perf_counter()
         await _submit(session, ingest_url, bodies, args.concurrency)
         submitted = time.perf_counter() - started
@@ -175,7 +234,7 @@ async def _measure(
                 await received.refresh(session, sandbox.url)
                 _say(args, f"  delivered {len(received.messages)}/{total}")
         cpu_after = {p.name: _cpu_seconds(p.popen.pid) for p in watched}
-        redis_after = await _redis_counters(args.redis_url)
+        redis_after = await _nodes_counters(nodes)
     result: dict[str, Any] = {
         "code": code_version(),
         "machine_cores": os.cpu_count(),
@@ -201,26 +260,59 @@ async def _measure(
     cpu_us = {
         name: round((cpu_after[name] - cpu_before[name]) * 1e6 / total, 1) for name in cpu_before
     }
-    redis_cpu, calls_before, mem_before = redis_before
-    redis_cpu_after, calls_after, mem_after = redis_after
-    cpu_us["redis"] = round((redis_cpu_after - redis_cpu) * 1e6 / total, 1)
-    calls = {
-        name: calls_after[name] - calls_before.get(name, 0)
-        for name in calls_after
-        if calls_after[name] - calls_before.get(name, 0) > 0 and name not in ("info",)
-    }
+    per_node = {name: _node_cost(redis_before[name], redis_after[name], total) for name in nodes}
+    primaries = {n: c for n, c in per_node.items() if not n.startswith("replica")}
+    cpu_us["redis"] = round(sum(c["cpu_us_per_message"] for c in primaries.values()), 1)
+    replicas = [c for n, c in per_node.items() if n.startswith("replica")]
+    if replicas:
+        cpu_us["redis replicas"] = round(sum(c["cpu_us_per_message"] for c in replicas), 1)
+    calls: dict[str, int] = {}
+    for cost in primaries.values():
+        for name, n in cost["commands"].items():
+            calls[name] = calls.get(name, 0) + n
     result["cpu_us_per_message"] = cpu_us
     result["floodgate_cpu_us_per_message"] = round(
-        sum(v for k, v in cpu_us.items() if k not in ("sandbox", "redis")), 1
+        sum(v for k, v in cpu_us.items() if k not in ("sandbox", "redis", "redis replicas")), 1
     )
     result["redis_commands_per_message"] = round(sum(calls.values()) / total, 2)
     result["redis_commands"] = dict(sorted(calls.items(), key=lambda kv: -kv[1]))
+    if len(primaries) > 1:
+        result["primaries"] = {
+            name: {k: v for k, v in cost.items() if k != "commands"}
+            for name, cost in primaries.items()
+        }
+        result["primary_spread"] = _spread(primaries)
     if args.senders == 0:
-        result["redis_bytes_per_queued_message"] = round((mem_after - mem_before) / total, 1)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        _table(result, args)
+        grown = sum(c["memory_grown"] for c in primaries.values())
+        result["redis_bytes_per_queued_message"] = round(grown / total, 1)
+    return result
+
+
+def _node_cost(before: Counters, after: Counters, total: int) -> dict[str, Any]:
+    """What one node spent over the run: CPU and commands per message, commands by name."""
+    commands = {
+        name: after[1][name] - before[1].get(name, 0)
+        for name in after[1]
+        if after[1][name] - before[1].get(name, 0) > 0 and name not in ("info",)
+    }
+    return {
+        "cpu_us_per_message": round((after[0] - before[0]) * 1e6 / total, 1),
+        "commands": commands,
+        "commands_total": sum(commands.values()),
+        "memory_grown": after[2] - before[2],
+    }
+
+
+def _spread(primaries: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """How far the busiest and the idlest primary are from the mean, in % of the mean, by
+    commands and by CPU."""
+    spread: dict[str, float] = {}
+    for what in ("commands_total", "cpu_us_per_message"):
+        values = [c[what] for c in primaries.values()]
+        mean = sum(values) / len(values)
+        spread[f"{what}_max_pct"] = round((max(values) / mean - 1) * 100, 1) if mean else 0.0
+        spread[f"{what}_min_pct"] = round((min(values) / mean - 1) * 100, 1) if mean else 0.0
+    return spread
 
 
 async def _wait_scheduled(
@@ -246,7 +338,7 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print(
         f"code {result['code']}; machine: {result['machine_cores']} cores; processes: ingest, "
-        f"scheduler, stats, {args.senders} sender(s), sandbox, redis"
+        f"scheduler, stats, {args.senders} sender(s), sandbox, redis ({result['topology']})"
     )
     print(f"messages         {result['messages']}")
     print(f"accepted         {result['accepted_per_s']:,.0f} messages/s by ingest")
@@ -270,9 +362,28 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"Redis commands per message: {result['redis_commands_per_message']:.2f}")
     for name, n in list(result["redis_commands"].items())[:TOP_COMMANDS]:
         print(f"  {name:<24} {n:>10,}  ({n / result['messages']:.2f} per message)")
+    if "primaries" in result:
+        print()
+        print("Each primary (commands, CPU per message of the whole run)")
+        for name, cost in result["primaries"].items():
+            share = cost["commands_total"] / max(1, sum(calls for calls in _totals(result)))
+            print(
+                f"  {name:<16} {cost['commands_total']:>10,} commands ({share:.0%}), "
+                f"{cost['cpu_us_per_message']:>6.1f} µs"
+            )
+        spread = result["primary_spread"]
+        print(
+            f"  from the mean: commands {spread['commands_total_min_pct']:+.0f}% to "
+            f"{spread['commands_total_max_pct']:+.0f}%, CPU {spread['cpu_us_per_message_min_pct']:+.0f}%"
+            f" to {spread['cpu_us_per_message_max_pct']:+.0f}%"
+        )
     if "redis_bytes_per_queued_message" in result:
         print()
         print(f"Redis memory per queued message: {result['redis_bytes_per_queued_message']:,.0f} B")
+
+
+def _totals(result: dict[str, Any]) -> list[int]:
+    return [cost["commands_total"] for cost in result["primaries"].values()]
 
 
 if __name__ == "__main__":
