@@ -17,6 +17,7 @@ the stream's own slot.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -36,6 +37,7 @@ MAX_PARTITIONS = 256
 _RANGE = REDIS_CLUSTER_HASH_SLOTS // MAX_PARTITIONS
 
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@.-")
+_ALL_PLAIN = re.compile(r"[A-Za-z0-9_@.\-]*")
 
 
 def key_part(value: object) -> str:
@@ -46,6 +48,8 @@ def key_part(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     text = value if isinstance(value, str) else repr(value)
+    if _ALL_PLAIN.fullmatch(text):  # ids as they usually are: nothing to escape
+        return text
     raw = text.encode("utf-8", "surrogatepass")
     return "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in raw)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter, is_private
 from shared.models import Envelope, Priority, Status
 from shared.redact import redact
+from shared.slots import Slots
 from shared.telegram import ApiResult, Outcome, TelegramClient
 
 log = logging.getLogger("floodgate.sender")
@@ -44,7 +44,7 @@ class Deliverer:
         concurrency: int,
         still_mine: Callable[[Entry], Awaitable[bool]],
     ) -> None:
-        self._calls = asyncio.Semaphore(concurrency)
+        self._calls = Slots(concurrency)
         self._limiter = limiter
         self._max_deliveries = max_deliveries
         self._ctx = ctx

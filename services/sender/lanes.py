@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from shared.slots import Slots
+
 T = TypeVar("T")
 
 
@@ -25,7 +27,7 @@ class Lanes(Generic[T]):
     ) -> None:
         self._handler = handler
         self._hand_back = hand_back
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._lanes: dict[Hashable, deque[T]] = {}
         self._closing = False
         self._idle = asyncio.Event()
