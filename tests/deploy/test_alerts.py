@@ -35,7 +35,7 @@ def test_prometheusrule_is_the_rendering_of_alerts_yml(overlays: dict[str, list[
         "stale: run scripts/render-prometheusrule.py"
     )
     wanted = yaml.safe_load(ALERTS.read_text())["groups"]
-    for name in ("prod", "prod-hpa"):
+    for name in ("prod", "prod-hpa", "prod-cluster"):
         rule = find(overlays[name], "PrometheusRule", "floodgate")
         assert rule["spec"]["groups"] == wanted, name
 
@@ -76,6 +76,6 @@ def test_every_floodgate_metric_an_alert_reads_is_registered() -> None:
 def test_redis_metrics_come_from_a_deployed_exporter(overlays: dict[str, list[Doc]]) -> None:
     uses = any(re.search(r"\bredis_\w+", r["expr"]) for r in rules())
     assert uses
-    for name in ("prod", "prod-hpa"):
+    for name in ("prod", "prod-hpa", "prod-cluster"):
         find(overlays[name], "Deployment", "redis-exporter")
         find(overlays[name], "ServiceMonitor", "redis-exporter")

@@ -71,7 +71,38 @@ def test_every_custom_resource_of_the_overlays_is_valid(overlays: dict[str, list
 def test_mistakes_are_refused(
     overlays: dict[str, list[Doc]], kind: str, name: str, mutate: object, complaint: str
 ) -> None:
-    doc = copy.deepcopy(find(overlays["prod"], kind, name))
+    refused(find(overlays["prod"], kind, name), mutate, complaint)
+
+
+def depth_trigger(doc: Doc) -> dict[str, str]:
+    metadata: dict[str, str] = doc["spec"]["triggers"][0]["metadata"]
+    return metadata
+
+
+@pytest.mark.parametrize(
+    ("mutate", "complaint"),
+    [
+        (lambda d: depth_trigger(d).pop("query"), "'query' is a required property"),
+        (lambda d: depth_trigger(d).update(threshold="lots"), "does not match"),
+        (lambda d: depth_trigger(d).update(ignoreNullValues="no"), "is not one of"),
+        # the component's placeholder, had the overlay's address not replaced it
+        (
+            lambda d: depth_trigger(d).update(serverAddress="set from the overlay's ConfigMap"),
+            "does not match",
+        ),
+        (lambda d: depth_trigger(d).update(serverAdress="http://p:9090"), "'serverAdress'"),
+    ],
+)
+def test_prometheus_trigger_mistakes_are_refused(
+    overlays: dict[str, list[Doc]], mutate: object, complaint: str
+) -> None:
+    refused(find(overlays["prod-cluster"], "ScaledObject", "sender"), mutate, complaint)
+
+
+def refused(original: Doc, mutate: object, complaint: str) -> None:
+    """The schema finds ``complaint`` in a copy of ``original`` changed by ``mutate``."""
+    assert problems(original) == []
+    doc = copy.deepcopy(original)
     assert callable(mutate)
     mutate(doc)
     found = problems(doc)

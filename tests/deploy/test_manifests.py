@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.keys import SENDER_GROUP, Keys
 from tests.deploy.conftest import KUBE, ROOT, Doc, container, env_value, find, render
 
 AUTOSCALED = ("ingest", "scheduler", "sender")
-PROD = ("prod", "prod-hpa")
+PROD = ("prod", "prod-hpa", "prod-cluster")
 
 
 def is_autoscaler(doc: Doc) -> bool:
@@ -70,6 +69,7 @@ def test_sender_fallback_floor_is_the_most_senders_that_can_run(
     [
         ("prod", "components/keda/scaledobjects.yaml", "maxReplicaCount: 8"),
         ("prod-hpa", "components/hpa/hpa.yaml", "maxReplicas: 8"),
+        ("prod-cluster", "components/keda/scaledobjects.yaml", "maxReplicaCount: 8"),
         ("dev", "overlays/dev/replicas.yaml", None),
     ],
 )
@@ -91,21 +91,6 @@ def test_changing_the_maximum_moves_the_floor_with_it(
     docs = render(copy / "overlays" / overlay)
     sender = container(find(docs, "Deployment", "sender"), "sender")
     assert env_value(sender, "FLOODGATE_SENDER_REPLICAS") == "13"
-
-
-def test_scaled_object_streams_are_those_the_code_uses(overlays: dict[str, list[Doc]]) -> None:
-    docs = overlays["prod"]
-    config = find(docs, "ConfigMap", "floodgate-config")["data"]
-    keys = Keys(config["FLOODGATE_NAMESPACE"])
-    expected = {"sender": set(keys.send_streams), "scheduler": {keys.ingest}}
-    for target, streams in expected.items():
-        triggers = find(docs, "ScaledObject", target)["spec"]["triggers"]
-        redis = [t for t in triggers if t["type"] == "redis-streams"]
-        assert {t["metadata"]["stream"] for t in redis} == streams, target
-        for trigger in redis:
-            assert trigger["authenticationRef"]["name"] == "floodgate-redis"
-            if "consumerGroup" in trigger["metadata"]:
-                assert trigger["metadata"]["consumerGroup"] == SENDER_GROUP
 
 
 def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(
