@@ -136,3 +136,45 @@ async def test_changing_the_layout_needs_a_drained_pipeline(
     assert status == 0
     assert answer["stored"] == 8
     assert await stored_partitions(redis_client, keys) == 8
+
+
+async def test_a_pipeline_from_before_partitions_is_not_stranded_by_an_upgrade(
+    redis_client: redis.Redis, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release without partitions kept its keys under ``{pipeline}`` and stored no layout. A
+    process started with several partitions (the default on a cluster) must not store its
+    number over that queue, whose messages (scheduled ones up to a year ahead) nobody would
+    read: the layout is the one partition the messages are in, until it is drained."""
+    legacy = Keys(namespace)
+    await redis_client.zadd(legacy.delayed("scheduled"), {b"a message for next month": 1})
+    with pytest.raises(LayoutMismatch, match=r"FLOODGATE_PARTITIONS is 16 here.*split into 1"):
+        await agree_on_layout(redis_client, Keys(namespace, 16))
+    assert await stored_partitions(redis_client, legacy) == 1
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("FLOODGATE_NAMESPACE", namespace)
+    monkeypatch.setenv("FLOODGATE_PARTITIONS", "16")
+    status, answer = await partitions_cli._run(argparse.Namespace(action="set", count=16))
+    assert status == 1, answer
+    assert answer["stats"]["scheduled"] == 1
+
+
+async def test_partitions_set_before_any_start_sees_the_legacy_queue(
+    redis_client: redis.Redis, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await redis_client.xadd(Keys(namespace).send_streams[1], {"d": b"{}"})
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("FLOODGATE_NAMESPACE", namespace)
+    monkeypatch.setenv("FLOODGATE_PARTITIONS", "16")
+    status, answer = await partitions_cli._run(argparse.Namespace(action="set", count=16))
+    assert status == 1, answer
+    assert answer["total_queued"] == 1
+    assert await stored_partitions(redis_client, Keys(namespace)) is None
+
+
+async def test_an_empty_legacy_layout_lets_the_first_process_choose(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    legacy = Keys(namespace)
+    await redis_client.xgroup_create(legacy.ingest, "scheduler", "0", mkstream=True)
+    await agree_on_layout(redis_client, Keys(namespace, 4))
+    assert await stored_partitions(redis_client, legacy) == 4
