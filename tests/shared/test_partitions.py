@@ -4,19 +4,25 @@ id belongs to, how replicas share partitions out, and the stored layout every pr
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import pytest
 import redis.asyncio as redis
 from redis.crc import key_slot
 
 from floodgate import partitions_cli
+from services.ingest.app import IngestService
+from services.ingest.settings import IngestSettings
+from shared import runtime
 from shared.broker import Commit
-from shared.context import dlq_keys
+from shared.context import build_context, dlq_keys
 from shared.keys import MAX_PARTITIONS, Keys, PartitionNeeded, partition_tag
-from shared.layout import LayoutMismatch, agree_on_layout, stored_partitions
+from shared.layout import LayoutMismatch, agree_on_layout, store_partitions, stored_partitions
 from shared.models import Priority, new_message_id
 from shared.presence import share
 from shared.redis_broker import RedisBroker
+from shared.settings import CommonSettings
+from tests.helpers import ADMIN_KEY, TOKENS, eventually, free_port
 
 
 # the slot ranges `redis-cli --cluster create` gives N primaries
@@ -178,3 +184,34 @@ async def test_an_empty_legacy_layout_lets_the_first_process_choose(
     await redis_client.xgroup_create(legacy.ingest, "scheduler", "0", mkstream=True)
     await agree_on_layout(redis_client, Keys(namespace, 4))
     assert await stored_partitions(redis_client, legacy) == 4
+
+
+async def test_a_running_process_stops_when_the_layout_is_changed_under_it(
+    redis_client: redis.Redis, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'floodgate partitions set' refuses while a scheduler or sender beats, but an ingest left
+    running (only the producers stopped) would go on appending to the old partitions, which
+    no scheduler of the new layout reads: it stops instead, as a fresh start would refuse."""
+    monkeypatch.setattr(runtime, "LAYOUT_CHECK_S", 0.05)
+    settings = CommonSettings(
+        REDIS_URL=redis_url,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=",".join(TOKENS.values()),
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        FLOODGATE_PARTITIONS=1,
+    )
+    ctx = build_context(settings, allow_memory=False)
+    stop = asyncio.Event()
+    ingest = IngestService(ctx, IngestSettings())
+    served = asyncio.create_task(runtime.serve(ctx, [ingest], "127.0.0.1", free_port(), stop))
+    try:
+
+        async def stored() -> bool:
+            return await stored_partitions(redis_client, Keys(namespace)) == 1
+
+        await eventually(stored, 10)
+        await store_partitions(redis_client, Keys(namespace), 4)  # what 'partitions set 4' does
+        assert await asyncio.wait_for(served, 20) == 2
+    finally:
+        stop.set()
+        await asyncio.gather(served, return_exceptions=True)
