@@ -21,7 +21,7 @@ from shared import redis_broker
 from shared.broker import BrokerUnavailable
 from shared.context import dlq_keys
 from shared.keys import MAX_PARTITIONS, Keys
-from shared.layout import store_partitions, stored_partitions
+from shared.layout import current_partitions, store_partitions
 from shared.presence import ALIVE_FOR_MS
 from shared.settings import CommonSettings
 
@@ -52,7 +52,7 @@ async def _alive(client: redis.Redis, keys: Keys) -> list[str]:
 
 async def _show(client: redis.Redis, settings: CommonSettings) -> tuple[int, dict[str, Any]]:
     here = settings.pipeline_partitions
-    stored = await stored_partitions(client, Keys(settings.namespace, here))
+    stored = await current_partitions(client, Keys(settings.namespace, here))
     keys = Keys(settings.namespace, stored or here)
     broker = redis_broker.RedisBroker(client, dlq_keys(keys))
     depths = {}
@@ -66,7 +66,7 @@ async def _set(
 ) -> tuple[int, dict[str, Any]]:
     if not 1 <= count <= MAX_PARTITIONS:
         return 2, {"error": f"count: must be 1 to {MAX_PARTITIONS}"}
-    stored = await stored_partitions(client, Keys(settings.namespace))
+    stored = await current_partitions(client, Keys(settings.namespace))
     keys = Keys(settings.namespace, stored or settings.pipeline_partitions)
     alive = await _alive(client, keys)
     if alive:

@@ -6,13 +6,17 @@ partitions no scheduler reads. The first process to start writes its number to
 refuses to start on a difference. ``floodgate partitions set N`` changes the stored number, only
 while the pipeline is drained (a message left in a partition that is no longer read would wait
 forever).
+
+Releases before partitions stored no layout and kept one partition, under ``{pipeline}``. While
+those keys still hold anything (a message scheduled months ahead, a dead letter), no layout
+stored counts as that one partition, so an upgrade to several cannot strand them.
 """
 
 from __future__ import annotations
 
 import redis.asyncio as redis
 
-from shared.keys import Keys
+from shared.keys import DELAY_SETS, Keys
 from shared.redis_batch import UNREACHABLE, unavailable
 
 
@@ -34,11 +38,36 @@ async def stored_partitions(client: redis.Redis, keys: Keys) -> int | None:
     return int(raw) if raw is not None else None
 
 
-async def agree_on_layout(client: redis.Redis, keys: Keys) -> None:
-    """Store this process's number of partitions if none is stored yet; raise
-    ``LayoutMismatch`` (saying what to do) if another is."""
+async def current_partitions(client: redis.Redis, keys: Keys) -> int | None:
+    """The number of partitions the pipeline is split into: the stored one; else 1 while the
+    keys of a release before partitions hold anything; else None (nothing to agree with)."""
+    stored = await stored_partitions(client, keys)
+    if stored is not None:
+        return stored
+    return 1 if await _legacy_holds_anything(client, keys) else None
+
+
+async def _legacy_holds_anything(client: redis.Redis, keys: Keys) -> bool:
+    legacy = Keys(keys.namespace)  # one partition: the ``{pipeline}`` keys, one slot
     try:
-        await client.set(layout_key(keys), keys.partitions, nx=True)
+        async with client.pipeline(transaction=False) as pipe:
+            for stream in (legacy.ingest, *legacy.send_streams):
+                pipe.xlen(stream)
+            for name in (*(legacy.delayed(n) for n in DELAY_SETS), legacy.dlq_index):
+                pipe.zcard(name)
+            pipe.get(legacy.parked_count)
+            counts = await pipe.execute()
+    except UNREACHABLE as exc:
+        raise await unavailable(client, exc) from exc
+    return any(int(c or 0) > 0 for c in counts)
+
+
+async def agree_on_layout(client: redis.Redis, keys: Keys) -> None:
+    """Store this process's number of partitions if none is stored yet (or 1 over a queue of
+    a release before partitions); raise ``LayoutMismatch`` (saying what to do) if another is."""
+    first = await current_partitions(client, keys) or keys.partitions
+    try:
+        await client.set(layout_key(keys), first, nx=True)
     except UNREACHABLE as exc:
         raise await unavailable(client, exc) from exc
     stored = await stored_partitions(client, keys)

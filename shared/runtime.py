@@ -38,6 +38,7 @@ DRAIN_SLACK_SECONDS = 5.0  # past the longest Bot API call, for the last commits
 HTTP_SHUTDOWN_SECONDS = 3.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
 LAYOUT_RETRY_S = 1.0
+LAYOUT_CHECK_S = 5.0  # how often a running process checks the stored layout is still its own
 
 
 class Service(Protocol):
@@ -117,6 +118,7 @@ async def serve(
         keepalive_timeout=s.http_header_timeout,  # also bounds the wait for headers
     )
     await runner.setup()
+    changed = False
     try:
         await GuardedSite(runner, host, port, s.http_max_connections).start()
         log.info(
@@ -129,12 +131,16 @@ async def serve(
             )
         if not await _layout_agreed(ctx, stop):
             return 2
-        await _run_services(services, stop, ctx.settings.telegram_timeout + DRAIN_SLACK_SECONDS)
+        async with asyncio.TaskGroup() as tg:
+            watch = tg.create_task(_watch_layout(ctx, stop))
+            await _run_services(services, stop, ctx.settings.telegram_timeout + DRAIN_SLACK_SECONDS)
+            changed = watch.done() and watch.result()
+            watch.cancel()
     finally:
         await runner.cleanup()
         await ctx.close()
         log.info("stopped")
-    return 0
+    return 2 if changed else 0
 
 
 async def _layout_agreed(ctx: Context, stop: asyncio.Event) -> bool:
@@ -160,6 +166,29 @@ async def _layout_agreed(ctx: Context, stop: asyncio.Event) -> bool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LAYOUT_RETRY_S)
     return True
+
+
+async def _watch_layout(ctx: Context, stop: asyncio.Event) -> bool:
+    """Stop this process (True) once the stored layout is no longer its own: after
+    ``floodgate partitions set``, a process left running (an ingest, say) would go on using
+    partitions that no longer are read. A layout lost with Redis's data is stored again."""
+    broker = ctx.broker
+    if not isinstance(broker, RedisBroker):
+        return False
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LAYOUT_CHECK_S)
+        if stop.is_set():
+            break
+        try:
+            await agree_on_layout(broker.client, ctx.keys)
+        except LayoutMismatch as exc:
+            log.error("stopping: the layout changed under this process: %s", exc)
+            stop.set()
+            return True
+        except (BrokerUnavailable, RedisError) as exc:
+            log.debug("layout not checked", extra={"reason": str(exc)})
+    return False
 
 
 async def _run_services(

@@ -56,6 +56,9 @@ class SchedulerService:
             tg.create_task(
                 repeat("scheduler.claim", self._claim, stop, errors, s.claim_idle_ms / 2000)
             )
+        if self._presence is not None:
+            # at once, not when the beat lapses: until then the others leave its share unread
+            await self._presence.leave()
 
     async def _beat(self) -> bool:
         """Say this replica is alive and take its share of the partitions."""

@@ -123,21 +123,21 @@ class SenderService:
                         self._claim_idle / 3000,
                     )
                 )
-                beats = [
-                    tg.create_task(
-                        repeat("sender.presence", self._beat, drained, errors, BEAT_EVERY_S)
-                    )
-                ]
+                beats = tg.create_task(
+                    repeat("sender.presence", self._beat, stop, errors, BEAT_EVERY_S)
+                )
                 await stop.wait()
-                await asyncio.gather(*loops)
+                await asyncio.gather(*loops, beats)
+                if self._presence is not None:
+                    # no longer reading: its partitions, and what it hands back into them, go
+                    # to the others now rather than once its last Bot API call has come back
+                    await self._presence.leave()
                 pacer.close()
                 await self._lanes.close()
                 self._committer.finish()
                 await committer
                 drained.set()
-                await asyncio.gather(heartbeat, *beats)
-                if self._presence is not None:
-                    await self._presence.leave()
+                await heartbeat
         if isinstance(self._limiter, FallbackLimiter):
             await self._limiter.close()
         log.info("sender drained")

@@ -13,6 +13,7 @@ import orjson
 from floodgate.observe import Received, sandbox_stats
 from floodgate.workload import Workload
 from shared.keys import SENDER_GROUP, Keys
+from shared.layout import stored_partitions
 from shared.redis_broker import connect
 
 SUBMIT_CHUNK = 200
@@ -136,7 +137,9 @@ async def in_flight_at_kill(
     client = connect(redis_url)
     held: set[str] = set()
     try:
-        for stream in Keys(namespace).send_streams:
+        # the processes stored their number of partitions (FLOODGATE_PARTITIONS) at start
+        keys = Keys(namespace, await stored_partitions(client, Keys(namespace)) or 1)
+        for stream in (s for part in keys.shards for s in part.send_streams):
             pending = await client.xpending_range(
                 stream, SENDER_GROUP, "-", "+", 100_000, consumername=consumer
             )

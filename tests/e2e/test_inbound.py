@@ -21,6 +21,7 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.observe import Delivery, Received
 from shared.keys import Keys
+from shared.layout import stored_partitions
 from shared.redis_broker import connect
 from tests.e2e.scenario import submit_bodies
 from tests.helpers import ADMIN_KEY, AUTH, eventually
@@ -142,13 +143,15 @@ async def _restart_busiest_poller(
 ) -> Proc:
     """Kill the polling replica that holds more bots' polling leases while it polls them, and
     start it again under the same name; returns the new process."""
-    keys = Keys(env["FLOODGATE_NAMESPACE"])
     client = connect(redis_url)
     holders: Counter[str] = Counter()
 
     async def every_bot_polled() -> bool:
         nonlocal holders
-        held = [await client.get(keys.poll_lease(bot)) for bot in BOTS]
+        # the processes stored their number of partitions (FLOODGATE_PARTITIONS) at start
+        keys = Keys(env["FLOODGATE_NAMESPACE"])
+        keys = Keys(keys.namespace, await stored_partitions(client, keys) or 1)
+        held = [await client.get(keys.of_bot(bot).poll_lease(bot)) for bot in BOTS]
         holders = Counter(h.decode() for h in held if h is not None)
         return sum(holders.values()) == len(BOTS)
 

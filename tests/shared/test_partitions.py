@@ -4,19 +4,25 @@ id belongs to, how replicas share partitions out, and the stored layout every pr
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import pytest
 import redis.asyncio as redis
 from redis.crc import key_slot
 
 from floodgate import partitions_cli
+from services.ingest.app import IngestService
+from services.ingest.settings import IngestSettings
+from shared import runtime
 from shared.broker import Commit
-from shared.context import dlq_keys
+from shared.context import build_context, dlq_keys
 from shared.keys import MAX_PARTITIONS, Keys, PartitionNeeded, partition_tag
-from shared.layout import LayoutMismatch, agree_on_layout, stored_partitions
+from shared.layout import LayoutMismatch, agree_on_layout, store_partitions, stored_partitions
 from shared.models import Priority, new_message_id
 from shared.presence import share
 from shared.redis_broker import RedisBroker
+from shared.settings import CommonSettings
+from tests.helpers import ADMIN_KEY, TOKENS, eventually, free_port
 
 
 # the slot ranges `redis-cli --cluster create` gives N primaries
@@ -136,3 +142,76 @@ async def test_changing_the_layout_needs_a_drained_pipeline(
     assert status == 0
     assert answer["stored"] == 8
     assert await stored_partitions(redis_client, keys) == 8
+
+
+async def test_a_pipeline_from_before_partitions_is_not_stranded_by_an_upgrade(
+    redis_client: redis.Redis, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release without partitions kept its keys under ``{pipeline}`` and stored no layout. A
+    process started with several partitions (the default on a cluster) must not store its
+    number over that queue, whose messages (scheduled ones up to a year ahead) nobody would
+    read: the layout is the one partition the messages are in, until it is drained."""
+    legacy = Keys(namespace)
+    await redis_client.zadd(legacy.delayed("scheduled"), {b"a message for next month": 1})
+    with pytest.raises(LayoutMismatch, match=r"FLOODGATE_PARTITIONS is 16 here.*split into 1"):
+        await agree_on_layout(redis_client, Keys(namespace, 16))
+    assert await stored_partitions(redis_client, legacy) == 1
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("FLOODGATE_NAMESPACE", namespace)
+    monkeypatch.setenv("FLOODGATE_PARTITIONS", "16")
+    status, answer = await partitions_cli._run(argparse.Namespace(action="set", count=16))
+    assert status == 1, answer
+    assert answer["stats"]["scheduled"] == 1
+
+
+async def test_partitions_set_before_any_start_sees_the_legacy_queue(
+    redis_client: redis.Redis, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await redis_client.xadd(Keys(namespace).send_streams[1], {"d": b"{}"})
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("FLOODGATE_NAMESPACE", namespace)
+    monkeypatch.setenv("FLOODGATE_PARTITIONS", "16")
+    status, answer = await partitions_cli._run(argparse.Namespace(action="set", count=16))
+    assert status == 1, answer
+    assert answer["total_queued"] == 1
+    assert await stored_partitions(redis_client, Keys(namespace)) is None
+
+
+async def test_an_empty_legacy_layout_lets_the_first_process_choose(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    legacy = Keys(namespace)
+    await redis_client.xgroup_create(legacy.ingest, "scheduler", "0", mkstream=True)
+    await agree_on_layout(redis_client, Keys(namespace, 4))
+    assert await stored_partitions(redis_client, legacy) == 4
+
+
+async def test_a_running_process_stops_when_the_layout_is_changed_under_it(
+    redis_client: redis.Redis, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'floodgate partitions set' refuses while a scheduler or sender beats, but an ingest left
+    running (only the producers stopped) would go on appending to the old partitions, which
+    no scheduler of the new layout reads: it stops instead, as a fresh start would refuse."""
+    monkeypatch.setattr(runtime, "LAYOUT_CHECK_S", 0.05)
+    settings = CommonSettings(
+        REDIS_URL=redis_url,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_BOTS=",".join(TOKENS.values()),
+        FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        FLOODGATE_PARTITIONS=1,
+    )
+    ctx = build_context(settings, allow_memory=False)
+    stop = asyncio.Event()
+    ingest = IngestService(ctx, IngestSettings())
+    served = asyncio.create_task(runtime.serve(ctx, [ingest], "127.0.0.1", free_port(), stop))
+    try:
+
+        async def stored() -> bool:
+            return await stored_partitions(redis_client, Keys(namespace)) == 1
+
+        await eventually(stored, 10)
+        await store_partitions(redis_client, Keys(namespace), 4)  # what 'partitions set 4' does
+        assert await asyncio.wait_for(served, 20) == 2
+    finally:
+        stop.set()
+        await asyncio.gather(served, return_exceptions=True)
