@@ -12,7 +12,7 @@ from aiohttp import web
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.route import plan_batch
 from services.scheduler.settings import SchedulerSettings
-from shared.broker import Entry
+from shared.broker import BrokerUnavailable, Entry
 from shared.context import Context, dlq_keys
 from shared.keys import SCHEDULER_GROUP, Keys
 from shared.loops import repeat
@@ -101,8 +101,16 @@ class SchedulerService:
         parts: dict[Keys, list[Entry]] = {}
         for entry in entries:
             parts.setdefault(self._ctx.keys.of_stream(entry.stream), []).append(entry)
+        # every partition is tried: one whose primary is away (a failover on a Redis Cluster)
+        # leaves its entries pending, to be routed again, without holding up the others
+        failed: BrokerUnavailable | None = None
         for keys, part in parts.items():
-            await self._route_part(keys, part)
+            try:
+                await self._route_part(keys, part)
+            except BrokerUnavailable as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def _route_part(self, keys: Keys, entries: list[Entry]) -> None:
         """Route one partition's entries in one atomic commit (one Redis Cluster slot)."""

@@ -64,33 +64,55 @@ class Committer:
         self._queue.put_nowait(None)
 
     async def run(self) -> None:
-        """Settle batches until ``finish``."""
-        while True:
-            first = await self._queue.get()
-            finished = first is None
-            batch = [] if first is None else [first]
-            while not finished and len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    finished = True
-                else:
-                    batch.append(item)
-            if batch:
-                await self._write(batch)
-            if finished:
-                return
+        """Settle batches until ``finish``: each partition's decisions by a writer of their own,
+        so a partition whose primary is away (a failover on a Redis Cluster) holds up only its
+        own messages while the others settle."""
+        writers: dict[Keys, asyncio.Queue[list[Decision] | None]] = {}
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                first = await self._queue.get()
+                finished = first is None
+                batch = [] if first is None else [first]
+                while not finished and len(batch) < MAX_BATCH and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        finished = True
+                    else:
+                        batch.append(item)
+                parts: dict[Keys, list[Decision]] = {}
+                for decision in batch:
+                    keys = self._ctx.keys.of_stream(decision.entry.stream)
+                    parts.setdefault(keys, []).append(decision)
+                for keys, decisions in parts.items():
+                    writer = writers.get(keys)
+                    if writer is None:
+                        writer = writers[keys] = asyncio.Queue()
+                        tg.create_task(self._writer(keys, writer))
+                    writer.put_nowait(decisions)
+                if finished:
+                    for writer in writers.values():
+                        writer.put_nowait(None)
+                    return
 
-    async def _write(self, batch: list[Decision]) -> None:
-        # one commit per partition: each touches the keys of one Redis Cluster slot
-        parts: dict[Keys, list[Decision]] = {}
-        for decision in batch:
-            parts.setdefault(self._ctx.keys.of_stream(decision.entry.stream), []).append(decision)
-        for keys, decisions in parts.items():
-            await self._write_part(keys, decisions)
-        for decision in batch:
-            if decision.verdict is Verdict.SENT:
-                self._metrics.sent.labels(decision.priority.value).inc()
-        self._settled(batch)
+    async def _writer(self, keys: Keys, batches: asyncio.Queue[list[Decision] | None]) -> None:
+        """Write one partition's batches in the order they came (those that piled up while
+        its primary was away as one), until told to stop."""
+        stop = False
+        while not stop:
+            batch = await batches.get()
+            if batch is None:
+                return
+            while not batches.empty() and len(batch) < MAX_BATCH:
+                more = batches.get_nowait()
+                if more is None:
+                    stop = True
+                    break
+                batch += more
+            await self._write_part(keys, batch)
+            for decision in batch:
+                if decision.verdict is Verdict.SENT:
+                    self._metrics.sent.labels(decision.priority.value).inc()
+            self._settled(batch)
 
     async def _write_part(self, keys: Keys, batch: list[Decision]) -> None:
         # a batch retried after its reply was lost must not apply twice (a hand-back would be
