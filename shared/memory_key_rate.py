@@ -32,4 +32,11 @@ class MemoryKeyRate:
         """Remove the grant's places from the log."""
         log = self._logs.get(key_id)
         if log is not None and grant.taken:
-            self._logs[key_id] = deque(e for e in log if e[1] != grant.ticket)
+            left = grant.taken  # a grant given back in part leaves the rest of its places
+            kept: deque[tuple[float, str]] = deque()
+            for entry in log:
+                if left and entry[1] == grant.ticket:
+                    left -= 1
+                else:
+                    kept.append(entry)
+            self._logs[key_id] = kept

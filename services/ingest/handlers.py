@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -190,6 +191,9 @@ class Handlers:
             )
             self._metrics.rejected.labels("unavailable").inc(len(requests))
             return "queue unavailable: nothing was accepted, retry later"
+        refused = sum(1 for item in accepted if item.refused)
+        if refused:  # their partition was away: they take no place of the key's rate
+            await give_back(self._ctx, principal, grant and replace(grant, taken=refused))
         for item in accepted:
             if item.refused:
                 self._metrics.rejected.labels("unavailable").inc()
