@@ -54,7 +54,10 @@ class Service(Protocol):
 
 
 def build_app(
-    ctx: Context, services: Sequence[Service], stopping: asyncio.Event
+    ctx: Context,
+    services: Sequence[Service],
+    stopping: asyncio.Event,
+    agreed: asyncio.Event | None = None,
 ) -> web.Application:
     """One aiohttp app with the common routes and every service's own, behind the key check."""
     auth = Authenticator(ctx.keystore, ctx.admin_key, enabled=ctx.settings.auth == "on")
@@ -69,6 +72,9 @@ def build_app(
     async def readyz(_: web.Request) -> web.Response:
         if stopping.is_set():
             return web.json_response({"ready": False, "reason": "shutting down"}, status=503)
+        if agreed is not None and not agreed.is_set():
+            reason = "the pipeline's stored layout is not checked yet"
+            return web.json_response({"ready": False, "reason": reason}, status=503)
         try:
             await ctx.broker.ping()
         except BrokerUnavailable as exc:
@@ -112,7 +118,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     s = ctx.settings
     runner = web.AppRunner(
-        build_app(ctx, services, stop),
+        build_app(ctx, services, stop, agreed := asyncio.Event()),
         access_log=None,
         shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
         keepalive_timeout=s.http_header_timeout,  # also bounds the wait for headers
@@ -131,6 +137,7 @@ async def serve(
             )
         if not await _layout_agreed(ctx, stop):
             return 2
+        agreed.set()  # ready from here: no request is served under another layout
         async with asyncio.TaskGroup() as tg:
             watch = tg.create_task(_watch_layout(ctx, stop))
             await _run_services(services, stop, ctx.settings.telegram_timeout + DRAIN_SLACK_SECONDS)
