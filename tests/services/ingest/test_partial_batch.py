@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
+from floodgate.client import Accepted, Floodgate
 from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
 from shared.api_keys import Role, new_key
@@ -30,13 +31,19 @@ AWAY_BOT, HOME_BOT = 111, 222  # partitions 3 and 2 of 4
 
 
 class _OnePartitionAway(RedisBroker):
-    """A broker whose commits to one partition fail as if its primary did not answer."""
+    """A broker whose commits to one partition fail as if its primary did not answer (with
+    ``times``, only that many times)."""
 
     away: Keys | None = None
+    times: int | None = None
 
     async def commit(self, commit: Commit) -> dict[str, str]:
         touched = [stream for stream, *_ in commit.adds]
         if self.away is not None and any(self.away.ingest == s for s in touched):
+            if self.times is not None:
+                self.times -= 1
+                if self.times <= 0:
+                    self.away = None
             raise BrokerUnavailable("redis unreachable: the partition's primary is away (test)")
         return await super().commit(commit)
 
@@ -106,3 +113,15 @@ async def test_a_grant_given_back_in_part_keeps_the_rest(
     grant = await rate.take("k1", 5, 3)
     await rate.give_back("k1", replace(grant, taken=1))
     assert (await rate.take("k1", 5, 5)).taken == 3, "two of the three places are still held"
+
+
+async def test_the_client_sends_the_refused_messages_again(ingest, redis_client) -> None:
+    url, ctx, broker = ingest
+    broker.away, broker.times = ctx.keys.of_bot(AWAY_BOT), 1  # back for the second attempt
+    async with Floodgate(url, ADMIN_KEY) as client:
+        results = await client.send_batch(
+            [{"bot_id": b, "chat_id": 5, "text": f"to {b}"} for b in (HOME_BOT, AWAY_BOT)]
+        )
+    assert all(isinstance(r, Accepted) for r in results), results
+    assert await redis_client.xlen(ctx.keys.of_bot(AWAY_BOT).ingest) == 1
+    assert await redis_client.xlen(ctx.keys.of_bot(HOME_BOT).ingest) == 1, "not sent twice"
