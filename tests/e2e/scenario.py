@@ -12,9 +12,11 @@ import orjson
 
 from floodgate.observe import Received, sandbox_stats
 from floodgate.workload import Workload
-from shared.keys import SENDER_GROUP, Keys
+from shared.keys import SENDER_GROUP, Keys, partition_tag
 from shared.layout import stored_partitions
 from shared.redis_broker import connect
+from shared.settings import CLUSTER_PARTITIONS
+from tests.cluster import RedisCluster
 
 SUBMIT_CHUNK = 200
 
@@ -132,8 +134,9 @@ async def in_flight_at_kill(
     session: aiohttp.ClientSession, sandbox_url: str, redis_url: str, namespace: str, consumer: str
 ) -> set[str]:
     """Tags of the messages a sender killed a moment ago had sent and not settled: its pending
-    entries in the send queues whose request the sandbox ("Telegram") has received. These,
-    and only these, may be sent a second time by whoever takes the entries over."""
+    entries in the send queues (of every partition) whose request the sandbox ("Telegram") has
+    received. These, and only these, may be sent a second time by whoever takes the entries
+    over."""
     client = connect(redis_url)
     held: set[str] = set()
     try:
@@ -185,3 +188,19 @@ async def check_exactly_once(
             log = (await resp.json())["requests"]
         refused = [r for r in log if r["status"] == 429][:10]
         raise AssertionError(f"{sb['429']} answers 429: {sb}; first: {refused}")
+
+
+def partition_key(bot_id: int) -> str:
+    """A key in the slot of a bot's pipeline partition, with a cluster's default partitions."""
+    return "{" + partition_tag(bot_id % CLUSTER_PARTITIONS, CLUSTER_PARTITIONS) + "}"
+
+
+async def fail_over(cluster: RedisCluster, key: str) -> None:
+    """SIGKILL the primary serving ``key``, wait until its replica serves the slot, and start
+    the old primary again (it rejoins as the new one's replica: until then the new primary has
+    no replica to confirm a replicated write)."""
+    victim = cluster.owner(key)
+    cluster.kill(victim)
+    while cluster.serving(key) in (victim, None):
+        await asyncio.sleep(0.1)
+    cluster.restart(victim)

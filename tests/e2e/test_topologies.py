@@ -14,12 +14,12 @@ import pytest
 from floodgate.demo import demo_token
 from floodgate.observe import Received, out_of_order
 from floodgate.workload import Workload, build_workload
-from shared.keys import partition_tag
-from shared.settings import CLUSTER_PARTITIONS
 from tests.cluster import RedisCluster, SentinelSetup
 from tests.e2e.scenario import (
     check_exactly_once,
     duplicates,
+    fail_over,
+    partition_key,
     submit,
     submit_retrying,
     wait_drained,
@@ -116,18 +116,6 @@ def private_sentinel() -> Iterator[SentinelSetup]:
         yield setup
 
 
-async def _cluster_failover(cluster: RedisCluster) -> None:
-    # the primary of the first bot's partition (each primary holds about a third of them)
-    tag = "{" + partition_tag(BOTS[0] % CLUSTER_PARTITIONS, CLUSTER_PARTITIONS) + "}"
-    victim = cluster.owner(tag)
-    cluster.kill(victim)
-    while cluster.serving(tag) in (victim, None):
-        await asyncio.sleep(0.1)
-    # the replica took over, with no replica of its own to confirm writes: until the old
-    # primary is back (as its replica) every request is 503, promising nothing
-    cluster.restart(victim)
-
-
 async def _sentinel_failover(setup: SentinelSetup) -> None:
     victim = setup.primary
     setup.kill(victim)
@@ -159,7 +147,8 @@ async def test_failover_loses_nothing_accepted_when_replicated(
             while len(ids) < len(work.messages) // 3 and not submitting.done():
                 await asyncio.sleep(0.05)
             if isinstance(setup, RedisCluster):
-                await _cluster_failover(setup)
+                # the primary of the first bot's partition (each holds about a third of them)
+                await fail_over(setup, partition_key(BOTS[0]))
             else:
                 await _sentinel_failover(setup)
             await submitting
