@@ -16,13 +16,29 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    NoScriptError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.broker import BrokerBusy, BrokerUnavailable
 
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# A Redis Cluster failing over answers CLUSTERDOWN on every node while a slot has no primary
+# (also for the slots a node serves), TRYAGAIN while a slot moves; redis-py raises
+# SlotNotCoveredError while its slot map has no node for a slot. All pass: an outage.
+UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 NO_CONNECTION = "No connection available."  # redis-py's blocking pool, after its wait
 
 Call = tuple[Sequence[str], Sequence[Any]]
@@ -143,7 +159,9 @@ class ScriptBatcher:
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
-            if isinstance(result, Exception):
+            if isinstance(result, UNREACHABLE):
+                future.set_exception(await unavailable(self._client, result))
+            elif isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)

@@ -4,13 +4,16 @@ password."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
+import redis.asyncio as redis
 from redis.exceptions import MaxConnectionsError
 
-from shared.broker import Commit
+from shared.broker import BrokerUnavailable, Commit, Entry
 from shared.context import dlq_keys
 from shared.keys import Keys
+from shared.models import Priority
 from shared.redis_batch import is_busy
 from shared.redis_broker import RedisBroker
 from shared.redis_client import RedisUrlError, connect
@@ -91,3 +94,44 @@ async def test_cluster_calls_wait_for_a_place_then_say_busy(
             assert await pipe.execute() == [None]
     finally:
         await client.aclose()
+
+
+async def _cluster_state(port: int) -> str:
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        info: str = await client.execute_command("CLUSTER", "INFO")
+    finally:
+        await client.aclose()
+    return info
+
+
+async def test_cluster_down_is_an_outage(keys: Keys) -> None:
+    """While a slot has no primary (its primary and replica dead), every node of the cluster
+    answers CLUSTERDOWN, also for the slots it serves: a broker call, a batched script call and
+    a replicated commit then say the broker is unavailable, never fail as a bug (a sender had
+    dead-lettered a message for a failover's CLUSTERDOWN, as a poison message)."""
+    with RedisCluster() as cluster:
+        client = connect(cluster.url)
+        try:
+            broker = RedisBroker(client, dlq_keys(keys))
+            add = Commit(adds=[(keys.ingest, "m1", b"x", "")])
+            await broker.commit(add)  # the client learns the slot map
+            serving = cluster.owner(keys.ingest)
+            victim = next(p for p in cluster.primaries() if p != serving)
+            cluster.kill(cluster.replica_of(victim))
+            cluster.kill(victim)
+            while "cluster_state:fail" not in await _cluster_state(serving):
+                await asyncio.sleep(0.1)
+            entry = Entry(keys.send(Priority.HIGH), "1-1", b"p", seq=1)
+            chat, parked = keys.order(1, 2, Priority.HIGH)
+            calls = {
+                "commit": lambda: broker.commit(add),
+                "replicated commit": lambda: broker.commit(replace(add, replicated=True)),
+                "gate": lambda: broker.gate(chat, parked, entry, "g", 1, keys.parked_count),
+            }
+            for name, call in calls.items():
+                with pytest.raises(BrokerUnavailable):
+                    await call()
+                print(f"{name}: unavailable")
+        finally:
+            await client.aclose()
