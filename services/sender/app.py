@@ -356,6 +356,12 @@ class SenderService:
         return moved > 0
 
     async def _claim(self) -> bool:
+        # Not before this sender has re-read its own pending entries: after a restart under the
+        # same name those are claimable too once idle, and an entry both claimed and re-read
+        # could run twice (the second time after the first settled it as deferred or parked,
+        # so the chat's order gate lets it through, and both copies are sent).
+        if not self._recovered:
+            return False
         ctx, s = self._ctx, self._settings
         room = max(0, s.prefetch - self._inflight)
         claimed: list[Entry] = []

@@ -3,6 +3,7 @@ claimed while this one was frozen stays theirs and is not queued a second time."
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
@@ -107,5 +108,29 @@ async def test_a_frozen_sender_does_not_queue_again_what_another_claimed(
         assert record is not None
         assert record["status"] == "retrying"
         assert await broker.get_record(ctx.keys.record(envs[0].id)) is None
+    finally:
+        await ctx.close()
+
+
+async def test_a_restarted_sender_claims_nothing_before_reading_its_own(
+    backend,  # noqa: F811
+    namespace,
+) -> None:
+    """A sender restarted under its old name finds its predecessor's entries pending to that
+    name, idle past the claim time: it re-reads them first and claims only afterwards, so no
+    entry is both claimed and re-read (dispatched twice, it was sent twice in the chaos test)."""
+    settings = CommonSettings(REDIS_URL=backend, FLOODGATE_NAMESPACE=namespace)
+    ctx = replace(build_context(settings, allow_memory=True), consumer=ME)
+    stream, broker = ctx.keys.send(Priority.NORMAL), ctx.broker
+    sender = SenderService(ctx, SenderSettings(FLOODGATE_SENDER_CLAIM_IDLE_MS=50))
+    try:
+        await broker.ensure_group(stream, SENDER_GROUP)
+        envs = [_envelope(0), _envelope(1)]
+        await broker.commit(Commit(adds=[(stream, e.id, e.dumps(), "") for e in envs]))
+        assert len(await broker.read([stream], SENDER_GROUP, ME, 2, None)) == 2  # the old one
+        await asyncio.sleep(0.1)  # past the claim idle time
+        assert await sender._claim() is False
+        pending = await broker.read_own_pending(stream, SENDER_GROUP, ME, 10)
+        assert [e.deliveries for e in pending] == [2, 2], "claimed before they were re-read"
     finally:
         await ctx.close()
