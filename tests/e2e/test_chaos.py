@@ -32,7 +32,7 @@ import aiohttp
 import pytest
 
 from floodgate.demo import demo_token
-from floodgate.observe import Received, out_of_order
+from floodgate.observe import Delivery, Received, out_of_order
 from floodgate.workload import Planned, Workload, build_workload
 from tests.cluster import RedisCluster
 from tests.e2e.scenario import (
@@ -53,6 +53,8 @@ BOTS = [801, 802, 803]
 BLOCKED, MISSING = [90001, 90002], [90003]
 SCALE = "0.1"
 REPORT: dict[str, float] = {}
+EVENTS: dict[str, float] = {}  # wall time each break began, to place duplicates among them
+IDLE_POLLS = 20  # half-second polls with the queues empty before a missing message is lost
 
 
 @pytest.fixture(params=["one", "cluster"])
@@ -111,6 +113,7 @@ async def _break_things(
     for n, (at, name) in enumerate(plan):
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
         t0 = time.monotonic()
+        EVENTS[f"{n}:{name}"] = time.time()
         if name == "redis":
             await _redis_outage(store)
         elif name.startswith("freeze "):
@@ -230,7 +233,10 @@ async def test_chaos(store: RedisServer | RedisCluster) -> None:
             frozen = await scrape(session, procs["sender-1"].url)
             REPORT["dropped_by_frozen_sender"] = metric_sum(frozen, "floodgate_sender_lost_total")
             sb = await _json(session, f"{sandbox.url}/_sandbox/stats")
-        _check(work, ids, received, stats, dlq, sb, in_flight)
+            log = await _json(session, f"{sandbox.url}/_sandbox/requests?limit=100000")
+            lost = await _unaccounted(session, procs["ingest"].url, ids, received, dlq)
+        assert not lost, f"accepted messages neither delivered nor dead, e.g.: {lost}"
+        _check(work, ids, received, stats, dlq, sb, in_flight, log["requests"])
     finally:
         for proc in [*procs.values(), sandbox]:
             proc.terminate()
@@ -245,27 +251,61 @@ async def _json(session: aiohttp.ClientSession, url: str) -> dict:
 async def _wait_settled(
     session, stats_url: str, sandbox_url: str, expected: int
 ) -> tuple[Received, dict]:
+    """Wait until every message is delivered or dead, or the queues have stayed empty for
+    ``IDLE_POLLS`` polls with some still missing (then ``_check`` names them)."""
     received = Received()
     deadline = time.monotonic() + 150
     stats: dict = {}
-    while time.monotonic() < deadline:
+    idle = 0
+    while time.monotonic() < deadline and idle < IDLE_POLLS:
         try:
             await received.refresh(session, sandbox_url)
             stats = await _json(session, f"{stats_url}/queue/stats")
         except (aiohttp.ClientError, AssertionError):
             await asyncio.sleep(0.5)
             continue
-        if (
-            stats["total_queued"] == 0
-            and len(received.by_tag()) + stats["total_failed"] >= expected
-        ):
-            return received, stats
+        done = len(received.by_tag()) + stats["total_failed"] >= expected
+        if done and stats["total_queued"] == 0:
+            break
+        idle = idle + 1 if stats["total_queued"] == 0 else 0
         await asyncio.sleep(0.5)
-    raise AssertionError(f"not settled: {stats}, delivered {len(received.by_tag())} of {expected}")
+    return received, stats
+
+
+async def _unaccounted(
+    session: aiohttp.ClientSession,
+    ingest_url: str,
+    ids: dict[str, str],
+    received: Received,
+    dlq: list[dict],
+) -> dict[str, dict]:
+    """Status records of (up to 5) accepted messages neither delivered nor dead."""
+    by_tag = received.by_tag()
+    dead = {item["id"] for item in dlq}
+    missing = [t for t in ids if t not in by_tag and ids[t] not in dead]
+    return {t: await _json(session, f"{ingest_url}/v1/messages/{ids[t]}") for t in missing[:5]}
 
 
 async def _dlq(session, stats_url: str) -> list[dict]:
     return (await _json(session, f"{stats_url}/v1/dlq?limit=1000"))["items"]
+
+
+def _requests_of(
+    by_tag: dict[str, list[Delivery]], tags: list[str], requests: list[dict], first: float
+) -> dict[str, list[tuple[float, int, str]]]:
+    """The sandbox's requests to each tag's chat around its copies: (seconds into the run,
+    status, outcome)."""
+    found: dict[str, list[tuple[float, int, str]]] = {}
+    for tag in tags:
+        got = by_tag[tag]
+        low, high = got[0].ts - 2, got[-1].ts + 2
+        found[tag] = [
+            (round(r["ts"] - first, 2), r["status"], r["outcome"])
+            for r in requests
+            if (r["bot_id"], r["chat_id"]) == (got[0].bot_id, got[0].chat_id)
+            and low <= r["ts"] <= high
+        ]
+    return found
 
 
 def _check(
@@ -276,6 +316,7 @@ def _check(
     dlq: list[dict],
     sb: dict,
     in_flight: Counter[str],
+    requests: list[dict],
 ) -> None:
     by_tag = received.by_tag()
     doomed = {m.tag for m in work.messages if m.chat_id in BLOCKED + MISSING}
@@ -304,7 +345,9 @@ def _check(
     copies = {tag: [round(d.ts - first, 2) for d in by_tag[tag]] for tag in list(beyond)[:10]}
     assert not beyond, (
         f"{len(beyond)} sent again though no killed or frozen sender had them in flight; "
-        f"seconds into the run of each copy: {copies}"
+        f"seconds into the run of each copy: {copies}; the breaks began at "
+        f"{ {name: round(at - first, 2) for name, at in EVENTS.items()} }; requests to their "
+        f"chats: {_requests_of(by_tag, list(beyond)[:4], requests, first)}"
     )
     order = {m.tag: i for i, m in enumerate(work.messages)}
     prio = {m.tag: m.priority for m in work.messages}
