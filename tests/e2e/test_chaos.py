@@ -13,10 +13,12 @@ the pipeline in its 16 partitions. There the outage is a failover: the primary o
 partition is killed (SIGKILL), its replica takes its slots over, and the old primary comes back as
 the new one's replica; the other primaries serve on. Replication is asynchronous, so ingest runs
 with ``FLOODGATE_DURABILITY=replicated`` (a 202 only once a replica has the message; the
-retrying client gets 503s for that partition until the old primary is back as a replica). The
-writes a killed primary takes with it are those of its last instant, whose replies had not
-reached their clients either: a sender retries its commit on the new primary, an unanswered read
-is read again. So the assertions are the same: a failover may cause no duplicate.
+retrying client gets 503s for that partition until the old primary is back as a replica). What a
+killed primary takes with it is the replication stream of its last instant; a call whose reply
+never came is redone on the new primary (a sender's commit under the same mark, a read read
+again). So the assertions are the same: the failover is allowed no duplicate of its own. A
+write acknowledged and then lost with the primary could still send a message twice: eleven runs
+in a row showed none.
 """
 
 from __future__ import annotations
