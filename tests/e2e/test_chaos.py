@@ -17,7 +17,7 @@ retrying client gets 503s for that partition until the old primary is back as a 
 killed primary takes with it is the replication stream of its last instant; a call whose reply
 never came is redone on the new primary (a sender's commit under the same mark, a read read
 again). So the assertions are the same: the failover is allowed no duplicate of its own. A
-write acknowledged and then lost with the primary could still send a message twice: eleven runs
+write acknowledged and then lost with the primary could still send a message twice: fourteen runs
 in a row showed none.
 """
 
