@@ -117,8 +117,13 @@ class SchedulerService:
         plan = plan_batch(keys, entries, max_deliveries=self._settings.max_deliveries)
         plan.commit.dlq = dlq_keys(keys)
         plan.commit.records = [(key, "", fields) for key, fields in plan.records.items()]
-        ttl = plan.commit.record_ttl = self._ctx.settings.record_ttl
+        # A routed message's record keeps the lifetime ingest gave it moments ago (one EXPIRE
+        # less per message); one due later lives until then and a lifetime more, one dead here
+        # a lifetime from now.
+        ttl = self._ctx.settings.record_ttl
+        plan.commit.record_ttl = None
         plan.commit.record_ttls = {key: ttl + math.ceil(s) for key, s in plan.ahead.items()}
+        plan.commit.record_ttls |= dict.fromkeys(plan.dead, ttl)
         await self._ctx.broker.commit(plan.commit)
         for priority, count in plan.routed.items():
             self._metrics.routed.labels(priority.value).inc(count)

@@ -29,6 +29,7 @@ class Plan:
     extra_parts: int = 0
     poison: int = 0
     ahead: dict[str, float] = field(default_factory=dict)  # record key: seconds until send_at
+    dead: set[str] = field(default_factory=set)  # record keys of messages dead here
 
 
 def plan_batch(
@@ -51,6 +52,7 @@ def plan_batch(
             reason = f"delivered {entry.deliveries} times without being routed"
             _poison(plan, entry, reason, envelope.id)
             plan.records[keys.record(envelope.id)] = {"status": Status.DEAD.value, "error": reason}
+            plan.dead.add(keys.record(envelope.id))
             _release_turn(plan, keys, envelope)
             continue
         _route(plan, keys, envelope, now)

@@ -234,6 +234,26 @@ async def test_chat_order_gate_parks_and_releases(broker: Broker, keys: Keys) ->
     assert (await broker.depths([], [], [PC]))[PC] == 0
 
 
+async def test_the_gate_marks_a_record_sending_but_never_makes_one(
+    broker: Broker, keys: Keys
+) -> None:
+    """A message that goes is ``sending`` in its status record; a record that has expired is
+    not made again (it would have no lifetime)."""
+    stream = keys.send(Priority.NORMAL)
+    chat, parked = keys.chat_state(1, 6, Priority.NORMAL), keys.parked(1, 6, Priority.NORMAL)
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, f"m{i}", b"p", chat) for i in range(2)]))
+    first, second = await broker.read([stream], G, "c", 10, None)
+    kept, gone = keys.record("kept"), keys.record("gone")
+    await broker.put_records({kept: {"status": "queued", "priority": "normal"}}, 60)
+    assert await broker.gate(chat, parked, first, G, 1, keys.parked_count, kept) == GATE_GO
+    assert await broker.get_record(kept) == {"status": "sending", "priority": "normal"}
+    settle = Settle(chat, parked, 1, stream, keys.parked_count)
+    await broker.commit(Commit(group=G, acks=[(stream, first.entry_id)], settles=[settle]))
+    assert await broker.gate(chat, parked, second, G, 2, keys.parked_count, gone) == GATE_GO
+    assert await broker.get_record(gone) is None
+
+
 async def test_promote_and_requeue_assign_new_places(broker: Broker, keys: Keys) -> None:
     stream = keys.send(Priority.LOW)
     chat = keys.chat_state(2, 9, Priority.LOW)
