@@ -65,12 +65,14 @@ async def _legacy_holds_anything(client: redis.Redis, keys: Keys) -> bool:
 async def agree_on_layout(client: redis.Redis, keys: Keys) -> None:
     """Store this process's number of partitions if none is stored yet (or 1 over a queue of
     a release before partitions); raise ``LayoutMismatch`` (saying what to do) if another is."""
-    first = await current_partitions(client, keys) or keys.partitions
-    try:
-        await client.set(layout_key(keys), first, nx=True)
-    except UNREACHABLE as exc:
-        raise await unavailable(client, exc) from exc
     stored = await stored_partitions(client, keys)
+    if stored is None:  # a first start: one read per check afterwards (every 5 s)
+        first = 1 if await _legacy_holds_anything(client, keys) else keys.partitions
+        try:
+            await client.set(layout_key(keys), first, nx=True)
+        except UNREACHABLE as exc:
+            raise await unavailable(client, exc) from exc
+        stored = await stored_partitions(client, keys)
     if stored is not None and stored != keys.partitions:
         raise LayoutMismatch(
             f"FLOODGATE_PARTITIONS is {keys.partitions} here, but the pipeline of namespace"
