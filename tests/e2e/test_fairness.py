@@ -122,7 +122,11 @@ async def test_429_holds_the_bot_on_every_replica(
         in_hold = Counter(r["chat_id"] for r in log if first["ts"] <= r["ts"] < first["ts"] + 1)
         assert [c for c, n in in_hold.items() if n > 1] == [], "sent again within the hold"
         early = [r for r in log if later <= r["chat_id"] < later + 20 and r["ts"] < hold_ends]
-        assert early == [], f"{len(early)} sent while the bot was held, e.g. {early[:3]}"
+        refused = [round(r["ts"], 3) for r in log if r["status"] == 429][:10]
+        assert early == [], (
+            f"{len(early)} sent while the bot was held (until {hold_ends:.3f}), e.g. {early[:3]};"
+            f" 429s at {refused}"
+        )
         # the series exists at 0 from the start: the hold must have counted
         holds = re.findall(r'^floodgate_limiter_holds_total\{scope="bot"\} (\S+)$', metrics, re.M)
         assert sum(float(v) for v in holds) >= 1, holds
@@ -135,20 +139,24 @@ async def test_429_holds_the_bot_on_every_replica(
 async def _accepted_while_held(
     session: aiohttp.ClientSession, ingest_url: str, client: redis.Redis, keys: Keys
 ) -> tuple[int, float]:
-    """Once a sender has put the bot on hold, submit 20 messages (chats from 7000) and read
-    when the hold ends as it stands once they are accepted (the 429s coming back from the
-    burst only lengthen it). Should the hold have lapsed meanwhile (a loaded machine), those
-    prove nothing: 20 more (chats from 7100, 7200) once the bot is held again. The first
-    chat of the 20 accepted while held, and when that hold ends."""
+    """Once a sender has put the bot on hold, submit 20 messages (chats from 7000) and return
+    when the hold ends as it stands once they are accepted. The round counts only if the hold
+    read before submitting had not ended when the 20 were accepted: then the bot was held
+    throughout (a 429 coming back from the burst only lengthens a hold), and nothing of the 20
+    may reach Telegram before the end read afterwards. Had it ended (a loaded machine), some of
+    the 20 may rightly have gone out in the gap before a new 429 started another hold: 20 more
+    (chats from 7100, 7200) once the bot is held again. The first chat of the 20 accepted
+    while held, and when that hold ends."""
     for first_chat in (7000, 7100, 7200):
         await eventually(lambda: _held(client, keys), 30, step=0.01)
+        _, held_until = await _hold_window(client, keys)
         later = [
             {"bot_id": BOT, "chat_id": first_chat + i, "text": f"late{first_chat + i}"}
             for i in range(20)
         ]
         await submit_bodies(session, ingest_url, later)
-        hold_ends = await _hold_ends(client, keys)
-        if hold_ends:
+        now, hold_ends = await _hold_window(client, keys)
+        if held_until and now < held_until and hold_ends:
             return first_chat, hold_ends
     raise AssertionError("no hold outlasted the acceptance of 20 messages, three times")
 
@@ -158,14 +166,17 @@ async def _held(client: redis.Redis, keys: Keys) -> bool:
     return bool(await client.pttl(keys.bot_hold(BOT)) > 0)
 
 
-async def _hold_ends(client: redis.Redis, keys: Keys) -> float:
-    """When the bot's hold ends, on Redis's clock (the host clock the sandbox stamps requests
-    with); 0 if the bot is not held."""
-    left_ms = await client.pttl(keys.bot_hold(BOT))
-    if left_ms <= 0:
-        return 0.0
+async def _hold_window(client: redis.Redis, keys: Keys) -> tuple[float, float]:
+    """Now and when the bot's hold ends, both on Redis's clock (the host clock the sandbox
+    stamps requests with); the end is 0 if the bot is not held. The clock is read before the
+    time left, so the end is never later than the true one: a round is never accepted on a
+    hold that had in fact ended, and nothing sent after the true end is called early."""
     seconds, micros = await client.time()
-    return seconds + micros / 1e6 + (left_ms - 1) / 1000
+    left_ms = await client.pttl(keys.bot_hold(BOT))
+    now = seconds + micros / 1e6
+    if left_ms <= 0:
+        return now, 0.0
+    return now, now + (left_ms - 1) / 1000
 
 
 async def test_high_priority_overtakes_a_backlog(redis_url: str) -> None:
