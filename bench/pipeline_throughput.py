@@ -2,12 +2,13 @@
 process each over one Redis (or a Redis Cluster of 3 primaries), into the sandbox with its
 limits off. Prints messages per second, and what each message cost: CPU time of every process
 (from /proc) and of Redis (INFO cpu), Redis commands (INFO commandstats) and, with --senders 0,
-Redis memory per queued message. On a cluster it also prints each primary's share of the
+Redis memory per queued message, by kind of key. On a cluster it also prints each primary's share of the
 commands and of the CPU, and how far the busiest and idlest are from the mean.
 
     .venv/bin/python bench/pipeline_throughput.py --messages 20000 --senders 1
     .venv/bin/python bench/pipeline_throughput.py --topology both    # 1 server, then 3 primaries
     .venv/bin/python bench/pipeline_throughput.py --messages 100000 --senders 0   # memory
+    .venv/bin/python bench/pipeline_throughput.py --senders 0 --idempotency     # with keys
     .venv/bin/python bench/pipeline_throughput.py --json > cost.json
 
 floodgate's own limits are raised out of the way (FLOODGATE_BOT_RATE and the chat rates), so
@@ -64,6 +65,17 @@ def _args() -> argparse.Namespace:
         type=int,
         default=1,
         help="sender processes; 0: none, to measure Redis memory per queued message",
+    )
+    p.add_argument(
+        "--text-chars",
+        type=int,
+        default=70,
+        help="characters of every message's text (default 70, a typical notification)",
+    )
+    p.add_argument(
+        "--idempotency",
+        action="store_true",
+        help="every message carries an idempotency key (one more key per message in Redis)",
     )
     p.add_argument("--batch", type=int, default=500, help="messages per batch request")
     p.add_argument("--concurrency", type=int, default=4, help="batch requests in flight")
@@ -153,9 +165,9 @@ async def _run_on(args: argparse.Namespace, topology: str) -> dict[str, Any]:
     bots = [7000 + i for i in range(args.bots)]
     per_bot = args.messages // len(bots)
     workload = build_workload(1, bots, private_chats=per_bot, per_chat=1, groups=0, per_group=0)
+    requests = [_request(m.request(), args) for m in workload.messages]
     bodies = [
-        {"messages": [m.request() for m in workload.messages[i : i + args.batch]]}
-        for i in range(0, len(workload.messages), args.batch)
+        {"messages": requests[i : i + args.batch]} for i in range(0, len(requests), args.batch)
     ]
     server: RedisServer | RedisCluster | None = None
     redis_url = args.redis_url
@@ -206,6 +218,16 @@ async def _run_on(args: argparse.Namespace, topology: str) -> dict[str, Any]:
             await delete_namespace(redis_url, env["FLOODGATE_NAMESPACE"])
 
 
+def _request(body: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A workload request with its text padded or cut to --text-chars, and an idempotency key
+    if asked for."""
+    text = str(body["text"])
+    body["text"] = (text + " " + "x" * args.text_chars)[: args.text_chars]
+    if args.idempotency:
+        body["idempotency_key"] = f"bench-{text.split(maxsplit=1)[0]}"
+    return body
+
+
 async def _measure(
     args: argparse.Namespace,
     procs: list[Proc],
@@ -235,6 +257,7 @@ async def _measure(
                 _say(args, f"  delivered {len(received.messages)}/{total}")
         cpu_after = {p.name: _cpu_seconds(p.popen.pid) for p in watched}
         redis_after = await _nodes_counters(nodes)
+        kinds = await _memory_by_kind(nodes) if args.senders == 0 else {}
     result: dict[str, Any] = {
         "code": code_version(),
         "machine_cores": os.cpu_count(),
@@ -285,6 +308,19 @@ async def _measure(
     if args.senders == 0:
         grown = sum(c["memory_grown"] for c in primaries.values())
         result["redis_bytes_per_queued_message"] = round(grown / total, 1)
+        counted = sum(k["bytes"] for k in kinds.values())
+        kinds["(outside keys)"] = {
+            "keys": 0,
+            "bytes": grown - counted,
+        }
+        result["redis_memory_by_kind"] = {
+            kind: {
+                "keys": k["keys"],
+                "bytes_per_queued_message": round(k["bytes"] / total, 1),
+                "bytes_per_key": round(k["bytes"] / k["keys"], 1) if k["keys"] else None,
+            }
+            for kind, k in sorted(kinds.items(), key=lambda kv: -kv[1]["bytes"])
+        }
     return result
 
 
@@ -301,6 +337,39 @@ def _node_cost(before: Counters, after: Counters, total: int) -> dict[str, Any]:
         "commands_total": sum(commands.values()),
         "memory_grown": after[2] - before[2],
     }
+
+
+async def _memory_by_kind(nodes: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Keys and bytes (MEMORY USAGE, which counts a key's name, value and main table entry) by
+    kind of key on every primary: the word after the key's hash tag, e.g. ``msg`` for status
+    records, ``chat`` for per-chat order state, ``send`` for the send streams."""
+    kinds: dict[str, dict[str, int]] = {}
+    for name, url in nodes.items():
+        if name.startswith("replica"):
+            continue
+        client = connect(url)
+        try:
+            names = [key async for key in client.scan_iter(count=1000)]
+            for i in range(0, len(names), 1000):
+                chunk = names[i : i + 1000]
+                async with client.pipeline(transaction=False) as pipe:
+                    for key in chunk:
+                        pipe.memory_usage(key, samples=0)
+                    sizes = await pipe.execute()
+                for key, size in zip(chunk, sizes, strict=True):
+                    kind = _kind(key.decode() if isinstance(key, bytes) else key)
+                    entry = kinds.setdefault(kind, {"keys": 0, "bytes": 0})
+                    entry["keys"] += 1
+                    entry["bytes"] += size or 0
+        finally:
+            await client.aclose()
+    return kinds
+
+
+def _kind(key: str) -> str:
+    """``ns:{pipeline}:msg:<id>`` -> ``msg``; a key with no hash tag -> its second word."""
+    rest = key.split("}:", 1)[1] if "}:" in key else key.split(":", 1)[-1]
+    return rest.split(":", 1)[0]
 
 
 def _spread(primaries: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -380,6 +449,13 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
     if "redis_bytes_per_queued_message" in result:
         print()
         print(f"Redis memory per queued message: {result['redis_bytes_per_queued_message']:,.0f} B")
+        for kind, k in result["redis_memory_by_kind"].items():
+            per_key = f", {k['bytes_per_key']:,.0f} B per key" if k["bytes_per_key"] else ""
+            print(
+                f"  {kind:<16} {k['bytes_per_queued_message']:>7,.0f} B per message"
+                f"  ({k['keys']:,} keys{per_key})"
+            )
+        print("  (outside keys: expiry entries, hash table slots, allocator overhead)")
 
 
 def _totals(result: dict[str, Any]) -> list[int]:
