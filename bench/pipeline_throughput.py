@@ -99,6 +99,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """The most resident memory a live process has had (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 Counters = tuple[float, dict[str, int], int]
 
 
@@ -256,6 +264,7 @@ async def _measure(
                 await received.refresh(session, sandbox.url)
                 _say(args, f"  delivered {len(received.messages)}/{total}")
         cpu_after = {p.name: _cpu_seconds(p.popen.pid) for p in watched}
+        peak_rss = {p.name: round(_peak_rss_mb(p.popen.pid), 1) for p in watched}
         redis_after = await _nodes_counters(nodes)
         kinds = await _memory_by_kind(nodes) if args.senders == 0 else {}
     result: dict[str, Any] = {
@@ -294,6 +303,7 @@ async def _measure(
         for name, n in cost["commands"].items():
             calls[name] = calls.get(name, 0) + n
     result["cpu_us_per_message"] = cpu_us
+    result["peak_rss_mib"] = peak_rss
     result["floodgate_cpu_us_per_message"] = round(
         sum(v for k, v in cpu_us.items() if k not in ("sandbox", "redis", "redis replicas")), 1
     )
@@ -423,9 +433,13 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
             f"p99 {result['deliver_p99_s']:.2f} s after the first submit"
         )
     print()
-    print("CPU per message (µs, user + system, from the first submit to the last delivery)")
+    print(
+        "CPU per message (µs, user + system, from the first submit to the last delivery),"
+        " and the most resident memory"
+    )
     for name, us in result["cpu_us_per_message"].items():
-        print(f"  {name:<12} {us:>8.1f}")
+        rss = result["peak_rss_mib"].get(name)
+        print(f"  {name:<12} {us:>8.1f}" + (f"   {rss:>7.1f} MiB" if rss else ""))
     print(f"  {'floodgate':<12} {result['floodgate_cpu_us_per_message']:>8.1f}  (every service)")
     print()
     print(f"Redis commands per message: {result['redis_commands_per_message']:.2f}")

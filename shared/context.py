@@ -8,7 +8,12 @@ import socket
 from dataclasses import dataclass, field
 
 import redis.asyncio as redis
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from shared import redis_broker
 from shared.api_keys import MIN_ADMIN_KEY_CHARS, KeyStore
@@ -30,6 +35,17 @@ from shared.settings import CommonSettings
 log = logging.getLogger("floodgate")
 
 
+def process_registry() -> CollectorRegistry:
+    """A registry that already holds the process's own series: CPU seconds, resident memory
+    and open files (``process_*``), the Python version, and the cycle collector's passes by
+    generation (``python_gc_*``), which say whether the collector costs CPU."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
 class ConfigError(Exception):
     """The configuration cannot work; the message says what to change."""
 
@@ -45,7 +61,7 @@ class Context:
     bots: dict[int, str]
     backend: str
     consumer: str
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    registry: CollectorRegistry = field(default_factory=process_registry)
     keystore: KeyStore = field(default_factory=MemoryKeyStore)
     key_rate: KeyRate = field(default_factory=MemoryKeyRate)
 
