@@ -8,7 +8,9 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as redis
-from redis.exceptions import MaxConnectionsError
+from redis.asyncio.cluster import RedisCluster as ClusterClient
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError, MaxConnectionsError
 
 from shared.broker import BrokerUnavailable, Commit, Entry
 from shared.context import dlq_keys
@@ -16,7 +18,7 @@ from shared.keys import Keys
 from shared.models import Priority
 from shared.redis_batch import is_busy
 from shared.redis_broker import RedisBroker
-from shared.redis_client import RedisUrlError, connect
+from shared.redis_client import RedisUrlError, _HiredisPacking, _packing, connect
 from tests.cluster import RedisCluster, SentinelSetup
 
 SECRET = "hunter2-very-secret"
@@ -40,6 +42,39 @@ def test_bad_url_names_the_problem_and_hides_the_password(url: str, problem: str
     assert SECRET not in str(caught.value)
 
 
+# Arguments of every kind a command carries: text (also non-ASCII and empty), bytes, numbers.
+ARGS = ["k", "ünïcode ✓", "", b"\x00\xffbytes", 0, -7, 12345678901234567890, 1.5, 0.1, 1e20]
+
+
+def test_packing_is_redis_py_own() -> None:
+    """The hiredis packer writes exactly the bytes redis-py's own packer does; what hiredis does
+    not take goes through redis-py's, with its errors."""
+    plain, packing = Connection(), _packing(Connection)()
+    assert isinstance(packing, _HiredisPacking)
+    for args in [
+        ("SET", "k", "v"),
+        ("EVALSHA", b"abc", 3, *ARGS, *ARGS),
+        ("CONFIG GET", "maxmemory"),
+        (b"CLIENT LIST",),
+        ("SET", "k", "x" * 10_000),
+        ("SET", "k", memoryview(b"mv")),
+        ("SET", "k", bytearray(b"ba")),
+    ]:
+        assert b"".join(map(bytes, packing.pack_command(*args))) == b"".join(
+            map(bytes, plain.pack_command(*args))
+        ), args
+    for bad in (True, None, object()):
+        with pytest.raises(DataError):
+            packing.pack_command("SET", "k", bad)
+
+
+def _connection_classes(client: redis.Redis) -> list[type]:
+    """The classes of the connections ``client`` makes, on every node it knows."""
+    if isinstance(client, ClusterClient):
+        return [node.connection_class for node in client.get_nodes()]
+    return [client.connection_pool.connection_class]
+
+
 async def _round_trip(url: str, keys: Keys) -> None:
     client = connect(url)
     try:
@@ -47,8 +82,19 @@ async def _round_trip(url: str, keys: Keys) -> None:
         await broker.ping()
         await broker.commit(Commit(adds=[(keys.ingest, "m1", b"x", "")]))
         assert (await broker.depths([keys.ingest], []))[keys.ingest] == 1
+        # a script call of 1,000 arguments comes back as sent, through the hiredis packer
+        args = [ARGS[i % len(ARGS)] for i in range(1000)]
+        echoed = await client.eval("return ARGV", 1, keys.ingest, *args)
+        assert echoed == [str(a).encode() if not isinstance(a, bytes) else a for a in args]
+        classes = _connection_classes(client)
+        assert classes
+        assert all(issubclass(c, _HiredisPacking) for c in classes), classes
     finally:
         await client.aclose()
+
+
+async def test_one_server_url_reaches_the_server(redis_url: str, keys: Keys) -> None:
+    await _round_trip(redis_url, keys)
 
 
 async def test_cluster_url_reaches_the_cluster(redis_cluster: RedisCluster, keys: Keys) -> None:
