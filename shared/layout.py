@@ -17,7 +17,7 @@ from __future__ import annotations
 import redis.asyncio as redis
 
 from shared.keys import DELAY_SETS, Keys
-from shared.redis_batch import UNREACHABLE, unavailable
+from shared.redis_batch import UNREACHABLE, count_keys, unavailable
 
 
 class LayoutMismatch(Exception):
@@ -50,16 +50,15 @@ async def current_partitions(client: redis.Redis, keys: Keys) -> int | None:
 async def _legacy_holds_anything(client: redis.Redis, keys: Keys) -> bool:
     legacy = Keys(keys.namespace)  # one partition: the ``{pipeline}`` keys, one slot
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            for stream in (legacy.ingest, *legacy.send_streams):
-                pipe.xlen(stream)
-            for name in (*(legacy.delayed(n) for n in DELAY_SETS), legacy.dlq_index):
-                pipe.zcard(name)
-            pipe.get(legacy.parked_count)
-            counts = await pipe.execute()
+        counts = await count_keys(
+            client,
+            [legacy.ingest, *legacy.send_streams],
+            [*(legacy.delayed(n) for n in DELAY_SETS), legacy.dlq_index],
+            [legacy.parked_count],
+        )
     except UNREACHABLE as exc:
         raise await unavailable(client, exc) from exc
-    return any(int(c or 0) > 0 for c in counts)
+    return any(counts.values())
 
 
 async def agree_on_layout(client: redis.Redis, keys: Keys) -> None:

@@ -76,6 +76,22 @@ MAX_BATCH = 32
 MAX_IN_FLIGHT = 8
 
 
+async def count_keys(
+    client: redis.Redis, streams: Sequence[str], sets: Sequence[str], counters: Sequence[str] = ()
+) -> dict[str, int]:
+    """Entries of ``streams``, members of the sorted ``sets``, values of the integer
+    ``counters``, by key (0 for a key that does not exist), in one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xlen(stream)
+        for name in sets:
+            pipe.zcard(name)
+        for name in counters:
+            pipe.get(name)
+        counts = await pipe.execute()
+    return dict(zip([*streams, *sets, *counters], (int(c or 0) for c in counts), strict=True))
+
+
 async def run_script_many(
     client: redis.Redis, source: str, sha: str, calls: Sequence[Call]
 ) -> list[Any]:

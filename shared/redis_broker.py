@@ -22,7 +22,7 @@ from shared.broker import (
     NotReplicated,
     unroute,
 )
-from shared.redis_batch import UNREACHABLE, ScriptBatcher, unavailable
+from shared.redis_batch import UNREACHABLE, ScriptBatcher, count_keys, unavailable
 from shared.redis_client import connect
 from shared.scripts import lua
 
@@ -344,15 +344,7 @@ class RedisBroker:
     async def depths(
         self, streams: Sequence[str], sets: Sequence[str], counters: Sequence[str] = ()
     ) -> dict[str, int]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for stream in streams:
-                pipe.xlen(stream)
-            for name in sets:
-                pipe.zcard(name)
-            for name in counters:
-                pipe.get(name)
-            counts = await pipe.execute()
-        return dict(zip([*streams, *sets, *counters], (int(c or 0) for c in counts), strict=True))
+        return await count_keys(self._redis, streams, sets, counters)
 
     @_unavailable
     async def put_records(self, records: Mapping[str, Mapping[str, str]], ttl: int | None) -> None:
