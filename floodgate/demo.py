@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import aiohttp
 
-from floodgate.launch import SERVICE_NAMES, build_services
+from floodgate.launch import SERVICE_NAMES, build_services, tune_collector
 from floodgate.observe import Received, percentile, sandbox_stats
 from floodgate.workload import Workload, build_workload, group_count
 from sandbox.config import SandboxConfig
@@ -210,6 +210,7 @@ def main(args: argparse.Namespace) -> int:
     setup_logging("INFO" if args.verbose else "WARNING", "text")
     if not args.verbose:
         logging.getLogger("floodgate.runtime").setLevel(logging.WARNING)
+    tune_collector()  # the services run in this process, set as `floodgate run` sets them
     try:
         return asyncio.run(_demo(args))
     except KeyboardInterrupt:

@@ -76,10 +76,11 @@ class _HiredisPacking(AbstractConnection):
     again for every argument; its synchronous client uses hiredis's packer when hiredis is
     installed. A commit of a batch of messages is one script call with hundreds of arguments:
     packing was 15% of the sender's CPU, and ingest and the scheduler spent a third of theirs
-    on it (bench/pipeline_throughput.py). The bytes are the same (strings as UTF-8, which is
-    how floodgate's clients encode them, numbers as their repr); anything hiredis does not
-    take (a bytearray, or a value Redis cannot be sent) goes through redis-py's own packer,
-    which also raises its errors."""
+    on it (bench/pipeline_throughput.py). The bytes are the same: byte buffers are copied to
+    bytes first, as redis-py's synchronous client does (hiredis would send a strided view's
+    whole buffer), and a connection set to encode text other than as strict UTF-8 (an
+    ``encoding`` in the URL) keeps redis-py's packer; anything else hiredis does not take (a
+    value Redis cannot be sent) goes through redis-py's packer too, which raises its errors."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
@@ -87,12 +88,19 @@ class _HiredisPacking(AbstractConnection):
             args = (*first.encode().split(), *args[1:])
         elif b" " in first:
             args = (*first.split(), *args[1:])
+        encoder = self.encoder
+        if encoder.encoding not in UTF8 or encoder.encoding_errors != "strict":
+            return super().pack_command(*args)
+        if any(isinstance(arg, BUFFERS) for arg in args):
+            args = tuple(bytes(arg) if isinstance(arg, BUFFERS) else arg for arg in args)
         try:
             return [hiredis.pack_command(args)]
         except TypeError:
             return super().pack_command(*args)
 
 
+UTF8 = frozenset({"utf-8", "utf8", "UTF-8", "UTF8"})
+BUFFERS = (bytearray, memoryview)
 _C = TypeVar("_C", bound=AbstractConnection)
 _PACKING: dict[type, type] = {}
 
@@ -102,7 +110,7 @@ def _packing(cls: type[_C]) -> type[_C]:
     if issubclass(cls, _HiredisPacking):
         return cls
     if cls not in _PACKING:
-        _PACKING[cls] = type(cls.__name__, (_HiredisPacking, cls), {})
+        _PACKING[cls] = type(f"Hiredis{cls.__name__}", (_HiredisPacking, cls), {})
     return cast(type[_C], _PACKING[cls])
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from floodgate.launch import tune_collector
 from floodgate.loadtest import report
 from floodgate.loadtest.driver import answer_updates, play_application, play_users
 from floodgate.loadtest.ledger import Ledger
@@ -176,6 +177,7 @@ def _print(summary: dict[str, Any], directory: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the load test; exit 0 when nothing was lost and no 429 was received."""
     setup_logging("WARNING", "text")
+    tune_collector()  # the services run in this process, set as `floodgate run` sets them
     try:
         summary = asyncio.run(_loadtest(args))
     except KeyboardInterrupt:

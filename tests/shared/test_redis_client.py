@@ -59,6 +59,7 @@ def test_packing_is_redis_py_own() -> None:
         ("SET", "k", "x" * 10_000),
         ("SET", "k", memoryview(b"mv")),
         ("SET", "k", bytearray(b"ba")),
+        ("SET", "k", memoryview(b"abcdef")[::2]),  # hiredis alone would send "abc"
     ]:
         assert b"".join(map(bytes, packing.pack_command(*args))) == b"".join(
             map(bytes, plain.pack_command(*args))
@@ -66,6 +67,10 @@ def test_packing_is_redis_py_own() -> None:
     for bad in (True, None, object()):
         with pytest.raises(DataError):
             packing.pack_command("SET", "k", bad)
+    # text encoded otherwise than as strict UTF-8 (an encoding in the URL) is packed as asked
+    latin, packing_latin = Connection(encoding="latin-1"), _packing(Connection)(encoding="latin-1")
+    assert packing_latin.pack_command("SET", "k", "é") == latin.pack_command("SET", "k", "é")
+    assert b"\xe9" in b"".join(packing_latin.pack_command("SET", "k", "é"))
 
 
 def _connection_classes(client: redis.Redis) -> list[type]:
