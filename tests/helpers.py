@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import time
@@ -27,9 +28,17 @@ TOKENS = {
 }
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    """``low-high`` from FLOODGATE_TEST_PORTS."""
+    low, _, high = text.partition("-")
+    return int(low), int(high)
+
+
 # Below Linux's ephemeral range (32768-60999 by default): a port the kernel picks for bind(0)
-# can be taken by an outgoing connection before the server process binds it.
-PORTS = (20_000, 32_000)
+# can be taken by an outgoing connection before the server process binds it. Two test runs
+# on one machine at once each take a range of their own (FLOODGATE_TEST_PORTS=12000-19999):
+# a port one run has chosen and not yet bound looks free to the other.
+PORTS = _port_range(os.environ.get("FLOODGATE_TEST_PORTS", "20000-32000"))
 _handed: set[int] = set()
 
 
