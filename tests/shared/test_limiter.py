@@ -182,12 +182,22 @@ async def test_a_token_still_in_flight_stays_counted(keys: Keys, redis_client: r
         assert slow.granted
         await asyncio.sleep(0.75)  # two and a half windows, and the call is still under way
         assert (await lim.acquire(1, 11)).scope == "bot"
+        ended = time.time()  # the call ends here: a token is never stamped earlier
         await lim.sent(1, 10, slow.ticket)
+        await lim.flush()  # the token is moved (stamped late by the move's wait, if at all)
         refused = await lim.acquire(1, 11)
         assert refused.scope == "bot"
         assert 0 < refused.wait_ms <= 300, "a window from the end of the call, at most"
-        await asyncio.sleep(0.31)
-        assert (await lim.acquire(1, 11)).granted
+
+        async def granted(lim: Limiter = lim) -> bool:
+            return (await lim.acquire(1, 11)).granted  # refusals take nothing
+
+        # once a window from its end has passed, however late a loaded machine moved the token
+        await eventually(granted, timeout=5, step=0.01)
+        waited = time.time() - ended
+        assert waited >= 0.3, "granted before a window from the end of the call"
+        # a token left where acquire put it would count a lease (5 s) on, not a window
+        assert waited < 2.5, "the ended call's token was not moved to its end"
 
 
 async def test_no_window_exceeds_limit_under_concurrency(
@@ -289,16 +299,18 @@ async def test_a_long_call_keeps_its_token_and_a_dead_senders_token_goes(
     await asyncio.sleep(1.6)  # sixteen windows and more than two leases: still under way
     assert (await other.acquire(1, 11)).scope == "bot"
     await alive.sent(1, 10, slow.ticket)
-    await asyncio.sleep(0.11)
-    quick = await other.acquire(1, 11)
-    assert quick.granted
+    await alive.flush()
+    seconds, micros = await redis_client.time()
+    stamp = await redis_client.zscore(keys.bot_window(1), slow.ticket)
+    assert stamp is not None
+    assert stamp <= seconds * 1000 + micros / 1000, "moved to its call's end, not left a lease on"
+    # so a window after the call's end (however late a loaded machine moved the token)
+    quick, _ = await _granted_soon(other, 1, 11)
     await other.sent(1, 11, quick.ticket)
+    await other.flush()
 
     dying = RedisLimiter(redis_client, keys, policy)
-    await asyncio.sleep(0.11)
-    asked = time.monotonic()
-    lost = await dying.acquire(1, 12)
-    assert lost.granted
+    _, asked = await _granted_soon(dying, 1, 12)
     dying._leases.clear()  # the sender dies: nobody extends its tokens
     assert (await other.acquire(1, 13)).scope == "bot", "in flight, as far as anyone knows"
 
@@ -308,6 +320,20 @@ async def test_a_long_call_keeps_its_token_and_a_dead_senders_token_goes(
     # a lease and a window after its death; the longest possible call would be minutes
     await eventually(given_up, timeout=10, step=0.02)
     assert time.monotonic() - asked >= lease_s, "not before its lease ran out"
+
+
+async def _granted_soon(lim: Limiter, bot_id: int, chat_id: int) -> tuple[Grant, float]:
+    """A token, once the windows in its way have passed (refusals take nothing), and when
+    (time.monotonic()) the call that got it was made."""
+    asks: list[tuple[Grant, float]] = []
+
+    async def granted() -> bool:
+        asked = time.monotonic()
+        asks.append((await lim.acquire(bot_id, chat_id), asked))
+        return asks[-1][0].granted
+
+    await eventually(granted, timeout=5, step=0.01)
+    return asks[-1]
 
 
 async def test_a_late_renewal_does_not_drop_a_call_under_way(
