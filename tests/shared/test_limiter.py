@@ -75,10 +75,12 @@ async def test_window_slides(limiter: Limiter) -> None:
 
 
 async def _send(limiter: Limiter, bot_id: int, chat_id: int) -> Grant:
-    """A token taken and its call over at once."""
+    """A token taken and its call over at once, its move made: waits computed afterwards run
+    from its final stamp (a move still in the batcher would be stamped later)."""
     grant = await limiter.acquire(bot_id, chat_id)
     if grant.granted:
         await limiter.sent(bot_id, chat_id, grant.ticket)
+        await limiter.flush()
     return grant
 
 
