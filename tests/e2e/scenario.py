@@ -137,6 +137,19 @@ async def in_flight_at_kill(
     entries in the send queues (of every partition) whose request the sandbox ("Telegram") has
     received. These, and only these, may be sent a second time by whoever takes the entries
     over."""
+    held = await pending_tags(redis_url, namespace, consumer)
+    received = Received()
+    await received.refresh(session, sandbox_url)
+    return held & {m.text.split(" ", 1)[0] for m in received.messages}
+
+
+async def pending_tags(redis_url: str, namespace: str, consumer: str) -> set[str]:
+    """Tags of the messages whose entries ``consumer`` holds unsettled in the send queues (of
+    every partition). A sender frozen a moment ago may send any of these when it goes on: one
+    that had passed its last check that the entry is still its own before the freeze (the
+    request not yet written) goes out after the others took the entry over and sent it. That
+    window cannot be closed from inside the process; a killed sender, which never goes on,
+    leaves only those Telegram had already received (``in_flight_at_kill``)."""
     client = connect(redis_url)
     held: set[str] = set()
     try:
@@ -154,9 +167,7 @@ async def in_flight_at_kill(
                     held.update(str(part).split(" ", 1)[0] for part in parts)
     finally:
         await client.aclose()
-    received = Received()
-    await received.refresh(session, sandbox_url)
-    return held & {m.text.split(" ", 1)[0] for m in received.messages}
+    return held
 
 
 def duplicates(received: Received) -> dict[str, int]:
