@@ -214,7 +214,9 @@ async def _run_on(args: argparse.Namespace, topology: str) -> dict[str, Any]:
         await sandbox.wait_healthy()
         for proc in procs:
             await proc.wait_healthy()
-        result = await _measure(args, procs, sandbox, bodies, len(workload.messages), nodes)
+        result = await _measure(
+            args, procs, sandbox, bodies, len(workload.messages), nodes, env["FLOODGATE_NAMESPACE"]
+        )
         result["topology"] = topology
         return result
     finally:
@@ -243,6 +245,7 @@ async def _measure(
     bodies: list[dict],
     total: int,
     nodes: dict[str, str],
+    namespace: str,
 ) -> dict[str, Any]:
     ingest_url, stats_url = procs[0].url, procs[2].url
     received = Received()
@@ -266,7 +269,7 @@ async def _measure(
         cpu_after = {p.name: _cpu_seconds(p.popen.pid) for p in watched}
         peak_rss = {p.name: round(_peak_rss_mb(p.popen.pid), 1) for p in watched}
         redis_after = await _nodes_counters(nodes)
-        kinds = await _memory_by_kind(nodes) if args.senders == 0 else {}
+        kinds = await _memory_by_kind(nodes, namespace) if args.senders == 0 else {}
     result: dict[str, Any] = {
         "code": code_version(),
         "machine_cores": os.cpu_count(),
@@ -349,17 +352,18 @@ def _node_cost(before: Counters, after: Counters, total: int) -> dict[str, Any]:
     }
 
 
-async def _memory_by_kind(nodes: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Keys and bytes (MEMORY USAGE, which counts a key's name, value and main table entry) by
-    kind of key on every primary: the word after the key's hash tag, e.g. ``msg`` for status
-    records, ``chat`` for per-chat order state, ``send`` for the send streams."""
+async def _memory_by_kind(nodes: dict[str, str], namespace: str) -> dict[str, dict[str, int]]:
+    """Keys and bytes (MEMORY USAGE, which counts a key's name, value and main table entry) of
+    the run's namespace by kind of key on every primary: the word after the key's hash tag,
+    e.g. ``msg`` for status records, ``chat`` for per-chat order state, ``send`` for the send
+    streams. Only the run's own keys: --redis-url may name a Redis that holds others."""
     kinds: dict[str, dict[str, int]] = {}
     for name, url in nodes.items():
         if name.startswith("replica"):
             continue
         client = connect(url)
         try:
-            names = [key async for key in client.scan_iter(count=1000)]
+            names = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
             for i in range(0, len(names), 1000):
                 chunk = names[i : i + 1000]
                 async with client.pipeline(transaction=False) as pipe:

@@ -25,8 +25,7 @@ embedded in-memory backend.
 
 # Commands whose flags a module of their own defines (its add_arguments), with their one-line
 # help. Only the module of the command given is imported: `floodgate run` then loads neither the
-# sandbox nor the load test's plotting (0.6 s of CPU and 45 MiB in every
-# service process).
+# sandbox nor the load test's plotting (0.6 s of CPU and 45 MiB in every service process).
 COMMANDS = {
     "sandbox": ("run the local Telegram Bot API stand-in", "sandbox.cli"),
     "demo": (
