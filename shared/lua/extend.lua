@@ -12,12 +12,13 @@ local now = (tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000
 local lease = tonumber(ARGV[2])
 local windows = {p = tonumber(ARGV[3]), g = tonumber(ARGV[4])}
 local moved = 0
+local until_ms = math.ceil(now + lease)  -- whole milliseconds (see acquire.lua)
 
 for i = 2, #KEYS do
   local ticket = ARGV[4 + i]
   if redis.call('ZSCORE', KEYS[1], ticket) then
-    redis.call('ZADD', KEYS[1], 'GT', now + lease, ticket)
-    redis.call('ZADD', KEYS[i], 'GT', now + lease, ticket)
+    redis.call('ZADD', KEYS[1], 'GT', until_ms, ticket)
+    redis.call('ZADD', KEYS[i], 'GT', until_ms, ticket)
     local window = windows[string.sub(ARGV[5], i - 1, i - 1)]
     redis.call('PEXPIRE', KEYS[i], math.ceil(window + lease + 1000))
     moved = moved + 1

@@ -22,7 +22,8 @@ local moved = {}
 if later then moved[1] = 'GT' end
 for i = 2, #KEYS do
   local at = 7 + (i - 2) * 2
-  local ticket, stamp = ARGV[at], now - tonumber(ARGV[at + 1])
+  -- whole milliseconds, rounded later (see acquire.lua)
+  local ticket, stamp = ARGV[at], math.ceil(now - tonumber(ARGV[at + 1]))
   if later then
     redis.call('ZADD', KEYS[i], 'GT', stamp, ticket)
   else
