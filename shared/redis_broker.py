@@ -311,7 +311,7 @@ class RedisBroker:
         keys = [chat_state, parked, entry.stream, parked_count]
         verdict: int = await self._gate.call(
             keys if record is None else [*keys, record],
-            [seq, group, entry.entry_id, entry.payload, ORDER_TTL],
+            [seq, group, entry.entry_id, ORDER_TTL],
         )
         return verdict
 
@@ -439,7 +439,8 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
     for key, message_id, fields in commit.records:
-        ttl = commit.record_ttls.get(key, commit.record_ttl or 0)
+        # whole numbers: commit.lua hands lifetimes and sequence numbers to Redis as they come
+        ttl = int(commit.record_ttls.get(key, commit.record_ttl or 0))
         args += ["rec", ref(key), message_id, ttl, len(fields)]
         for name, value in fields.items():
             args += [name, value]
@@ -459,7 +460,7 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
             "settle",
             ref(settle.chat_state),
             ref(settle.parked),
-            settle.seq,
+            int(settle.seq),
             ref(settle.stream),
             ref(settle.parked_count),
         ]

@@ -50,6 +50,9 @@ local lease = tonumber(ARGV[4])
 -- that Redis scans on every insert, reading integer scores as they are but parsing every
 -- fractional one with strtod (7 us against 3 us a ZADD in a log of 70 tokens, measured)
 local until_ms = math.ceil(now + lease)
+-- numbers handed to redis.call are printed with %.17g on every call: the grant's score and the
+-- logs' lifetimes are printed once here instead, for every token of the call
+local until_text = string.format('%d', until_ms)
 
 -- How long until a log whose limit-th newest token is scored ``nth`` takes one more (0: now).
 -- A token under way (scored in the future) leaves a window after its call, not sooner.
@@ -71,7 +74,11 @@ local function bot_wait()
   return wait_after(nth[2], bot_window)
 end
 
-local limits = {p = {tonumber(ARGV[5]), tonumber(ARGV[6])}, g = {tonumber(ARGV[7]), tonumber(ARGV[8])}}
+local function life(window) return string.format('%d', math.ceil(window + lease + 1000)) end
+local limits = {
+  p = {tonumber(ARGV[5]), tonumber(ARGV[6]), life(tonumber(ARGV[6])), '-' .. ARGV[5]},
+  g = {tonumber(ARGV[7]), tonumber(ARGV[8]), life(tonumber(ARGV[8])), '-' .. ARGV[7]},
+}
 local first, kinds = tonumber(ARGV[10]), ARGV[11]
 local chats_held = redis.call('EXISTS', KEYS[4]) == 1
 local waiting = bot_wait()
@@ -84,7 +91,7 @@ for i = 1, n do
     answer(math.ceil(held - now), 'chat_hold', 0)
   else
     -- the limit-th newest token alone tells whether the chat's window is full
-    local nth = redis.call('ZRANGE', chat_log, -chat_limit, -chat_limit, 'WITHSCORES')[2]
+    local nth = redis.call('ZRANGE', chat_log, chat[4], chat[4], 'WITHSCORES')[2]
     local chat_wait = wait_after(nth, chat_window)
     if waiting > 0 and waiting >= chat_wait then
       answer(waiting, 'bot', 0)
@@ -94,9 +101,9 @@ for i = 1, n do
       -- a log that holds a window's worth already drops what left the window
       if nth then redis.call('ZREMRANGEBYSCORE', chat_log, '-inf', now - chat_window) end
       local ticket = string.format('%s-%d', ARGV[9], first + i - 1)
-      redis.call('ZADD', chat_log, until_ms, ticket)
-      redis.call('PEXPIRE', chat_log, math.ceil(chat_window + lease + 1000))
-      taken[2 * fresh + 1], taken[2 * fresh + 2] = until_ms, ticket
+      redis.call('ZADD', chat_log, until_text, ticket)
+      redis.call('PEXPIRE', chat_log, chat[3])
+      taken[2 * fresh + 1], taken[2 * fresh + 2] = until_text, ticket
       fresh = fresh + 1
       bot_size = bot_size + 1
       waiting = bot_wait()

@@ -22,7 +22,9 @@
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group = ARGV[1]
-local ttl = tonumber(ARGV[2])
+-- numbers handed to redis.call are printed with %.17g on every call: lifetimes and sequence
+-- numbers go on as the strings they came as
+local ttl = ARGV[2]
 local taken = {}
 local result = {}
 
@@ -36,10 +38,11 @@ local function append(stream, payload, chat)
   redis.call('XADD', stream, '*', 'd', payload, 's', seq)
 end
 
-local function settle(chat, parked, seq, stream, count)
+local function settle(chat, parked, seq_text, stream, count)
+  local seq = tonumber(seq_text)
   local cur = tonumber(redis.call('HGET', chat, 'cur') or '0')
   if seq > cur then
-    redis.call('HSET', chat, 'cur', seq)
+    redis.call('HSET', chat, 'cur', seq_text)
     cur = seq
   end
   redis.call('EXPIRE', chat, ttl)
@@ -93,7 +96,7 @@ while i <= #ARGV do
     redis.call('HSET', KEYS[tonumber(ARGV[i + 3])], id, ARGV[i + 6])
     i = i + 7
   elseif op == 'settle' then
-    settle(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], tonumber(ARGV[i + 3]),
+    settle(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], ARGV[i + 3],
       KEYS[tonumber(ARGV[i + 4])], KEYS[tonumber(ARGV[i + 5])])
     i = i + 6
   elseif op == 'rec' then
@@ -101,7 +104,7 @@ while i <= #ARGV do
     if not taken[ARGV[i + 2]] then
       local key = KEYS[tonumber(ARGV[i + 1])]
       redis.call('HSET', key, unpack(ARGV, i + 5, i + 4 + 2 * n))
-      if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', key, tonumber(ARGV[i + 3])) end
+      if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', key, ARGV[i + 3]) end
     end
     i = i + 5 + 2 * n
   else

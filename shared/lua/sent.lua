@@ -14,7 +14,10 @@
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000
 local lease = tonumber(ARGV[2])
-local windows = {p = tonumber(ARGV[3]), g = tonumber(ARGV[4])}
+-- numbers handed to redis.call are printed with %.17g on every call: lifetimes are printed
+-- once, each stamp once for both logs
+local function life(window) return string.format('%d', math.ceil(tonumber(window) + lease + 1000)) end
+local lives = {p = life(ARGV[3]), g = life(ARGV[4])}
 local later = ARGV[6] == 'later'
 
 -- the bot's log takes every token in one ZADD
@@ -23,14 +26,14 @@ if later then moved[1] = 'GT' end
 for i = 2, #KEYS do
   local at = 7 + (i - 2) * 2
   -- whole milliseconds, rounded later (see acquire.lua)
-  local ticket, stamp = ARGV[at], math.ceil(now - tonumber(ARGV[at + 1]))
+  local ticket = ARGV[at]
+  local stamp = string.format('%d', math.ceil(now - tonumber(ARGV[at + 1])))
   if later then
     redis.call('ZADD', KEYS[i], 'GT', stamp, ticket)
   else
     redis.call('ZADD', KEYS[i], stamp, ticket)
   end
-  local window = windows[string.sub(ARGV[5], i - 1, i - 1)]
-  redis.call('PEXPIRE', KEYS[i], math.ceil(window + lease + 1000))
+  redis.call('PEXPIRE', KEYS[i], lives[string.sub(ARGV[5], i - 1, i - 1)])
   moved[#moved + 1] = stamp
   moved[#moved + 1] = ticket
 end
