@@ -10,6 +10,7 @@ commands and of the CPU, and how far the busiest and idlest are from the mean.
     .venv/bin/python bench/pipeline_throughput.py --messages 100000 --senders 0   # memory
     .venv/bin/python bench/pipeline_throughput.py --senders 0 --idempotency     # with keys
     .venv/bin/python bench/pipeline_throughput.py --json > cost.json
+    .venv/bin/python bench/pipeline_throughput.py --repeat 5      # medians of 5 runs
 
 floodgate's own limits are raised out of the way (FLOODGATE_BOT_RATE and the chat rates), so
 this measures the pipeline, not Telegram's rules. By default it starts its own redis-server on
@@ -26,6 +27,7 @@ import asyncio
 import json
 import os
 import secrets
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,8 +86,19 @@ def _args() -> argparse.Namespace:
         default=None,
         help="a Redis of your own (default: a private redis-server started for the run)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per topology; with more than one, every figure is the median of the runs,"
+        " and each run's CPU per message is listed too (one run on 2 busy cores varies by"
+        " about 10%%: judge a change by medians taken in turns with the code before it)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -151,7 +164,14 @@ async def _submit(
 
 async def _run(args: argparse.Namespace) -> None:
     topologies = ["one", "cluster"] if args.topology == "both" else [args.topology]
-    results = [await _run_on(args, topology) for topology in topologies]
+    results = []
+    for topology in topologies:
+        runs = []
+        for n in range(args.repeat):
+            if args.repeat > 1:
+                _say(args, f"run {n + 1} of {args.repeat}")
+            runs.append(await _run_on(args, topology))
+        results.append(runs[0] if len(runs) == 1 else _medians(runs))
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         return
@@ -337,6 +357,31 @@ async def _measure(
     return result
 
 
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result whose every figure is the median of the runs' (lists and text from the first
+    run), with each run's CPU per message under "runs"."""
+
+    def merge(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, bool) or not all(type(v) is type(first) for v in values):
+            return first
+        if isinstance(first, int | float):
+            return statistics.median(values)
+        if isinstance(first, dict):
+            return {k: merge([v[k] for v in values]) for k in first if all(k in v for v in values)}
+        return first
+
+    result: dict[str, Any] = merge(runs)
+    result["runs"] = [
+        {
+            "cpu_us_per_message": run["cpu_us_per_message"],
+            "end_to_end_per_s": run.get("end_to_end_per_s"),
+        }
+        for run in runs
+    ]
+    return result
+
+
 def _node_cost(before: Counters, after: Counters, total: int) -> dict[str, Any]:
     """What one node spent over the run: CPU and commands per message, commands by name."""
     commands = {
@@ -445,10 +490,18 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
         rss = result["peak_rss_mib"].get(name)
         print(f"  {name:<12} {us:>8.1f}" + (f"   {rss:>7.1f} MiB" if rss else ""))
     print(f"  {'floodgate':<12} {result['floodgate_cpu_us_per_message']:>8.1f}  (every service)")
+    if "runs" in result:
+        print(f"  (medians of {len(result['runs'])} runs; each run's figures:)")
+        for name in result["cpu_us_per_message"]:
+            each = ", ".join(f"{run['cpu_us_per_message'][name]:.1f}" for run in result["runs"])
+            print(f"    {name:<12} {each}")
+        if args.senders:
+            each = ", ".join(f"{run['end_to_end_per_s']:,.0f}" for run in result["runs"])
+            print(f"    {'messages/s':<12} {each}")
     print()
     print(f"Redis commands per message: {result['redis_commands_per_message']:.2f}")
     for name, n in list(result["redis_commands"].items())[:TOP_COMMANDS]:
-        print(f"  {name:<24} {n:>10,}  ({n / result['messages']:.2f} per message)")
+        print(f"  {name:<24} {n:>10,.0f}  ({n / result['messages']:.2f} per message)")
     if "primaries" in result:
         print()
         print("Each primary (commands, CPU per message of the whole run)")
