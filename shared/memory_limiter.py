@@ -16,9 +16,10 @@ from shared.limiter import (
     Grant,
     Policy,
     Window,
+    is_private,
 )
 
-SWEEP_AT = 50_000
+SWEEP_AT = 10_000  # logs (about 1 KB each) kept before the first sweep
 TICKET_PREFIX = "local-"  # tells the fallback limiter whose token it is
 
 
@@ -30,11 +31,16 @@ class _Log:
     def __init__(self) -> None:
         self.sends: deque[tuple[float, str]] = deque()
 
-    def wait_ms(self, now: float, window: Window, in_flight: dict[str, float]) -> int:
-        while self.sends and self.sends[0][0] <= now - window.ms:
+    def forget(self, now: float, window_ms: float, in_flight: dict[str, float]) -> None:
+        """Drop the sends that have left a window of ``window_ms``; one whose call is not over
+        stays, counted as sent now."""
+        while self.sends and self.sends[0][0] <= now - window_ms:
             _, ticket = self.sends.popleft()
-            if in_flight.get(ticket, 0.0) > now:  # its call is not over: counted as sent now
+            if in_flight.get(ticket, 0.0) > now:
                 self.sends.append((now, ticket))
+
+    def wait_ms(self, now: float, window: Window, in_flight: dict[str, float]) -> int:
+        self.forget(now, window.ms, in_flight)
         if len(self.sends) < window.limit:
             return 0
         oldest = self.sends[len(self.sends) - window.limit][0]
@@ -59,6 +65,7 @@ class MemoryLimiter:
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
+        self._kept: dict[tuple[int, bool | None], float] = {}  # _kept_ms by (bot, private)
         self._logs: dict[tuple[int, int | str | None], _Log] = {}
         self._holds: dict[tuple[int, int | str | None], float] = {}
         self._adapt: dict[int, tuple[float, float]] = {}
@@ -78,6 +85,7 @@ class MemoryLimiter:
     def policy(self, policy: Policy) -> None:
         """Keep other limits from now on (the logs stay)."""
         self._policy = policy
+        self._kept = {}
 
     def _factor(self, bot_id: int, now: float) -> float:
         cut = self._adapt.get(bot_id)
@@ -168,9 +176,22 @@ class MemoryLimiter:
         ]
 
     def note(self, bot_id: int, chat_id: int | str, ticket: str) -> None:
-        """Log a send granted elsewhere (by the shared limiter) as made now."""
-        logs = [self._logs.setdefault(key, _Log()) for key in ((bot_id, None), (bot_id, chat_id))]
-        self._log_taken(logs, time.monotonic() * 1000, ticket)
+        """Log a send granted elsewhere (by the shared limiter) as made now.
+
+        A sender notes every send it makes through the shared limiter, and nothing else trims
+        these logs while it does (``acquire_now`` is not called): so each note drops what has
+        left the windows and, as ``acquire_now`` does, forgets chats gone quiet. Without that,
+        the logs kept every send and every chat ever sent to (231 MiB after 200,000 messages
+        to as many chats). A chat's log keeps its sends for the bot's window too: handed back to
+        a restarted Redis (``recent``), each counts in both."""
+        now = time.monotonic() * 1000
+        bot_log = self._logs.setdefault((bot_id, None), _Log())
+        chat_log = self._logs.setdefault((bot_id, chat_id), _Log())
+        bot_log.forget(now, self._kept_ms((bot_id, None)), self._in_flight)
+        chat_log.forget(now, self._kept_ms((bot_id, chat_id)), self._in_flight)
+        self._log_taken((bot_log, chat_log), now, ticket)
+        if len(self._logs) > self._sweep_at or len(self._in_flight) > self._sweep_at:
+            self._sweep(now)
 
     def _log_taken(self, logs: Iterable[_Log], now: float, ticket: str) -> None:
         """A token taken now: in the bot's and the chat's logs, and in flight until ``sent``."""
@@ -200,18 +221,37 @@ class MemoryLimiter:
         """Nothing to wait for: moves are made at once."""
 
     def _sweep(self, now: float) -> None:
-        """Forget chats whose logs hold nothing recent, so memory follows the active chats."""
-        longest = 60_000 * self._policy.window_scale + self._policy.margin_s * 1000
-        for key in [
-            k for k, log in self._logs.items() if not log.sends or log.sends[-1][0] < now - longest
-        ]:
+        """Forget the logs no window counts any more (no send within the log's own windows,
+        no call under way), so memory follows the chats active now, not every chat ever sent to."""
+        for ticket in [t for t, until in self._in_flight.items() if until < now]:
+            del self._in_flight[ticket]
+        stale = [
+            key
+            for key, log in self._logs.items()
+            if not (log.sends and log.sends[-1][0] > now - self._kept_ms(key))
+            and not any(ticket in self._in_flight for _, ticket in log.sends)
+        ]
+        for key in stale:
             del self._logs[key]
         for key in [k for k, until in self._holds.items() if until < now]:
             del self._holds[key]
-        for ticket in [t for t, until in self._in_flight.items() if until < now]:
-            del self._in_flight[ticket]
         # sweep again only when the active chats have doubled, so the sweeps cost O(1) a call
         self._sweep_at = max(SWEEP_AT, 2 * len(self._logs), 2 * len(self._in_flight))
+
+    def _kept_ms(self, key: tuple[int, int | str | None]) -> float:
+        """How long a log's sends count: the bot's window for the bot's log; for a chat's, the
+        longer of the chat's window and its bot's (a send handed back to Redis counts in both)."""
+        bot_id, chat_id = key
+        kind = None if chat_id is None else is_private(chat_id)
+        kept = self._kept.get((bot_id, kind))
+        if kept is None:
+            kept = bot_ms = self._policy.bot_window(bot_id).ms
+            if chat_id is not None:
+                kept = max(bot_ms, self._policy.chat_window(chat_id).ms)
+            if len(self._kept) > SWEEP_AT:  # bots come and go: forget them all now and then
+                self._kept.clear()
+            self._kept[(bot_id, kind)] = kept
+        return kept
 
     async def hold(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
         key = (bot_id, chat_id)
