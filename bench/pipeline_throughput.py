@@ -371,6 +371,10 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             return {k: merge([v[k] for v in values]) for k in first if all(k in v for v in values)}
         return first
 
+    for run in runs:  # each run's cluster has ports of its own: its primaries by rank
+        if "primaries" in run:
+            ranked = sorted(run["primaries"].items())
+            run["primaries"] = {f"primary {i + 1}": cost for i, (_, cost) in enumerate(ranked)}
     result: dict[str, Any] = merge(runs)
     result["runs"] = [
         {
