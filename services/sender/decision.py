@@ -74,12 +74,11 @@ def apply(
     match verdict:
         case Verdict.SENT:
             ids = ",".join(str(i) for i in env.sent_ids)
-            record |= {
-                "status": Status.SENT.value,
-                "sent_at": now,
-                "telegram_message_ids": ids,
-                "error": "",
-            }
+            # updated_at is when it was sent; an error is cleared only where one may be left
+            # from an earlier attempt (fewer fields to write, and to keep for record_ttl)
+            record |= {"status": Status.SENT.value, "telegram_message_ids": ids}
+            if env.attempts or env.errors:
+                record["error"] = ""
         case Verdict.DEFER:
             record["status"] = Status.SCHEDULED.value
             commit.delays.append((keys.delayed("deferred"), decision.delay_ms, _member(decision)))
