@@ -78,14 +78,8 @@ class RedisLimiter:
     async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
         if len(chat_ids) > MAX_PER_CALL:
             return [g for part in _parts(chat_ids) for g in await self.acquire_many(bot_id, part)]
-        k = self._keys
-        bot = self._bot_window(bot_id)
-        first, self._next_ticket = self._next_ticket, self._next_ticket + len(chat_ids)
-        keys = [k.bot_hold(bot_id), k.bot_window(bot_id), k.bot_adaptation(bot_id)]
-        keys += [k.chat_holds(bot_id), *(k.chat_window(bot_id, chat) for chat in chat_ids)]
-        args: list[int | float | str] = [bot.limit, bot.ms, ADAPT_RECOVER_PER_S, self._lease_ms]
-        args += [*self._chat_limits, self._nonce, first, _kinds(chat_ids), *chat_ids]
-        reply = await self._acquire.call(keys, args)
+        first = self._next_ticket
+        reply = await self._acquire.call(*self._acquire_args(bot_id, chat_ids))
         factor = int(reply[0]) / 1000
         now = time.monotonic()
         grants = []
@@ -99,6 +93,20 @@ class RedisLimiter:
             self._lease(bot_id, chat_id, ticket, now)
             grants.append(Grant(0, scope, factor, ticket, max(0, room)))
         return grants
+
+    def _acquire_args(
+        self, bot_id: int, chat_ids: Sequence[int | str]
+    ) -> tuple[list[str], list[int | float | str]]:
+        """KEYS and ARGV of acquire.lua for these chats, the tickets they may take numbered
+        from ``_next_ticket`` on (which moves past them)."""
+        k = self._keys
+        bot = self._bot_window(bot_id)
+        first, self._next_ticket = self._next_ticket, self._next_ticket + len(chat_ids)
+        keys = [k.bot_hold(bot_id), k.bot_window(bot_id), k.bot_adaptation(bot_id)]
+        keys += [k.chat_holds(bot_id), *(k.chat_window(bot_id, chat) for chat in chat_ids)]
+        args: list[int | float | str] = [bot.limit, bot.ms, ADAPT_RECOVER_PER_S, self._lease_ms]
+        args += [*self._chat_limits, self._nonce, first, _kinds(chat_ids), *chat_ids]
+        return keys, args
 
     def _lease(self, bot_id: int, chat_id: int | str, ticket: str, granted_at: float) -> None:
         """Keep a token in flight while its call runs, until ``sent`` comes (``Deliverer``

@@ -56,9 +56,11 @@ local until_text = string.format('%d', until_ms)
 
 -- How long until a log whose limit-th newest token is scored ``nth`` takes one more (0: now).
 -- A token under way (scored in the future) leaves a window after its call, not sooner.
+-- A call's end is stamped in whole milliseconds rounded later, so up to 1 ms past now: such a
+-- token has ended, and counts from its stamp; only one scored past that is still under way.
 local function wait_after(nth, window)
   if nth == nil or tonumber(nth) <= now - window then return 0 end
-  return math.max(1, math.ceil(math.min(tonumber(nth), now) + window - now))
+  return math.max(1, math.ceil(math.min(tonumber(nth), math.ceil(now)) + window - now))
 end
 
 local bot_limit = math.max(1, math.floor(tonumber(ARGV[1]) * factor))
@@ -76,8 +78,8 @@ end
 
 local function life(window) return string.format('%d', math.ceil(window + lease + 1000)) end
 local limits = {
-  p = {tonumber(ARGV[5]), tonumber(ARGV[6]), life(tonumber(ARGV[6])), '-' .. ARGV[5]},
-  g = {tonumber(ARGV[7]), tonumber(ARGV[8]), life(tonumber(ARGV[8])), '-' .. ARGV[7]},
+  p = {tonumber(ARGV[5]), tonumber(ARGV[6]), life(tonumber(ARGV[6])), string.format('%d', -tonumber(ARGV[5]))},
+  g = {tonumber(ARGV[7]), tonumber(ARGV[8]), life(tonumber(ARGV[8])), string.format('%d', -tonumber(ARGV[7]))},
 }
 local first, kinds = tonumber(ARGV[10]), ARGV[11]
 local chats_held = redis.call('EXISTS', KEYS[4]) == 1
