@@ -41,6 +41,7 @@ log = logging.getLogger("floodgate.limiter")
 PROBE_EVERY_S = 0.2  # how soon after Redis is back a sender limiting on its own notices
 NOT_MINE = Grant(1000, "chat")  # another sender's chat: wait for Redis
 QUIET_SLACK_S = 0.25  # a request granted just before Redis went away may still be on its way
+OWED_SWEEP_AT = 1_000  # holds owed to Redis kept before those that ended are dropped
 
 Scope = tuple[int, int | str | None]
 
@@ -113,6 +114,10 @@ class FallbackLimiter:
     async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
         if self._degraded_since is not None:
             return await self._local_many(bot_id, chat_ids)
+        if self._owed:
+            await self._pay_owed()
+            if self._degraded_since is not None:
+                return await self._local_many(bot_id, chat_ids)
         if time.monotonic() < self._both_until:
             return await self._both(bot_id, chat_ids)
         return await self._shared_many(bot_id, chat_ids)
@@ -186,8 +191,28 @@ class FallbackLimiter:
                 self._degrade(exc)
 
     def _owe(self, bot_id: int, chat_id: int | str | None, seconds: float) -> None:
-        until = time.monotonic() + seconds
+        now = time.monotonic()
+        if len(self._owed) >= OWED_SWEEP_AT:  # holds that ended meanwhile are owed no more
+            self._owed = {scope: until for scope, until in self._owed.items() if until > now}
+        until = now + seconds
         self._owed[(bot_id, chat_id)] = max(self._owed.get((bot_id, chat_id), 0.0), until)
+
+    async def _pay_owed(self) -> None:
+        """Hand Redis the holds it could not take when they came (no pooled connection was
+        free: ``BrokerBusy`` switches nothing, so no way back hands them over), before the
+        next shared decision: other senders learn of the 429 too."""
+        now = time.monotonic()
+        owed, self._owed = self._owed, {}
+        for (bot_id, chat_id), until in owed.items():
+            if until <= now:
+                continue
+            try:
+                await self._shared.hold(bot_id, chat_id, until - now)
+            except BrokerUnavailable as exc:
+                self._owe(bot_id, chat_id, until - time.monotonic())
+                if not isinstance(exc, BrokerBusy):
+                    self._degrade(exc)
+                return
 
     async def ready(self) -> None:
         """Return once Redis counts every send made here on its own; ``BrokerUnavailable`` while
@@ -263,9 +288,13 @@ class FallbackLimiter:
 
     def _back(self, handed: int, holds: list[Scope]) -> None:
         assert self._degraded_since is not None
-        for scope in holds:
-            self._owed.pop(scope, None)
         now = time.monotonic()
+        handed_holds = set(holds)  # and those that ended meanwhile are owed no more
+        self._owed = {
+            scope: until
+            for scope, until in self._owed.items()
+            if until > now and scope not in handed_holds
+        }
         self._both_until = now + PROBE_EVERY_S + QUIET_SLACK_S + self._longest_bot_s()
         log.info(
             "redis back: shared limiter again",

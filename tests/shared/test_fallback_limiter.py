@@ -11,7 +11,13 @@ from prometheus_client import CollectorRegistry
 
 from shared.broker import BrokerBusy
 from shared.context import dlq_keys
-from shared.fallback_limiter import PROBE_EVERY_S, QUIET_SLACK_S, FallbackLimiter, FallbackMetrics
+from shared.fallback_limiter import (
+    OWED_SWEEP_AT,
+    PROBE_EVERY_S,
+    QUIET_SLACK_S,
+    FallbackLimiter,
+    FallbackMetrics,
+)
 from shared.keys import Keys
 from shared.limiter import Grant, Limiter, Policy
 from shared.redis_broker import RedisBroker, connect
@@ -107,6 +113,37 @@ async def test_a_busy_pool_is_not_an_outage(keys: Keys, redis_url: str) -> None:
         assert (await limiter.acquire(1, 1)).granted, "the pool is free again"
     finally:
         blocker.cancel()
+        await client.aclose()
+
+
+async def test_a_hold_that_met_a_busy_pool_reaches_redis_later(keys: Keys, redis_url: str) -> None:
+    """A 429's hold that Redis could not take (no pooled connection free: nothing switches,
+    so no way back would hand it over) is handed to Redis before the next shared decision,
+    so the other senders hold the bot too; holds that ended meanwhile are owed no more."""
+    client = connect(redis_url, max_connections=1, pool_wait=0.2)
+    limiter, _ = _fallback(client, keys, Policy())
+    other_client = connect(redis_url)
+    other = RedisLimiter(other_client, keys, Policy())
+    blocker = asyncio.create_task(client.blpop([keys.senders + ":nothing"], timeout=1))
+    try:
+
+        async def taken() -> bool:  # the pool's only connection waits in BLPOP
+            return not blocker.done() and len(client.connection_pool._in_use_connections) == 1
+
+        await eventually(taken, timeout=5, step=0.005)
+        await limiter.hold(1, None, 5.0)
+        assert (await other.acquire(1, 2)).granted, "Redis knows of no hold yet"
+        await blocker
+        assert (await limiter.acquire(1, 3)).scope == "bot_hold"
+        assert (await other.acquire(1, 4)).scope == "bot_hold", "every sender holds the bot now"
+        assert limiter._owed == {}
+        for chat in range(2_000):  # ended at once: not kept
+            limiter._owe(1, chat, 0)
+        assert len(limiter._owed) <= OWED_SWEEP_AT
+    finally:
+        blocker.cancel()
+        await other.flush()
+        await other_client.aclose()
         await client.aclose()
 
 
