@@ -32,6 +32,15 @@ class BrokerBusy(BrokerUnavailable):
 
 
 ORDER_TTL = 7 * 86400
+# A chat whose every message has settled keeps its order state this long only: a copy of a
+# settled message still on its way (a frozen sender that wakes) is then told it is done. The
+# chat's next message renews it to ORDER_TTL. Kept 7 days, the order states of a broadcast to
+# 10 million chats a day held about 9.5 GB of Redis.
+SETTLED_ORDER_TTL = 3600
+# A status record written "keeping its lifetime" that had expired meanwhile (a backlog longer
+# than the record's lifetime, an unreadable entry's record) is made anew: with this lifetime,
+# never none.
+UNTIMED_RECORD_TTL = 7 * 86400
 
 GATE_GO = 0
 GATE_DONE = 1

@@ -19,7 +19,10 @@ from shared.broker import (
     GATE_GO,
     GATE_GO_LEADING,
     GATE_PARKED,
+    ORDER_TTL,
     PRIORITY_CODES,
+    SETTLED_ORDER_TTL,
+    UNTIMED_RECORD_TTL,
     Commit,
     DeadLetter,
     DlqKeys,
@@ -31,7 +34,6 @@ from shared.models import Status
 from shared.redis_broker import IDEMPOTENCY_TTL
 
 SWEEP_EVERY = 10_000
-UNTIMED_RECORD_TTL = 7 * 86400
 
 
 def _now_ms() -> int:
@@ -58,6 +60,13 @@ class _Chat:
     seq: int = 0
     cur: int = 0
     parked: dict[int, bytes] = field(default_factory=dict)
+    touched: float = field(default_factory=time.monotonic)
+
+    def expired(self, now: float) -> bool:
+        """Gone as its Redis twin would be: ORDER_TTL after the last change, SETTLED_ORDER_TTL
+        once every message of the chat has settled."""
+        settled = self.cur >= self.seq and not self.parked
+        return now - self.touched > (SETTLED_ORDER_TTL if settled else ORDER_TTL)
 
 
 @dataclass
@@ -109,7 +118,7 @@ class MemoryBroker:
         stream = self._stream(name)
         entry_id = f"{_now_ms()}-{next(self._seq)}"
         if chat:
-            state = self._chats.setdefault(chat, _Chat())
+            state = self._chat(chat)
             state.seq += 1
             seq = state.seq
         stream.entries[entry_id] = (payload, seq)
@@ -251,8 +260,17 @@ class MemoryBroker:
             grp.pending.pop(entry_id, None)
             grp.deliveries.pop(entry_id, None)
 
+    def _chat(self, key: str) -> _Chat:
+        """A chat's order state, touched now; a new one if it has expired."""
+        now = time.monotonic()
+        state = self._chats.get(key)
+        if state is None or state.expired(now):
+            state = self._chats[key] = _Chat()
+        state.touched = now
+        return state
+
     def _settle(self, settle: Settle) -> None:
-        state = self._chats.setdefault(settle.chat_state, _Chat())
+        state = self._chat(settle.chat_state)
         state.cur = max(state.cur, settle.seq)
         released = state.parked.pop(state.cur + 1, None)
         if released is not None:
@@ -284,16 +302,20 @@ class MemoryBroker:
         parked_count: str,
         record: str | None = None,
     ) -> int:
-        state = self._chats.setdefault(chat_state, _Chat())
+        state = self._chat(chat_state)
         if seq == state.cur + 1:
             if record is not None and record in self._records:
                 self._records[record][0]["status"] = Status.SENDING.value
             return GATE_GO_LEADING if state.parked else GATE_GO
         if seq <= state.cur:
             return GATE_DONE
-        if seq not in state.parked:
-            self._parked_total += 1
-        state.parked[seq] = entry.payload
+        # as gate.lua: the payload as the stream holds it; an entry gone from the stream was
+        # acknowledged by a consumer that claimed it meanwhile, which parked or settled it
+        stored = self._stream(entry.stream).entries.get(entry.entry_id)
+        if stored is not None:
+            if seq not in state.parked:
+                self._parked_total += 1
+            state.parked[seq] = stored[0]
         self._ack(entry.stream, group, entry.entry_id)
         return GATE_PARKED
 
@@ -358,6 +380,8 @@ class MemoryBroker:
             del self._records[key]
         for key in [k for k, (_, exp) in self._strings.items() if exp <= now]:
             del self._strings[key]
+        for key in [k for k, state in self._chats.items() if state.expired(now)]:
+            del self._chats[key]
 
     async def get_record(self, key: str) -> dict[str, str] | None:
         held = self._records.get(key)

@@ -14,6 +14,8 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from shared.broker import (
     ORDER_TTL,
+    SETTLED_ORDER_TTL,
+    UNTIMED_RECORD_TTL,
     BrokerUnavailable,
     Commit,
     DeadLetter,
@@ -353,8 +355,8 @@ class RedisBroker:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, fields in records.items():
                 pipe.hset(key, mapping=dict[Any, Any](fields))
-                if ttl is not None:
-                    pipe.expire(key, ttl)
+                # kept as it was, or given one if it had expired meanwhile (made anew here)
+                pipe.expire(key, UNTIMED_RECORD_TTL if ttl is None else ttl, nx=ttl is None)
             await pipe.execute()
 
     @_unavailable
@@ -433,14 +435,15 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
             index[key] = len(keys)
         return index[key]
 
-    args: list[str | bytes | int] = [commit.group, ORDER_TTL]
+    args: list[str | bytes | int] = [commit.group, ORDER_TTL, SETTLED_ORDER_TTL]
     if commit.once:
         args += ["once", ref(commit.once), ONCE_TTL_MS]
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
     for key, message_id, fields in commit.records:
-        # whole numbers: commit.lua hands lifetimes and sequence numbers to Redis as they come
-        ttl = int(commit.record_ttls.get(key, commit.record_ttl or 0))
+        # whole numbers: commit.lua hands lifetimes and sequence numbers to Redis as they come;
+        # negative: keep the record's lifetime (or give it one, if it had expired meanwhile)
+        ttl = int(commit.record_ttls.get(key, commit.record_ttl or -UNTIMED_RECORD_TTL))
         args += ["rec", ref(key), message_id, ttl, len(fields)]
         for name, value in fields.items():
             args += [name, value]

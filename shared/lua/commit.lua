@@ -1,7 +1,8 @@
 -- Apply one consumer's changes atomically (see shared.broker.Commit).
 -- KEYS: every key the commit touches, referenced by index in ARGV (so a commit declares its
 -- keys and, on a Redis Cluster, touches the one slot they share).
--- ARGV[1]: consumer group; ARGV[2]: lifetime of per-chat order state, seconds; then records:
+-- ARGV[1]: consumer group; ARGV[2]: lifetime of per-chat order state, seconds; ARGV[3]: its
+-- lifetime once every message of the chat has settled (a short one); then records:
 --   once <key#> <ttl ms>                   first if present: stop here if the key exists (the
 --                                          commit was applied before), else set it
 --   idem <key#> <message id> <ttl s>       claim an idempotency key (skip the add of that id if taken)
@@ -14,7 +15,8 @@
 --   dead <index#> <payloads#> <meta#> <message id> <member> <meta>
 --                                          move to the dead-letter queue (its three keys)
 --   settle <chat#> <parked#> <seq> <stream#> <count#>
---   rec <key#> <message id> <ttl s, 0 keeps the lifetime> <n> <field> <value> ...
+--   rec <key#> <message id> <ttl s; -s keeps the lifetime, or gives one of s if it has none>
+--       <n> <field> <value> ...
 --                                          write status record fields (skipped for a message
 --                                          whose idempotency key was taken)
 --                                          message seq of a chat is done (sent or dead): advance
@@ -24,7 +26,8 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group = ARGV[1]
 -- numbers handed to redis.call are printed with %.17g on every call: lifetimes and sequence
 -- numbers go on as the strings they came as
-local ttl = ARGV[2]
+local ttl = string.format('%d', tonumber(ARGV[2]))
+local settled_ttl = string.format('%d', tonumber(ARGV[3]))
 local taken = {}
 local result = {}
 
@@ -40,21 +43,27 @@ end
 
 local function settle(chat, parked, seq_text, stream, count)
   local seq = tonumber(seq_text)
-  local cur = tonumber(redis.call('HGET', chat, 'cur') or '0')
+  local state = redis.call('HMGET', chat, 'cur', 'seq')
+  local cur = tonumber(state[1] or '0')
   if seq > cur then
     redis.call('HSET', chat, 'cur', seq_text)
     cur = seq
   end
-  redis.call('EXPIRE', chat, ttl)
   local nxt = redis.call('ZRANGE', parked, cur + 1, cur + 1, 'BYSCORE')
   if #nxt > 0 then
     redis.call('ZREM', parked, nxt[1])
     redis.call('DECR', count)
     redis.call('XADD', stream, '*', 'd', nxt[1], 's', cur + 1)
   end
+  -- nothing of the chat left to send: its state goes soon (the next message renews it)
+  if cur >= tonumber(state[2] or '0') then
+    redis.call('EXPIRE', chat, settled_ttl)
+  else
+    redis.call('EXPIRE', chat, ttl)
+  end
 end
 
-local i = 3
+local i = 4
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'idem' then
@@ -104,7 +113,12 @@ while i <= #ARGV do
     if not taken[ARGV[i + 2]] then
       local key = KEYS[tonumber(ARGV[i + 1])]
       redis.call('HSET', key, unpack(ARGV, i + 5, i + 4 + 2 * n))
-      if tonumber(ARGV[i + 3]) > 0 then redis.call('EXPIRE', key, ARGV[i + 3]) end
+      local ttl_s = tonumber(ARGV[i + 3])
+      if ttl_s > 0 then
+        redis.call('EXPIRE', key, ARGV[i + 3])
+      elseif ttl_s < 0 then  -- a record that had expired is made anew: never without a lifetime
+        redis.call('EXPIRE', key, string.format('%d', -ttl_s), 'NX')
+      end
     end
     i = i + 5 + 2 * n
   else

@@ -33,7 +33,7 @@ if found[1] then
   if payload and redis.call('ZADD', KEYS[2], seq, payload) == 1 then
     redis.call('INCR', KEYS[4])
   end
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], string.format('%d', tonumber(ARGV[4])))
 end
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[3], ARGV[3])
