@@ -31,7 +31,7 @@ from shared.broker import (
     unroute,
 )
 from shared.models import Status
-from shared.redis_broker import IDEMPOTENCY_TTL
+from shared.redis_broker import IDEMPOTENCY_TTL, ONCE_TTL_MS
 
 SWEEP_EVERY = 10_000
 
@@ -220,7 +220,7 @@ class MemoryBroker:
         return lost
 
     async def commit(self, commit: Commit) -> dict[str, str]:
-        if commit.once and self._claim_keys([(commit.once, "applied")]):
+        if commit.once and self._claim_keys([(commit.once, "applied")], ONCE_TTL_MS / 1000):
             return {}
         taken = self._claim_keys(commit.idempotency)
         fresh = {key: fields for key, ident, fields in commit.records if ident not in taken}
@@ -319,7 +319,9 @@ class MemoryBroker:
         self._ack(entry.stream, group, entry.entry_id)
         return GATE_PARKED
 
-    def _claim_keys(self, claims: Sequence[tuple[str, str]]) -> dict[str, str]:
+    def _claim_keys(
+        self, claims: Sequence[tuple[str, str]], ttl: float = IDEMPOTENCY_TTL
+    ) -> dict[str, str]:
         taken: dict[str, str] = {}
         now = time.monotonic()
         for key, message_id in claims:
@@ -327,7 +329,7 @@ class MemoryBroker:
             if held is not None and held[1] > now:
                 taken[message_id] = held[0]
             else:
-                self._strings[key] = (message_id, now + IDEMPOTENCY_TTL)
+                self._strings[key] = (message_id, now + ttl)
         return taken
 
     async def lease(self, key: str, holder: str, ms: int) -> bool:
