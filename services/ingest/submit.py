@@ -17,7 +17,6 @@ from shared.models import (
     Kind,
     Priority,
     SendRequest,
-    Status,
     envelope_from_request,
     new_message_id,
 )
@@ -115,10 +114,11 @@ async def submit(
         decided = Priority.HIGH if message_id in urgent else decide_priority(envelope)
         envelope.priority = origin.cap(decided)
         priority = envelope.priority.value
+        # No status and no attempts: a record without them is queued, with none made yet
+        # (``status_body``). Two fields fewer: a scheduled message's record with an API key's
+        # id takes 264 B of Redis instead of 296 (MEMORY USAGE; 264 either way without one)
         record = {
-            "status": Status.QUEUED.value,
             "priority": priority,
-            "attempts": "0",
             "bot_id": str(req.bot_id),
             "chat_id": str(envelope.chat_id),
             "accepted_at": f"{now:.6f}",

@@ -12,8 +12,8 @@
 local seq = tonumber(ARGV[1])
 local cur = tonumber(redis.call('HGET', KEYS[1], 'cur') or '0')
 if seq == cur + 1 then
-  -- one HSET: a record that is there has its status already (0 fields added); one that has
-  -- expired comes back as a lone new field, which is deleted again
+  -- one HSET: a record that is there keeps its other fields; one that has expired comes back
+  -- as a lone new field, which is deleted again
   if KEYS[5] and redis.call('HSET', KEYS[5], 'status', 'sending') == 1
       and redis.call('HLEN', KEYS[5]) == 1 then
     redis.call('DEL', KEYS[5])
