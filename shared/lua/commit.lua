@@ -112,11 +112,13 @@ while i <= #ARGV do
     local n = tonumber(ARGV[i + 4])
     if not taken[ARGV[i + 2]] then
       local key = KEYS[tonumber(ARGV[i + 1])]
-      redis.call('HSET', key, unpack(ARGV, i + 5, i + 4 + 2 * n))
+      local added = redis.call('HSET', key, unpack(ARGV, i + 5, i + 4 + 2 * n))
       local ttl_s = tonumber(ARGV[i + 3])
       if ttl_s > 0 then
         redis.call('EXPIRE', key, ARGV[i + 3])
-      elseif ttl_s < 0 then  -- a record that had expired is made anew: never without a lifetime
+      elseif ttl_s < 0 and added == n then
+        -- every field new: perhaps a record that had expired, made anew here, so never without
+        -- a lifetime (NX: one that has its lifetime keeps it)
         redis.call('EXPIRE', key, string.format('%d', -ttl_s), 'NX')
       end
     end
