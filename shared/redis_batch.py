@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
@@ -117,6 +118,9 @@ async def _pipeline(client: redis.Redis, sha: str, calls: Sequence[Call]) -> lis
 class ScriptBatcher:
     """One Lua script, called by many coroutines, sent in batches."""
 
+    max_batch = MAX_BATCH  # calls a round trip carries
+    max_in_flight = MAX_IN_FLIGHT  # round trips under way at once
+
     def __init__(self, client: redis.Redis, source: str) -> None:
         self._client = client
         self._source = source
@@ -133,7 +137,7 @@ class ScriptBatcher:
         """``call`` without waiting: the future of its result, for callers that need not wait."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(((keys, args), future))
-        if self._in_flight < MAX_IN_FLIGHT:
+        if self._in_flight < self.max_in_flight:
             self._start()
         return future
 
@@ -146,7 +150,8 @@ class ScriptBatcher:
     async def _flush(self) -> None:
         try:
             while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                n = self.max_batch
+                batch, self._pending = self._pending[:n], self._pending[n:]
                 await self._send(batch)
         finally:
             self._in_flight -= 1
@@ -181,3 +186,97 @@ class ScriptBatcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+class MergingBatcher(ScriptBatcher):
+    """A script that takes many items in one call, called by many coroutines one item each.
+
+    The items waiting when a round trip starts go out as one script call per cluster slot (the
+    slot of an item's first key; every key of an item shares it): KEYS the items' keys one after
+    another, ARGV ``head`` and then, per item, its number of keys and its arguments. The script
+    returns one result per item, in order. One call instead of one per item spares Redis a
+    script call's own cost and this process a command's, per item.
+
+    An item that makes the merged call fail (a key of the wrong type, say) must not fail the
+    others: a failed merged call is run again one item per call, so only that item's caller
+    hears of it. Items must therefore be safe to run twice.
+    """
+
+    max_batch = 256
+    max_in_flight = 2  # fewer round trips under way: the items meanwhile gather into one call
+
+    def __init__(self, client: redis.Redis, source: str, head: Sequence[Any]) -> None:
+        super().__init__(client, source)
+        self._head = list(head)
+
+    def _merge(self, calls: Sequence[Call]) -> Call:
+        keys: list[str] = []
+        args: list[Any] = list(self._head)
+        for item_keys, item_args in calls:
+            keys += item_keys
+            args += [len(item_keys), *item_args]
+        return keys, args
+
+    async def _send(self, batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+        by_slot: dict[int, list[tuple[Call, asyncio.Future[Any]]]] = {}
+        for item in batch:
+            by_slot.setdefault(key_slot(item[0][0][0].encode()), []).append(item)
+        groups = list(by_slot.values())
+        merged = [self._merge([call for call, _ in group]) for group in groups]
+        try:
+            results = await run_script_many(self._client, self._source, self._sha, merged)
+        except BaseException as exc:
+            await self._fail(batch, exc)
+            return
+        alone: list[tuple[Call, asyncio.Future[Any]]] = []
+        for group, result in zip(groups, results, strict=True):
+            if isinstance(result, UNREACHABLE):
+                error = await unavailable(self._client, result)
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+            elif isinstance(result, Exception) and len(group) > 1:
+                alone += group
+            elif isinstance(result, Exception):
+                if not group[0][1].done():
+                    group[0][1].set_exception(result)
+            else:
+                for (_, future), one in zip(group, result, strict=True):
+                    if not future.done():
+                        future.set_result(one)
+        if alone:
+            await self._alone(alone)
+
+    async def _alone(self, items: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+        """Each item in a script call of its own (one round trip for all)."""
+        merged = [self._merge([call]) for call, _ in items]
+        try:
+            results = await run_script_many(self._client, self._source, self._sha, merged)
+        except BaseException as exc:
+            await self._fail(items, exc)
+            return
+        for (_, future), result in zip(items, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, UNREACHABLE):
+                future.set_exception(await unavailable(self._client, result))
+            elif isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result[0])
+
+    async def _fail(
+        self, items: list[tuple[Call, asyncio.Future[Any]]], exc: BaseException
+    ) -> None:
+        """Every caller hears why the round trip failed (as ``ScriptBatcher._send`` tells them)."""
+        if isinstance(exc, UNREACHABLE):
+            error: BaseException = await unavailable(self._client, exc)
+        elif isinstance(exc, Exception):
+            error = exc
+        else:  # cancelled (the process stops): its callers see an outage
+            error = BrokerUnavailable("redis call cancelled")
+        for _, future in items:
+            if not future.done():
+                future.set_exception(error)
+        if not isinstance(exc, Exception):
+            raise exc

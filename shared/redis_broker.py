@@ -24,7 +24,12 @@ from shared.broker import (
     NotReplicated,
     unroute,
 )
-from shared.redis_batch import UNREACHABLE, ScriptBatcher, count_keys, unavailable
+from shared.redis_batch import (
+    UNREACHABLE,
+    MergingBatcher,
+    count_keys,
+    unavailable,
+)
 from shared.redis_client import connect
 from shared.scripts import lua
 
@@ -113,7 +118,7 @@ class RedisBroker:
         self._commit = client.register_script(lua("commit"))
         self._promote = client.register_script(lua("promote"))
         self._requeue = client.register_script(lua("dlq_requeue"))
-        self._gate = ScriptBatcher(client, lua("gate"))
+        self._gate = MergingBatcher(client, lua("gate"), [ORDER_TTL])
         self._lease = client.register_script(lua("lease"))
         self._forget = client.register_script(lua("forget"))
         self._touch = client.register_script(lua("touch"))
@@ -311,11 +316,10 @@ class RedisBroker:
         record: str | None = None,
     ) -> int:
         keys = [chat_state, parked, entry.stream, parked_count]
-        verdict: int = await self._gate.call(
-            keys if record is None else [*keys, record],
-            [seq, group, entry.entry_id, ORDER_TTL],
+        verdict = await self._gate.call(
+            keys if record is None else [*keys, record], [seq, group, entry.entry_id]
         )
-        return verdict
+        return int(verdict)
 
     @_unavailable
     async def lease(self, key: str, holder: str, ms: int) -> bool:
