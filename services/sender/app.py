@@ -170,8 +170,8 @@ class SenderService:
         return False
 
     def _observe_grant(self, bot_id: int, grant: Grant) -> None:
-        self._metrics.decisions.labels(grant.scope or "granted").inc()
-        self._metrics.bot_rate_factor.labels(str(bot_id)).set(grant.factor)
+        self._metrics.decisions_by_scope[grant.scope or "granted"].inc()
+        self._metrics.factor_by_bot[str(bot_id)].set(grant.factor)
 
     @property
     def _inflight(self) -> int:

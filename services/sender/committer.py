@@ -111,7 +111,7 @@ class Committer:
             await self._write_part(keys, batch)
             for decision in batch:
                 if decision.verdict is Verdict.SENT:
-                    self._metrics.sent.labels(decision.priority.value).inc()
+                    self._metrics.sent_by_priority[decision.priority.value].inc()
             self._settled(batch)
 
     async def _write_part(self, keys: Keys, batch: list[Decision]) -> None:

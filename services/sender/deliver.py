@@ -151,7 +151,7 @@ class Deliverer:
                     self._metrics.api_seconds.observe(time.perf_counter() - started)
             finally:
                 await self._sent(env, grant)
-            self._metrics.responses.labels(result.status_class).inc()
+            self._metrics.responses_by_class[result.status_class].inc()
             decision = await self._settle(entry, env, result)
             if decision is not None:
                 return decision
@@ -165,7 +165,7 @@ class Deliverer:
                 if env.parts and env.part < len(env.parts):
                     await self._record_progress(env)
                     return None
-                self._metrics.latency.labels(_prio(env)).observe(
+                self._metrics.latency_by_priority[_prio(env)].observe(
                     max(0.0, time.time() - env.accepted_at)
                 )
                 kept = result.result if env.keep_result else None
