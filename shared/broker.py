@@ -269,3 +269,7 @@ class Broker(Protocol):
 
     async def dlq_drop(self, message_id: str, dlq: DlqKeys | None = None) -> bool:
         """Remove one dead letter; False if it was not there."""
+
+    async def dlq_expire(self, retention_ms: int, limit: int, dlq: DlqKeys | None = None) -> int:
+        """Drop at most ``limit`` dead letters that died more than ``retention_ms`` ago, the
+        oldest first; how many were dropped."""

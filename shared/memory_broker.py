@@ -419,3 +419,10 @@ class MemoryBroker:
 
     async def dlq_drop(self, message_id: str, dlq: DlqKeys | None = None) -> bool:
         return self._dead.pop(message_id, None) is not None
+
+    async def dlq_expire(self, retention_ms: int, limit: int, dlq: DlqKeys | None = None) -> int:
+        cutoff = _now_ms() - retention_ms
+        old = sorted((died, ident) for ident, (_, _, died) in self._dead.items() if died <= cutoff)
+        for _, ident in old[:limit]:
+            del self._dead[ident]
+        return min(len(old), limit)

@@ -118,6 +118,7 @@ class RedisBroker:
         self._commit = client.register_script(lua("commit"))
         self._promote = client.register_script(lua("promote"))
         self._requeue = client.register_script(lua("dlq_requeue"))
+        self._dlq_expire = client.register_script(lua("dlq_expire"))
         self._gate = MergingBatcher(client, lua("gate"), [ORDER_TTL])
         self._lease = client.register_script(lua("lease"))
         self._forget = client.register_script(lua("forget"))
@@ -424,6 +425,12 @@ class RedisBroker:
             pipe.hdel(keys.meta, message_id)
             removed, _, _ = await pipe.execute()
         return bool(removed)
+
+    @_unavailable
+    async def dlq_expire(self, retention_ms: int, limit: int, dlq: DlqKeys | None = None) -> int:
+        keys = dlq or self._dlq
+        declared = [keys.index, keys.payloads, keys.meta]
+        return int(await self._dlq_expire(keys=declared, args=[retention_ms, limit]))
 
 
 def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | bytes | int]]:

@@ -20,7 +20,7 @@ from services.stats.recorder import Recorder, RecorderMetrics
 from services.stats.settings import StatsSettings
 from shared.api_models import DLQ_LIMIT_DEFAULT, DLQ_LIMIT_MAX
 from shared.broker import BrokerUnavailable
-from shared.context import Context
+from shared.context import Context, dlq_keys
 from shared.keys import SCHEDULER_GROUP, SENDER_GROUP
 from shared.loops import repeat, sleep_or_stop
 from shared.migrations import migrate
@@ -30,6 +30,7 @@ log = logging.getLogger("floodgate.stats")
 DEFAULT_DLQ_LIMIT = DLQ_LIMIT_DEFAULT
 STORE_RETRY_S = 2.0
 MAX_DLQ_LIMIT = DLQ_LIMIT_MAX
+DLQ_EXPIRE_BATCH = 1000  # dead letters dropped a call
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -111,9 +112,12 @@ class StatsService:
         return None
 
     async def _housekeep(self) -> bool:
-        """Trim old updates, and forget the consumer names of replicas gone for good."""
+        """Trim old updates, drop dead letters past their retention, and forget the consumer
+        names of replicas gone for good."""
         s, keys, broker = self._settings, self._ctx.keys, self._ctx.broker
         await broker.trim_older(keys.updates, int(s.updates_retention * 1000))
+        if s.dlq_retention > 0:
+            await self._expire_dead(int(s.dlq_retention * 1000))
         idle_ms = int(s.forget_consumers_after * 1000)
         groups = [(part.ingest, SCHEDULER_GROUP) for part in keys.shards]
         groups += [(s, SENDER_GROUP) for part in keys.shards for s in part.send_streams]
@@ -126,6 +130,25 @@ class StatsService:
                     "forgot idle consumers", extra={"stream": stream, "group": group, "names": gone}
                 )
         return False
+
+    async def _expire_dead(self, retention_ms: int) -> None:
+        """Dead letters older than the retention leave every partition's queue, a thousand
+        a call."""
+        dropped = 0
+        for part in self._ctx.keys.shards:
+            while True:
+                n = await self._ctx.broker.dlq_expire(
+                    retention_ms, DLQ_EXPIRE_BATCH, dlq_keys(part)
+                )
+                dropped += n
+                if n < DLQ_EXPIRE_BATCH:
+                    break
+        if dropped:
+            self._metrics.dlq_expired.inc(dropped)
+            log.info(
+                "dead letters past their retention dropped",
+                extra={"count": dropped, "retention_s": retention_ms / 1000},
+            )
 
     async def _refresh(self) -> bool:
         doc = await queue_stats(self._ctx.broker, self._ctx.keys)

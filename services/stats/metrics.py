@@ -26,6 +26,11 @@ class StatsMetrics:
             ["loop"],
             registry=registry,
         )
+        self.dlq_expired = Counter(
+            "floodgate_dlq_expired_total",
+            "Dead letters dropped because they outlived FLOODGATE_DLQ_RETENTION.",
+            registry=registry,
+        )
         self.dlq_replayed = Counter(
             "floodgate_dlq_replayed_total",
             "Dead letters put back in the queue.",

@@ -21,6 +21,12 @@ class StatsSettings(BaseSettings):
         gt=0,
         description="seconds an update stays on the {ns}:updates stream for applications",
     )
+    dlq_retention: float = Field(
+        30 * 86_400.0,
+        validation_alias=_env("FLOODGATE_DLQ_RETENTION"),
+        ge=0,
+        description="seconds a dead letter is kept unless replayed or dropped first (0: for good)",
+    )
     forget_consumers_after: float = Field(
         3_600.0,
         validation_alias=_env("FLOODGATE_FORGET_CONSUMERS_AFTER"),

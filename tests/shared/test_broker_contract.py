@@ -239,6 +239,22 @@ async def test_chat_order_gate_parks_and_releases(broker: Broker, keys: Keys) ->
     assert (await broker.depths([], [], [PC]))[PC] == 0
 
 
+async def test_dead_letters_past_their_retention_leave_oldest_first(
+    broker: Broker, keys: Keys
+) -> None:
+    """``dlq_expire`` drops the dead letters that died longer ago than the retention, the
+    oldest first and no more than asked; younger ones stay, with their payloads."""
+    old = [(f"old{i}", routed(Priority.NORMAL, f"o{i}".encode()), b"{}") for i in range(5)]
+    await broker.commit(Commit(dead=old))
+    await asyncio.sleep(0.2)
+    await broker.commit(Commit(dead=[("young", routed(Priority.NORMAL, b"y"), b"{}")]))
+    assert await broker.dlq_expire(150, 3) == 3
+    assert await broker.dlq_expire(150, 3) == 2
+    assert await broker.dlq_expire(150, 3) == 0
+    [left] = await broker.dlq_list(10)
+    assert (left.message_id, left.payload) == ("young", b"y")
+
+
 async def _order_outlives(broker: Broker, chat: str, seconds: int) -> bool:
     """Whether a chat's order state is still there ``seconds`` from now."""
     if isinstance(broker, MemoryBroker):

@@ -294,5 +294,24 @@ async def test_housekeeping_forgets_gone_consumers_and_trims_updates(redis_url, 
         await ctx.close()
 
 
+async def test_housekeeping_drops_dead_letters_past_their_retention(redis_url, namespace) -> None:
+    """With FLOODGATE_DLQ_RETENTION, dead letters that outlived it leave the queue (counted,
+    and logged); younger ones stay. 0 keeps them for good."""
+    ctx = _stats_only_ctx(redis_url, namespace)
+    await _bury(ctx, 3)
+    await asyncio.sleep(0.3)
+    await ctx.broker.commit(Commit(dead=[("fresh", routed(Priority.NORMAL, b"{}"), b"{}")]))
+    keep_ctx = _stats_only_ctx(redis_url, namespace)
+    keep = StatsSettings(FLOODGATE_DLQ_RETENTION=0)
+    await StatsService(keep_ctx, keep)._housekeep()
+    await keep_ctx.close()
+    assert len(await ctx.broker.dlq_list(10)) == 4, "0 keeps them for good"
+    service = StatsService(ctx, StatsSettings(FLOODGATE_DLQ_RETENTION=0.2))
+    await service._housekeep()
+    assert [d.message_id for d in await ctx.broker.dlq_list(10)] == ["fresh"]
+    assert service._metrics.dlq_expired._value.get() == 3
+    await ctx.close()
+
+
 async def _consumers(client: Any, stream: str) -> list[bytes]:
     return [c["name"] for c in await client.xinfo_consumers(stream, SENDER_GROUP)]
