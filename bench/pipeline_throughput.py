@@ -365,7 +365,9 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         first = values[0]
         if isinstance(first, bool) or not all(type(v) is type(first) for v in values):
             return first
-        if isinstance(first, int | float):
+        if isinstance(first, int):  # counts stay whole
+            return round(statistics.median(values))
+        if isinstance(first, float):
             return statistics.median(values)
         if isinstance(first, dict):
             return {k: merge([v[k] for v in values]) for k in first if all(k in v for v in values)}
