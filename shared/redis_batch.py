@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -21,6 +21,7 @@ from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
     NoScriptError,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -161,23 +162,19 @@ class ScriptBatcher:
             results = await run_script_many(
                 self._client, self._source, self._sha, [c for c, _ in batch]
             )
-        except UNREACHABLE as exc:
-            error = await unavailable(self._client, exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+        except BaseException as exc:
+            await self._fail(batch, exc)
             return
-        except Exception as exc:  # each caller decides what it means
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException:  # cancelled (the process stops): its callers see an outage
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(BrokerUnavailable("redis call cancelled"))
-            raise
-        for (_, future), result in zip(batch, results, strict=True):
+        await self._answer(batch, results)
+
+    async def _answer(
+        self,
+        items: list[tuple[Call, asyncio.Future[Any]]],
+        results: Sequence[Any],
+        unwrap: Callable[[Any], Any] = lambda result: result,
+    ) -> None:
+        """Each caller its result, or its error (an outage as ``BrokerUnavailable``)."""
+        for (_, future), result in zip(items, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, UNREACHABLE):
@@ -185,7 +182,25 @@ class ScriptBatcher:
             elif isinstance(result, Exception):
                 future.set_exception(result)
             else:
-                future.set_result(result)
+                future.set_result(unwrap(result))
+
+    async def _fail(
+        self, items: list[tuple[Call, asyncio.Future[Any]]], exc: BaseException
+    ) -> None:
+        """Every caller hears why the round trip failed: an outage as ``BrokerUnavailable``,
+        any other error as it is (each caller decides what it means); cancelled (the process
+        stops), an outage, and the cancellation goes on."""
+        if isinstance(exc, UNREACHABLE):
+            error: BaseException = await unavailable(self._client, exc)
+        elif isinstance(exc, Exception):
+            error = exc
+        else:
+            error = BrokerUnavailable("redis call cancelled")
+        for _, future in items:
+            if not future.done():
+                future.set_exception(error)
+        if not isinstance(exc, Exception):
+            raise exc
 
 
 class MergingBatcher(ScriptBatcher):
@@ -240,6 +255,11 @@ class MergingBatcher(ScriptBatcher):
             elif isinstance(result, Exception):
                 if not group[0][1].done():
                     group[0][1].set_exception(result)
+            elif not isinstance(result, list) or len(result) != len(group):
+                wrong = ResponseError(f"expected {len(group)} results, got {result!r:.200}")
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(wrong)
             else:
                 for (_, future), one in zip(group, result, strict=True):
                     if not future.done():
@@ -255,28 +275,4 @@ class MergingBatcher(ScriptBatcher):
         except BaseException as exc:
             await self._fail(items, exc)
             return
-        for (_, future), result in zip(items, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, UNREACHABLE):
-                future.set_exception(await unavailable(self._client, result))
-            elif isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result[0])
-
-    async def _fail(
-        self, items: list[tuple[Call, asyncio.Future[Any]]], exc: BaseException
-    ) -> None:
-        """Every caller hears why the round trip failed (as ``ScriptBatcher._send`` tells them)."""
-        if isinstance(exc, UNREACHABLE):
-            error: BaseException = await unavailable(self._client, exc)
-        elif isinstance(exc, Exception):
-            error = exc
-        else:  # cancelled (the process stops): its callers see an outage
-            error = BrokerUnavailable("redis call cancelled")
-        for _, future in items:
-            if not future.done():
-                future.set_exception(error)
-        if not isinstance(exc, Exception):
-            raise exc
+        await self._answer(items, results, lambda result: result[0])

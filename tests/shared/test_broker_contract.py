@@ -17,6 +17,7 @@ from shared.broker import (
     UNTIMED_RECORD_TTL,
     Broker,
     Commit,
+    Entry,
     Settle,
     routed,
 )
@@ -263,17 +264,26 @@ async def _order_outlives(broker: Broker, chat: str, seconds: int) -> bool:
     return int(await broker._redis.ttl(chat)) > seconds
 
 
+async def _two_in_a_chat(
+    broker: Broker, keys: Keys, chat_id: int
+) -> tuple[str, str, str, list[Entry]]:
+    """Two messages of one chat queued and read: the stream, the chat's state and parked
+    keys, the two entries (sequence numbers 1 and 2)."""
+    stream = keys.send(Priority.NORMAL)
+    chat = keys.chat_state(1, chat_id, Priority.NORMAL)
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, f"m{i}", f"p{i}".encode(), chat) for i in range(2)]))
+    entries = await broker.read([stream], G, "c", 10, None)
+    return stream, chat, keys.parked(1, chat_id, Priority.NORMAL), entries
+
+
 async def test_a_settled_chat_keeps_its_order_a_short_while(broker: Broker, keys: Keys) -> None:
     """While a chat has a message queued its order state lives ORDER_TTL; once every message
     has settled, SETTLED_ORDER_TTL only (kept 7 days, the states of a broadcast to 10 million
     chats a day held about 9.5 GB of Redis). Meanwhile a late copy of a settled message is
     still told it is done."""
-    stream = keys.send(Priority.NORMAL)
-    chat, parked = keys.chat_state(1, 6, Priority.NORMAL), keys.parked(1, 6, Priority.NORMAL)
+    stream, chat, parked, (first, second) = await _two_in_a_chat(broker, keys, 6)
     PC = keys.parked_count
-    await broker.ensure_group(stream, G)
-    await broker.commit(Commit(adds=[(stream, f"m{i}", f"p{i}".encode(), chat) for i in range(2)]))
-    first, second = await broker.read([stream], G, "c", 10, None)
     for entry in (first, second):
         assert entry.seq is not None
         assert await broker.gate(chat, parked, entry, G, entry.seq, PC) in (GATE_GO, GATE_PARKED)
@@ -293,12 +303,8 @@ async def test_the_gate_parks_nothing_for_an_entry_gone_from_its_stream(
 ) -> None:
     """An entry no longer in its stream was acknowledged by a consumer that claimed it
     meanwhile and parked or settled it then: a late gate on it parks nothing."""
-    stream = keys.send(Priority.NORMAL)
-    chat, parked = keys.chat_state(1, 7, Priority.NORMAL), keys.parked(1, 7, Priority.NORMAL)
+    stream, chat, parked, (_, second) = await _two_in_a_chat(broker, keys, 7)
     PC = keys.parked_count
-    await broker.ensure_group(stream, G)
-    await broker.commit(Commit(adds=[(stream, f"m{i}", f"p{i}".encode(), chat) for i in range(2)]))
-    _, second = await broker.read([stream], G, "c", 10, None)
     await broker.commit(Commit(group=G, acks=[(stream, second.entry_id)]))
     assert await broker.gate(chat, parked, second, G, 2, PC) == GATE_PARKED
     assert (await broker.depths([], [parked], [PC])) == {parked: 0, PC: 0}
