@@ -70,17 +70,16 @@ def _release_turn(plan: Plan, keys: Keys, envelope: Envelope) -> None:
 
 
 def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
+    decided_at_ingest = envelope.priority is not None  # and written in the record then
     priority = decide_priority(envelope)
     envelope.priority = priority
     if envelope.method == "sendMessage" and envelope.parts and envelope.part == 0:
         parts = [p for text in envelope.parts for p in split_text(text)]
         plan.extra_parts += len(parts) - len(envelope.parts)
         envelope.parts = parts
-    record = {
-        "status": Status.SCHEDULED.value,
-        "priority": priority.value,
-        "updated_at": f"{now:.3f}",
-    }
+    record = {"status": Status.SCHEDULED.value, "updated_at": f"{now:.3f}"}
+    if not decided_at_ingest:
+        record["priority"] = priority.value
     if envelope.parts and len(envelope.parts) > 1:
         record["parts"] = str(len(envelope.parts))
     plan.records[keys.record(envelope.id)] = record

@@ -38,6 +38,14 @@ def test_routes_by_kind_and_acks() -> None:
     assert plan.records[KEYS.record("m1")]["status"] == "scheduled"
 
 
+def test_the_record_gets_a_priority_only_where_ingest_wrote_none() -> None:
+    """Ingest writes the priority it decided in the record: the scheduler does not write it
+    again (two arguments and a field a message), only one it decides itself."""
+    plan = plan_batch(KEYS, [_entry(_env(priority=Priority.LOW)), _entry(_env(id="m2"), 2)])
+    assert "priority" not in plan.records[KEYS.record("m1")]
+    assert plan.records[KEYS.record("m2")]["priority"] == "normal"
+
+
 def test_long_text_split_into_parts_of_one_envelope() -> None:
     plan = plan_batch(KEYS, [_entry(_env(parts=["a" * 5000]))])
     [(_, _, payload, _)] = plan.commit.adds
