@@ -70,7 +70,9 @@ def apply(
         commit.settles.append(Settle(chat, parked, env.seq, stream, keys.parked_count))
     if verdict is Verdict.ALREADY_SENT:
         return
-    record: dict[str, str] = {"updated_at": now, "attempts": str(env.attempts)}
+    record: dict[str, str] = {"updated_at": now}
+    if env.attempts:  # none yet: the record has none (or "0", after a replay) and reads as 0
+        record["attempts"] = str(env.attempts)
     match verdict:
         case Verdict.SENT:
             ids = ",".join(str(i) for i in env.sent_ids)
