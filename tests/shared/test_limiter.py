@@ -191,7 +191,9 @@ async def test_a_token_still_in_flight_stays_counted(keys: Keys, redis_client: r
         await lim.flush()  # the token is moved (stamped late by the move's wait, if at all)
         refused = await lim.acquire(1, 11)
         assert refused.scope == "bot"
-        assert 0 < refused.wait_ms <= 300, "a window from the end of the call, at most"
+        # a window from the end of the call at most (1 ms more where the end is stamped in
+        # whole milliseconds, rounded later)
+        assert 0 < refused.wait_ms <= 301, "a window from the end of the call, at most"
 
         async def granted(lim: Limiter = lim) -> bool:
             return (await lim.acquire(1, 11)).granted  # refusals take nothing
