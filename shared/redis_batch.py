@@ -75,7 +75,7 @@ async def drop_connections(client: redis.Redis) -> None:
 
 
 MAX_BATCH = 32
-MAX_IN_FLIGHT = 8
+MAX_IN_FLIGHT = 2
 
 
 async def count_keys(
