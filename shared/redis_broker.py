@@ -22,6 +22,7 @@ from shared.broker import (
     DlqKeys,
     Entry,
     NotReplicated,
+    Settle,
     unroute,
 )
 from shared.redis_batch import (
@@ -436,7 +437,12 @@ class RedisBroker:
 def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | bytes | int]]:
     """KEYS and ARGV of ``commit.lua``: keys deduplicated, referenced by 1-based index; the
     dead-letter keys only when the commit kills a message, so a commit of keys in another slot
-    (inbound updates) declares no key of the pipeline's."""
+    (inbound updates) declares no key of the pipeline's.
+
+    A commit that claims no idempotency key goes in the grouped forms: records with the same
+    fields as one group (their shared values once), acknowledgements, appends and settles per
+    stream. Every argument costs Redis time to hand to the script, and a batch's records
+    differ in a field or two."""
     keys: list[str] = []
     index: dict[str, int] = {}
 
@@ -446,40 +452,89 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
             index[key] = len(keys)
         return index[key]
 
+    grouped = not commit.idempotency
     args: list[str | bytes | int] = [commit.group, ORDER_TTL, SETTLED_ORDER_TTL]
     if commit.once:
         args += ["once", ref(commit.once), ONCE_TTL_MS]
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
-    for key, message_id, fields in commit.records:
-        # whole numbers: commit.lua hands lifetimes and sequence numbers to Redis as they come;
-        # negative: keep the record's lifetime (or give it one, if it had expired meanwhile)
-        ttl = int(commit.record_ttls.get(key, commit.record_ttl or -UNTIMED_RECORD_TTL))
-        args += ["rec", ref(key), message_id, ttl, len(fields)]
-        for name, value in fields.items():
-            args += [name, value]
-    for stream, entry_id in commit.acks:
-        args += ["ack", ref(stream), entry_id]
+    if grouped:
+        _grouped_records(commit, ref, args)
+    else:
+        for key, message_id, fields in commit.records:
+            args += ["rec", ref(key), message_id, _record_ttl(commit, key), len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+    if grouped:
+        for stream, ids in _by_key(commit.acks).items():
+            for at in range(0, len(ids), ACKS_PER_CALL):
+                chunk = ids[at : at + ACKS_PER_CALL]
+                args += ["acks", ref(stream), len(chunk), *chunk]
+    else:
+        for stream, entry_id in commit.acks:
+            args += ["ack", ref(stream), entry_id]
     for stream, entry_id in commit.seen:
         args += ["seen", ref(stream), entry_id]
-    for stream, message_id, payload, chat in commit.adds:
-        args += ["add", ref(stream), message_id, payload, ref(chat) if chat else 0]
+    if grouped:
+        adds: dict[str, list[tuple[str, bytes, str]]] = {}
+        for stream, message_id, payload, chat in commit.adds:
+            adds.setdefault(stream, []).append((message_id, payload, chat))
+        for stream, items in adds.items():
+            args += ["adds", ref(stream), len(items)]
+            for _, payload, chat in items:
+                args += [payload, ref(chat) if chat else 0]
+    else:
+        for stream, message_id, payload, chat in commit.adds:
+            args += ["add", ref(stream), message_id, payload, ref(chat) if chat else 0]
     for delay_set, delay_ms, member in commit.delays:
         args += ["delay", ref(delay_set), delay_ms, member]
     for message_id, member, meta in commit.dead:
         args += ["dead", ref(dlq.index), ref(dlq.payloads), ref(dlq.meta), message_id, member]
         args.append(meta)
+    settles: dict[tuple[str, str], list[Settle]] = {}
     for settle in commit.settles:
-        args += [
-            "settle",
-            ref(settle.chat_state),
-            ref(settle.parked),
-            int(settle.seq),
-            ref(settle.stream),
-            ref(settle.parked_count),
-        ]
+        settles.setdefault((settle.stream, settle.parked_count), []).append(settle)
+    for (stream, count), group in settles.items():
+        args += ["settles", ref(stream), ref(count), len(group)]
+        for settle in group:
+            args += [ref(settle.chat_state), ref(settle.parked), int(settle.seq)]
     return keys, args
+
+
+def _record_ttl(commit: Commit, key: str) -> int:
+    # whole numbers: commit.lua hands lifetimes and sequence numbers to Redis as they come;
+    # negative: keep the record's lifetime (or give it one, if it had expired meanwhile)
+    return int(commit.record_ttls.get(key, commit.record_ttl or -UNTIMED_RECORD_TTL))
+
+
+def _by_key(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _grouped_records(
+    commit: Commit, ref: Callable[[str], int], args: list[str | bytes | int]
+) -> None:
+    """``recs`` ops: one per lifetime and set of field names, the fields whose value every
+    record of the group shares given once, the others per record."""
+    groups: dict[tuple[int, tuple[str, ...]], list[tuple[str, Mapping[str, str]]]] = {}
+    for key, _, fields in commit.records:
+        groups.setdefault((_record_ttl(commit, key), tuple(fields)), []).append((key, fields))
+    for (ttl, names), records in groups.items():
+        first = records[0][1]
+        shared = [n for n in names if all(fields[n] == first[n] for _, fields in records)]
+        own = [n for n in names if n not in shared]
+        args += ["recs", ttl, len(shared)]
+        for name in shared:
+            args += [name, first[name]]
+        args += [len(own), *own, len(records)]
+        for key, fields in records:
+            args.append(ref(key))
+            args += [fields[name] for name in own]
 
 
 IDEMPOTENCY_TTL = 24 * 3600
 ONCE_TTL_MS = 3600 * 1000  # far longer than any retry of one commit
+ACKS_PER_CALL = 1000  # entry ids of one XACK and one XDEL in commit.lua (unpack stops near 8,000)

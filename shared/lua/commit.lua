@@ -15,12 +15,23 @@
 --   dead <index#> <payloads#> <meta#> <message id> <member> <meta>
 --                                          move to the dead-letter queue (its three keys)
 --   settle <chat#> <parked#> <seq> <stream#> <count#>
+--                                          message seq of a chat is done (sent or dead): advance
+--                                          the chat's cursor and release its next parked message
 --   rec <key#> <message id> <ttl s; -s keeps the lifetime, or gives one of s if it has none>
 --       <n> <field> <value> ...
 --                                          write status record fields (skipped for a message
 --                                          whose idempotency key was taken)
---                                          message seq of a chat is done (sent or dead): advance
---                                          the chat's cursor and release its next parked message
+-- Grouped forms, for commits that claim no idempotency key (every argument handed to a script
+-- costs Redis time, so what many messages share goes once):
+--   recs <ttl s, as for rec> <n shared> (<field> <value>)... <n own> <field>... <count>
+--       then per record: <key#> <value>...  records whose fields share their names (and the
+--                                          shared fields their values)
+--   acks <key#> <count> <entry id>...      acknowledge and delete entries of one stream (one
+--                                          XACK and one XDEL for all; count at most 1000)
+--   adds <key#> <count> then per entry: <payload> <chat#>
+--                                          append to one stream, as add
+--   settles <stream#> <count#> <n> then per message: <chat#> <parked#> <seq>
+--                                          settle messages whose released ones go to one stream
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group = ARGV[1]
@@ -60,6 +71,17 @@ local function settle(chat, parked, seq_text, stream, count)
     redis.call('EXPIRE', chat, settled_ttl)
   else
     redis.call('EXPIRE', chat, ttl)
+  end
+end
+
+-- Write fields to a status record; ttl_s > 0: its lifetime from now; < 0: it keeps its
+-- lifetime, and one made anew (every field new: it had expired) gets -ttl_s
+local function record(args, n, ttl_text, ttl_s)
+  local added = redis.call('HSET', unpack(args))
+  if ttl_s > 0 then
+    redis.call('EXPIRE', args[1], ttl_text)
+  elseif ttl_s < 0 and added == n then
+    redis.call('EXPIRE', args[1], string.format('%d', -ttl_s), 'NX')
   end
 end
 
@@ -111,18 +133,55 @@ while i <= #ARGV do
   elseif op == 'rec' then
     local n = tonumber(ARGV[i + 4])
     if not taken[ARGV[i + 2]] then
-      local key = KEYS[tonumber(ARGV[i + 1])]
-      local added = redis.call('HSET', key, unpack(ARGV, i + 5, i + 4 + 2 * n))
-      local ttl_s = tonumber(ARGV[i + 3])
-      if ttl_s > 0 then
-        redis.call('EXPIRE', key, ARGV[i + 3])
-      elseif ttl_s < 0 and added == n then
-        -- every field new: perhaps a record that had expired, made anew here, so never without
-        -- a lifetime (NX: one that has its lifetime keeps it)
-        redis.call('EXPIRE', key, string.format('%d', -ttl_s), 'NX')
-      end
+      local args = { KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 5, i + 4 + 2 * n) }
+      record(args, n, ARGV[i + 3], tonumber(ARGV[i + 3]))
     end
     i = i + 5 + 2 * n
+  elseif op == 'recs' then
+    local ttl_text, nshared = ARGV[i + 1], tonumber(ARGV[i + 2])
+    local ttl_s = tonumber(ttl_text)
+    local args = { false }
+    for s = 1, 2 * nshared do args[1 + s] = ARGV[i + 2 + s] end
+    local j = i + 3 + 2 * nshared
+    local nown = tonumber(ARGV[j])
+    local names = j + 1
+    j = names + nown
+    local count = tonumber(ARGV[j])
+    j = j + 1
+    local first = 2 + 2 * nshared
+    for _ = 1, count do
+      args[1] = KEYS[tonumber(ARGV[j])]
+      for o = 0, nown - 1 do
+        args[first + 2 * o] = ARGV[names + o]
+        args[first + 2 * o + 1] = ARGV[j + 1 + o]
+      end
+      record(args, nshared + nown, ttl_text, ttl_s)
+      j = j + 1 + nown
+    end
+    i = j
+  elseif op == 'acks' then
+    local key, count = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+    redis.call('XACK', key, group, unpack(ARGV, i + 3, i + 2 + count))
+    redis.call('XDEL', key, unpack(ARGV, i + 3, i + 2 + count))
+    i = i + 3 + count
+  elseif op == 'adds' then
+    local key, count = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+    local j = i + 3
+    for _ = 1, count do
+      local chat = tonumber(ARGV[j + 1])
+      append(key, ARGV[j], chat > 0 and KEYS[chat] or nil)
+      j = j + 2
+    end
+    i = j
+  elseif op == 'settles' then
+    local stream, count = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])]
+    local n = tonumber(ARGV[i + 3])
+    local j = i + 4
+    for _ = 1, n do
+      settle(KEYS[tonumber(ARGV[j])], KEYS[tonumber(ARGV[j + 1])], ARGV[j + 2], stream, count)
+      j = j + 3
+    end
+    i = j
   else
     return redis.error_reply('commit: unknown op ' .. tostring(op))
   end

@@ -353,6 +353,95 @@ async def test_the_gate_marks_a_record_sending_but_never_makes_one(
     assert await broker.get_record(gone) is None
 
 
+async def test_one_commit_for_many_messages_does_what_a_commit_each_would(
+    broker: Broker, keys: Keys
+) -> None:
+    """A sender's or a scheduler's commit carries a batch: appends to two streams, interleaved,
+    number each chat's messages in order; acknowledgements, settles and status records of
+    several streams, chats and kinds of record, some fields shared and some not, all take
+    effect as they would one by one (on Redis they go to the script grouped, what they share
+    once); a record given a lifetime of its own keeps it."""
+    normal, high = keys.send(Priority.NORMAL), keys.send(Priority.HIGH)
+    chats = {
+        s: keys.chat_state(1, n, p)
+        for s, n, p in ((normal, 7, Priority.NORMAL), (high, 8, Priority.HIGH))
+    }
+    parks = {
+        s: keys.parked(1, n, p)
+        for s, n, p in ((normal, 7, Priority.NORMAL), (high, 8, Priority.HIGH))
+    }
+    PC = keys.parked_count
+    for s in (normal, high):
+        await broker.ensure_group(s, G)
+    order = [normal, high, normal, high, normal]
+    adds = [(s, f"m{i}", f"p{i}".encode(), chats[s]) for i, s in enumerate(order)]
+    await broker.commit(Commit(adds=adds))
+    got = await broker.read([high, normal], G, "c", 10, None)
+    assert [(e.stream, e.payload, e.seq) for e in got] == [
+        (high, b"p1", 1),
+        (high, b"p3", 2),
+        (normal, b"p0", 1),
+        (normal, b"p2", 2),
+        (normal, b"p4", 3),
+    ]
+    first = {e.stream: e for e in got if e.seq == 1}
+    for e in got:
+        if e.seq != 1:
+            assert e.seq is not None
+            assert (
+                await broker.gate(chats[e.stream], parks[e.stream], e, G, e.seq, PC) == GATE_PARKED
+            )
+    sent = [keys.record(f"sent{i}") for i in range(3)]
+    dead, own_life = keys.record("dead"), keys.record("own")
+    await broker.put_records({sent[0]: {"priority": "low"}}, 100)
+    records = [
+        (sent[0], "", {"status": "sent", "updated_at": "5.0", "telegram_message_ids": "10"}),
+        (sent[1], "", {"status": "sent", "updated_at": "5.0", "telegram_message_ids": "11"}),
+        (dead, "", {"status": "dead", "updated_at": "5.0", "error": "boom"}),
+        (sent[2], "", {"status": "sent", "updated_at": "5.0", "telegram_message_ids": "12"}),
+        (own_life, "", {"status": "sent", "updated_at": "5.0", "telegram_message_ids": "13"}),
+    ]
+    await broker.commit(
+        Commit(
+            group=G,
+            acks=[(s, first[s].entry_id) for s in (normal, high)],
+            settles=[Settle(chats[s], parks[s], 1, s, PC) for s in (normal, high)],
+            records=records,
+            record_ttl=None,
+            record_ttls={own_life: 300},
+        )
+    )
+    released = await broker.read([high, normal], G, "c", 10, None)
+    assert [(e.stream, e.payload, e.seq) for e in released] == [
+        (high, b"p3", 2),
+        (normal, b"p2", 2),
+    ]
+    assert (await broker.depths([], [], [PC]))[PC] == 1, "p4 waits behind p2"
+    assert await broker.get_record(sent[0]) == {
+        "priority": "low",
+        "status": "sent",
+        "updated_at": "5.0",
+        "telegram_message_ids": "10",
+    }
+    for key, _, fields in records[1:]:
+        assert await broker.get_record(key) == fields
+    assert 90 < await _record_lifetime(broker, sent[0]) <= 100, "kept as it was"
+    assert 290 < await _record_lifetime(broker, own_life) <= 300
+    assert UNTIMED_RECORD_TTL - 60 < await _record_lifetime(broker, dead) <= UNTIMED_RECORD_TTL
+
+
+async def test_a_commit_acknowledges_any_number_of_entries(broker: Broker, keys: Keys) -> None:
+    """Redis takes a commit's acknowledgements of one stream in a few commands (at most 1,000
+    entries each): 8,001 entries acknowledged in one commit are all gone."""
+    await broker.ensure_group(keys.ingest, G)
+    await _add(broker, keys.ingest, *(b"x" for _ in range(8001)))
+    entries = await broker.read([keys.ingest], G, "c", 9000, None)
+    assert len(entries) == 8001
+    await broker.commit(Commit(group=G, acks=[(keys.ingest, e.entry_id) for e in entries]))
+    assert (await broker.depths([keys.ingest], []))[keys.ingest] == 0
+    assert await broker.read_own_pending(keys.ingest, G, "c", 9000) == []
+
+
 async def test_promote_and_requeue_assign_new_places(broker: Broker, keys: Keys) -> None:
     stream = keys.send(Priority.LOW)
     chat = keys.chat_state(2, 9, Priority.LOW)
