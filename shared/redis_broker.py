@@ -439,10 +439,10 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
     dead-letter keys only when the commit kills a message, so a commit of keys in another slot
     (inbound updates) declares no key of the pipeline's.
 
-    A commit that claims no idempotency key goes in the grouped forms: records with the same
-    fields as one group (their shared values once), acknowledgements, appends and settles per
-    stream. Every argument costs Redis time to hand to the script, and a batch's records
-    differ in a field or two."""
+    A batch goes grouped: records with the same fields as one op, their shared values once;
+    acknowledgements, appends and settles per stream. Every argument costs Redis time to hand
+    to the script, and a batch's records differ in a field or two. Message ids go along only
+    where an idempotency key may have been taken."""
     keys: list[str] = []
     index: dict[str, int] = {}
 
@@ -452,40 +452,28 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
             index[key] = len(keys)
         return index[key]
 
-    grouped = not commit.idempotency
+    ids = 1 if commit.idempotency else 0
     args: list[str | bytes | int] = [commit.group, ORDER_TTL, SETTLED_ORDER_TTL]
     if commit.once:
         args += ["once", ref(commit.once), ONCE_TTL_MS]
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
-    if grouped:
-        _grouped_records(commit, ref, args)
-    else:
-        for key, message_id, fields in commit.records:
-            args += ["rec", ref(key), message_id, _record_ttl(commit, key), len(fields)]
-            for name, value in fields.items():
-                args += [name, value]
-    if grouped:
-        for stream, ids in _by_key(commit.acks).items():
-            for at in range(0, len(ids), ACKS_PER_CALL):
-                chunk = ids[at : at + ACKS_PER_CALL]
-                args += ["acks", ref(stream), len(chunk), *chunk]
-    else:
-        for stream, entry_id in commit.acks:
-            args += ["ack", ref(stream), entry_id]
+    _grouped_records(commit, ids, ref, args)
+    for stream, entry_ids in _by_key(commit.acks).items():
+        for at in range(0, len(entry_ids), ACKS_PER_CALL):
+            chunk = entry_ids[at : at + ACKS_PER_CALL]
+            args += ["acks", ref(stream), len(chunk), *chunk]
     for stream, entry_id in commit.seen:
         args += ["seen", ref(stream), entry_id]
-    if grouped:
-        adds: dict[str, list[tuple[str, bytes, str]]] = {}
-        for stream, message_id, payload, chat in commit.adds:
-            adds.setdefault(stream, []).append((message_id, payload, chat))
-        for stream, items in adds.items():
-            args += ["adds", ref(stream), len(items)]
-            for _, payload, chat in items:
-                args += [payload, ref(chat) if chat else 0]
-    else:
-        for stream, message_id, payload, chat in commit.adds:
-            args += ["add", ref(stream), message_id, payload, ref(chat) if chat else 0]
+    adds: dict[str, list[tuple[str, bytes, str]]] = {}
+    for stream, message_id, payload, chat in commit.adds:
+        adds.setdefault(stream, []).append((message_id, payload, chat))
+    for stream, items in adds.items():
+        args += ["adds", ref(stream), ids, len(items)]
+        for message_id, payload, chat in items:
+            if ids:
+                args.append(message_id)
+            args += [payload, ref(chat) if chat else 0]
     for delay_set, delay_ms, member in commit.delays:
         args += ["delay", ref(delay_set), delay_ms, member]
     for message_id, member, meta in commit.dead:
@@ -515,23 +503,26 @@ def _by_key(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def _grouped_records(
-    commit: Commit, ref: Callable[[str], int], args: list[str | bytes | int]
+    commit: Commit, ids: int, ref: Callable[[str], int], args: list[str | bytes | int]
 ) -> None:
     """``recs`` ops: one per lifetime and set of field names, the fields whose value every
     record of the group shares given once, the others per record."""
-    groups: dict[tuple[int, tuple[str, ...]], list[tuple[str, Mapping[str, str]]]] = {}
-    for key, _, fields in commit.records:
-        groups.setdefault((_record_ttl(commit, key), tuple(fields)), []).append((key, fields))
+    groups: dict[tuple[int, tuple[str, ...]], list[tuple[str, str, Mapping[str, str]]]] = {}
+    for key, message_id, fields in commit.records:
+        group = groups.setdefault((_record_ttl(commit, key), tuple(fields)), [])
+        group.append((key, message_id, fields))
     for (ttl, names), records in groups.items():
-        first = records[0][1]
-        shared = [n for n in names if all(fields[n] == first[n] for _, fields in records)]
+        first = records[0][2]
+        shared = [n for n in names if all(fields[n] == first[n] for _, _, fields in records)]
         own = [n for n in names if n not in shared]
-        args += ["recs", ttl, len(shared)]
+        args += ["recs", ttl, ids, len(shared)]
         for name in shared:
             args += [name, first[name]]
         args += [len(own), *own, len(records)]
-        for key, fields in records:
+        for key, message_id, fields in records:
             args.append(ref(key))
+            if ids:
+                args.append(message_id)
             args += [fields[name] for name in own]
 
 

@@ -2,36 +2,34 @@
 -- KEYS: every key the commit touches, referenced by index in ARGV (so a commit declares its
 -- keys and, on a Redis Cluster, touches the one slot they share).
 -- ARGV[1]: consumer group; ARGV[2]: lifetime of per-chat order state, seconds; ARGV[3]: its
--- lifetime once every message of the chat has settled (a short one); then records:
+-- lifetime once every message of the chat has settled (a short one); then ops. Every argument
+-- handed to a script costs Redis time, so the ops take many messages each and what those
+-- share goes once:
 --   once <key#> <ttl ms>                   first if present: stop here if the key exists (the
 --                                          commit was applied before), else set it
---   idem <key#> <message id> <ttl s>       claim an idempotency key (skip the add of that id if taken)
---   ack  <key#> <entry id>                 acknowledge and delete a consumed entry
+--   idem <key#> <message id> <ttl s>       claim an idempotency key (skip the writes of that
+--                                          id if taken)
+--   recs <ttl s> <ids> <n shared> (<field> <value>)... <n own> <field>... <count>
+--       then per record: <key#> [<message id> if ids is 1] <value>...
+--                                          write status records whose fields share their names
+--                                          (the shared ones their values too); ttl s > 0 their
+--                                          lifetime from now, -s: they keep their lifetime, one
+--                                          that has none (made anew) gets s; a record whose
+--                                          message's idempotency key was taken is skipped
+--   acks <key#> <count> <entry id>...      acknowledge and delete consumed entries of a stream
+--                                          (one XACK and one XDEL for all; at most 1000)
 --   seen <key#> <entry id>                 acknowledge only (a stream other groups read too)
---   add  <key#> <message id> <payload> <chat#>
---                                          append to a stream; with a chat state key (chat# > 0)
---                                          the entry gets the chat's next sequence number
+--   adds <key#> <ids> <count> then per entry: [<message id> if ids is 1] <payload> <chat#>
+--                                          append to a stream, in order; with a chat state key
+--                                          (chat# > 0) an entry gets the chat's next sequence
+--                                          number; skipped for a taken message id
 --   delay <key#> <ms> <member>             add to a delay set, due ms after the server clock
 --   dead <index#> <payloads#> <meta#> <message id> <member> <meta>
 --                                          move to the dead-letter queue (its three keys)
---   settle <chat#> <parked#> <seq> <stream#> <count#>
---                                          message seq of a chat is done (sent or dead): advance
---                                          the chat's cursor and release its next parked message
---   rec <key#> <message id> <ttl s; -s keeps the lifetime, or gives one of s if it has none>
---       <n> <field> <value> ...
---                                          write status record fields (skipped for a message
---                                          whose idempotency key was taken)
--- Grouped forms, for commits that claim no idempotency key (every argument handed to a script
--- costs Redis time, so what many messages share goes once):
---   recs <ttl s, as for rec> <n shared> (<field> <value>)... <n own> <field>... <count>
---       then per record: <key#> <value>...  records whose fields share their names (and the
---                                          shared fields their values)
---   acks <key#> <count> <entry id>...      acknowledge and delete entries of one stream (one
---                                          XACK and one XDEL for all; count at most 1000)
---   adds <key#> <count> then per entry: <payload> <chat#>
---                                          append to one stream, as add
 --   settles <stream#> <count#> <n> then per message: <chat#> <parked#> <seq>
---                                          settle messages whose released ones go to one stream
+--                                          message seq of a chat is done (sent or dead): advance
+--                                          the chat's cursor and release its next parked
+--                                          message into the stream
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group = ARGV[1]
@@ -103,20 +101,60 @@ while i <= #ARGV do
       return result
     end
     i = i + 3
-  elseif op == 'ack' then
-    local key = KEYS[tonumber(ARGV[i + 1])]
-    redis.call('XACK', key, group, ARGV[i + 2])
-    redis.call('XDEL', key, ARGV[i + 2])
-    i = i + 3
+  elseif op == 'recs' then
+    local ttl_text, ids, nshared = ARGV[i + 1], ARGV[i + 2] == '1', tonumber(ARGV[i + 3])
+    local ttl_s = tonumber(ttl_text)
+    local args = { false }
+    for s = 1, 2 * nshared do args[1 + s] = ARGV[i + 3 + s] end
+    local j = i + 4 + 2 * nshared
+    local nown = tonumber(ARGV[j])
+    local names = j + 1
+    j = names + nown
+    local count = tonumber(ARGV[j])
+    j = j + 1
+    local first = 2 + 2 * nshared
+    for _ = 1, count do
+      args[1] = KEYS[tonumber(ARGV[j])]
+      j = j + 1
+      local skip = false
+      if ids then
+        skip = taken[ARGV[j]]
+        j = j + 1
+      end
+      if not skip then
+        for o = 0, nown - 1 do
+          args[first + 2 * o] = ARGV[names + o]
+          args[first + 2 * o + 1] = ARGV[j + o]
+        end
+        record(args, nshared + nown, ttl_text, ttl_s)
+      end
+      j = j + nown
+    end
+    i = j
+  elseif op == 'acks' then
+    local key, count = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+    redis.call('XACK', key, group, unpack(ARGV, i + 3, i + 2 + count))
+    redis.call('XDEL', key, unpack(ARGV, i + 3, i + 2 + count))
+    i = i + 3 + count
   elseif op == 'seen' then
     redis.call('XACK', KEYS[tonumber(ARGV[i + 1])], group, ARGV[i + 2])
     i = i + 3
-  elseif op == 'add' then
-    if not taken[ARGV[i + 2]] then
-      local chat = tonumber(ARGV[i + 4])
-      append(KEYS[tonumber(ARGV[i + 1])], ARGV[i + 3], chat > 0 and KEYS[chat] or nil)
+  elseif op == 'adds' then
+    local key, ids, count = KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2] == '1', tonumber(ARGV[i + 3])
+    local j = i + 4
+    for _ = 1, count do
+      local skip = false
+      if ids then
+        skip = taken[ARGV[j]]
+        j = j + 1
+      end
+      if not skip then
+        local chat = tonumber(ARGV[j + 1])
+        append(key, ARGV[j], chat > 0 and KEYS[chat] or nil)
+      end
+      j = j + 2
     end
-    i = i + 5
+    i = j
   elseif op == 'delay' then
     redis.call('ZADD', KEYS[tonumber(ARGV[i + 1])], now_ms + tonumber(ARGV[i + 2]), ARGV[i + 3])
     i = i + 4
@@ -126,53 +164,6 @@ while i <= #ARGV do
     redis.call('HSET', KEYS[tonumber(ARGV[i + 2])], id, ARGV[i + 5])
     redis.call('HSET', KEYS[tonumber(ARGV[i + 3])], id, ARGV[i + 6])
     i = i + 7
-  elseif op == 'settle' then
-    settle(KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], ARGV[i + 3],
-      KEYS[tonumber(ARGV[i + 4])], KEYS[tonumber(ARGV[i + 5])])
-    i = i + 6
-  elseif op == 'rec' then
-    local n = tonumber(ARGV[i + 4])
-    if not taken[ARGV[i + 2]] then
-      local args = { KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 5, i + 4 + 2 * n) }
-      record(args, n, ARGV[i + 3], tonumber(ARGV[i + 3]))
-    end
-    i = i + 5 + 2 * n
-  elseif op == 'recs' then
-    local ttl_text, nshared = ARGV[i + 1], tonumber(ARGV[i + 2])
-    local ttl_s = tonumber(ttl_text)
-    local args = { false }
-    for s = 1, 2 * nshared do args[1 + s] = ARGV[i + 2 + s] end
-    local j = i + 3 + 2 * nshared
-    local nown = tonumber(ARGV[j])
-    local names = j + 1
-    j = names + nown
-    local count = tonumber(ARGV[j])
-    j = j + 1
-    local first = 2 + 2 * nshared
-    for _ = 1, count do
-      args[1] = KEYS[tonumber(ARGV[j])]
-      for o = 0, nown - 1 do
-        args[first + 2 * o] = ARGV[names + o]
-        args[first + 2 * o + 1] = ARGV[j + 1 + o]
-      end
-      record(args, nshared + nown, ttl_text, ttl_s)
-      j = j + 1 + nown
-    end
-    i = j
-  elseif op == 'acks' then
-    local key, count = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-    redis.call('XACK', key, group, unpack(ARGV, i + 3, i + 2 + count))
-    redis.call('XDEL', key, unpack(ARGV, i + 3, i + 2 + count))
-    i = i + 3 + count
-  elseif op == 'adds' then
-    local key, count = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-    local j = i + 3
-    for _ = 1, count do
-      local chat = tonumber(ARGV[j + 1])
-      append(key, ARGV[j], chat > 0 and KEYS[chat] or nil)
-      j = j + 2
-    end
-    i = j
   elseif op == 'settles' then
     local stream, count = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])]
     local n = tonumber(ARGV[i + 3])

@@ -153,6 +153,30 @@ async def test_idempotency_keys_skip_repeats(broker: Broker, keys: Keys) -> None
     assert (await broker.depths([keys.ingest], []))[keys.ingest] == 1
 
 
+async def test_a_taken_key_skips_only_its_own_message_of_a_batch(
+    broker: Broker, keys: Keys
+) -> None:
+    """Ingest's commit of a batch with idempotency keys: a message whose key was taken is
+    neither appended nor recorded, and the others of the batch are, in order."""
+    taken = keys.idempotency(1, "order-1")
+    await broker.commit(Commit(idempotency=[(taken, "m0")], adds=[(keys.ingest, "m0", b"0", "")]))
+    chat = keys.chat_state(1, 9, Priority.NORMAL)
+    batch = [f"m{i}" for i in range(1, 4)]
+    commit = Commit(
+        idempotency=[(taken, "m2"), (keys.idempotency(1, "order-3"), "m3")],
+        adds=[(keys.ingest, m, m.encode(), chat) for m in batch],
+        records=[(keys.record(m), m, {"bot_id": "1", "accepted_at": "5.0"}) for m in batch],
+        record_ttl=60,
+    )
+    assert await broker.commit(commit) == {"m2": "m0"}
+    await broker.ensure_group(keys.ingest, G)
+    got = await broker.read([keys.ingest], G, "c", 10, None)
+    assert [(e.payload, e.seq) for e in got] == [(b"0", None), (b"m1", 1), (b"m3", 2)]
+    assert await broker.get_record(keys.record("m2")) is None
+    for m in ("m1", "m3"):
+        assert await broker.get_record(keys.record(m)) == {"bot_id": "1", "accepted_at": "5.0"}
+
+
 async def test_promote_due_moves_only_due_members(broker: Broker, keys: Keys) -> None:
     for s in keys.send_streams:
         await broker.ensure_group(s, G)
