@@ -223,13 +223,9 @@ class MemoryBroker:
         if commit.once and self._claim_keys([(commit.once, "applied")], ONCE_TTL_MS / 1000):
             return {}
         taken = self._claim_keys(commit.idempotency)
-        fresh = {key: fields for key, ident, fields in commit.records if ident not in taken}
-        self._put(
-            {k: f for k, f in fresh.items() if k not in commit.record_ttls}, commit.record_ttl
-        )
-        for key, ttl in commit.record_ttls.items():
-            if key in fresh:
-                self._put({key: fresh[key]}, ttl)
+        for key, ident, fields in commit.records:  # one by one: a record written twice merges
+            if ident not in taken:
+                self._put({key: fields}, commit.record_ttls.get(key, commit.record_ttl))
         for name, entry_id in commit.acks:
             self._ack(name, commit.group, entry_id)
         for name, entry_id in commit.seen:

@@ -506,12 +506,18 @@ def _grouped_records(
     commit: Commit, ids: int, ref: Callable[[str], int], args: list[str | bytes | int]
 ) -> None:
     """``recs`` ops: one per lifetime and set of field names, the fields whose value every
-    record of the group shares given once, the others per record."""
-    groups: dict[tuple[int, tuple[str, ...]], list[tuple[str, str, Mapping[str, str]]]] = {}
+    record of the group shares given once, the others per record. A record written twice in
+    one commit starts a new run of groups, so its writes keep their order."""
+    runs: list[dict[tuple[int, tuple[str, ...]], list[tuple[str, str, Mapping[str, str]]]]] = [{}]
+    seen: set[str] = set()
     for key, message_id, fields in commit.records:
-        group = groups.setdefault((_record_ttl(commit, key), tuple(fields)), [])
+        if key in seen:
+            runs.append({})
+            seen.clear()
+        seen.add(key)
+        group = runs[-1].setdefault((_record_ttl(commit, key), tuple(fields)), [])
         group.append((key, message_id, fields))
-    for (ttl, names), records in groups.items():
+    for (ttl, names), records in (item for run in runs for item in run.items()):
         first = records[0][2]
         shared = [n for n in names if all(fields[n] == first[n] for _, _, fields in records)]
         own = [n for n in names if n not in shared]

@@ -452,6 +452,19 @@ async def test_one_commit_for_many_messages_does_what_a_commit_each_would(
     assert 90 < await _record_lifetime(broker, sent[0]) <= 100, "kept as it was"
     assert 290 < await _record_lifetime(broker, own_life) <= 300
     assert UNTIMED_RECORD_TTL - 60 < await _record_lifetime(broker, dead) <= UNTIMED_RECORD_TTL
+    twice = keys.record("twice")
+    writes = [
+        (sent[1], "", {"status": "sent", "updated_at": "6.0", "telegram_message_ids": "21"}),
+        (twice, "", {"status": "retrying", "error": "e1"}),
+        (twice, "", {"status": "sent", "updated_at": "6.0", "telegram_message_ids": "22"}),
+    ]
+    await broker.commit(Commit(records=writes, record_ttl=60))
+    assert await broker.get_record(twice) == {
+        "status": "sent",
+        "error": "e1",
+        "updated_at": "6.0",
+        "telegram_message_ids": "22",
+    }, "written twice in one commit: in order"
 
 
 async def test_a_commit_acknowledges_any_number_of_entries(broker: Broker, keys: Keys) -> None:
