@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Protocol
 
 ADAPT_CUT = 0.5
@@ -48,6 +49,7 @@ class Window:
     ms: float
 
 
+@cache  # asked for every send (a few distinct rates per process; a Window is frozen)
 def window_for(count: float, per_seconds: float, margin_s: float) -> Window:
     """``count`` sends per ``per_seconds`` as whole sends in a window (0.5/s: 1 per 2 s)."""
     limit = max(1, math.floor(count))
