@@ -94,6 +94,14 @@ def _args() -> argparse.Namespace:
         " and each run's CPU per message is listed too (one run on 2 busy cores varies by"
         " about 10%%: judge a change by medians taken in turns with the code before it)",
     )
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the yardstick run after the pipeline: a bare aiohttp client posting"
+        " sendMessage to the same sandbox (bench/bare_client.py), against which the sender's"
+        " CPU per message is given as a ratio that the machine's speed does not move",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = p.parse_args()
     if args.repeat < 1:
@@ -238,6 +246,14 @@ async def _run_on(args: argparse.Namespace, topology: str) -> dict[str, Any]:
             args, procs, sandbox, bodies, len(workload.messages), nodes, env["FLOODGATE_NAMESPACE"]
         )
         result["topology"] = topology
+        if args.senders and args.baseline:
+            _say(args, "the yardstick: a bare aiohttp client posting to the same sandbox")
+            bare = await _bare_client(sandbox.url, min(len(workload.messages), 20_000))
+            result["bare_client_us_per_message"] = bare
+            sender = statistics.mean(
+                us for name, us in result["cpu_us_per_message"].items() if name.startswith("sender")
+            )
+            result["sender_to_bare_client"] = round(sender / bare, 2)
         return result
     finally:
         for proc in [*procs, sandbox]:
@@ -246,6 +262,24 @@ async def _run_on(args: argparse.Namespace, topology: str) -> dict[str, Any]:
             server.cleanup()
         else:
             await delete_namespace(redis_url, env["FLOODGATE_NAMESPACE"])
+
+
+async def _bare_client(sandbox_url: str, messages: int) -> float:
+    """µs of CPU per sendMessage of bench/bare_client.py, run in a process of its own."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("bare_client.py")),
+        "--sandbox",
+        sandbox_url,
+        "--messages",
+        str(messages),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/bare_client.py failed ({proc.returncode})")
+    return float(json.loads(out)["bare_client_us_per_message"])
 
 
 def _request(body: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -383,6 +417,7 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_us_per_message": run["cpu_us_per_message"],
             "end_to_end_per_s": run.get("end_to_end_per_s"),
         }
+        | {k: run[k] for k in ("bare_client_us_per_message", "sender_to_bare_client") if k in run}
         for run in runs
     ]
     return result
@@ -496,6 +531,12 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
         rss = result["peak_rss_mib"].get(name)
         print(f"  {name:<12} {us:>8.1f}" + (f"   {rss:>7.1f} MiB" if rss else ""))
     print(f"  {'floodgate':<12} {result['floodgate_cpu_us_per_message']:>8.1f}  (every service)")
+    if "bare_client_us_per_message" in result:
+        print(
+            f"  {'bare client':<12} {result['bare_client_us_per_message']:>8.1f}  (aiohttp alone"
+            " posting sendMessage to the same sandbox, just after; the sender is"
+            f" {result['sender_to_bare_client']:.2f}x that)"
+        )
     if "runs" in result:
         print(f"  (medians of {len(result['runs'])} runs; each run's figures:)")
         for name in result["cpu_us_per_message"]:
@@ -504,6 +545,11 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
         if args.senders:
             each = ", ".join(f"{run['end_to_end_per_s']:,.0f}" for run in result["runs"])
             print(f"    {'messages/s':<12} {each}")
+        if "bare_client_us_per_message" in result:
+            each = ", ".join(f"{run['bare_client_us_per_message']:.1f}" for run in result["runs"])
+            print(f"    {'bare client':<12} {each}")
+            each = ", ".join(f"{run['sender_to_bare_client']:.2f}" for run in result["runs"])
+            print(f"    {'sender/bare':<12} {each}")
     print()
     print(f"Redis commands per message: {result['redis_commands_per_message']:.2f}")
     for name, n in list(result["redis_commands"].items())[:TOP_COMMANDS]:
