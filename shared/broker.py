@@ -139,6 +139,9 @@ class Commit:
     its reply was lost) finds it and changes nothing. ``replicated`` asks the backend to
     return only once a replica has the commit too (``NotReplicated`` if none confirms in time).
     ``dlq`` names the dead-letter queue ``dead`` goes to (by default the broker's own).
+
+    A chat state key belongs to one stream (its priority's): a backend may apply the adds and
+    the settles stream by stream, keeping their order within a stream only.
     """
 
     group: str = ""

@@ -361,6 +361,8 @@ class MemoryBroker:
         now = time.monotonic()
         for key, fields in records.items():
             current = self._records.get(key)
+            if current is not None and current[1] <= now:  # expired, not swept yet: gone
+                current = None
             merged = {**current[0], **fields} if current else dict(fields)
             if ttl is not None:
                 expires = now + ttl

@@ -162,10 +162,14 @@ async def test_a_taken_key_skips_only_its_own_message_of_a_batch(
     await broker.commit(Commit(idempotency=[(taken, "m0")], adds=[(keys.ingest, "m0", b"0", "")]))
     chat = keys.chat_state(1, 9, Priority.NORMAL)
     batch = [f"m{i}" for i in range(1, 4)]
+
+    def fields(i: int) -> dict[str, str]:  # one shared, two of its own
+        return {"bot_id": "1", "chat_id": f"9{i}", "accepted_at": f"5.{i}"}
+
     commit = Commit(
         idempotency=[(taken, "m2"), (keys.idempotency(1, "order-3"), "m3")],
         adds=[(keys.ingest, m, m.encode(), chat) for m in batch],
-        records=[(keys.record(m), m, {"bot_id": "1", "accepted_at": "5.0"}) for m in batch],
+        records=[(keys.record(m), m, fields(i)) for i, m in enumerate(batch)],
         record_ttl=60,
     )
     assert await broker.commit(commit) == {"m2": "m0"}
@@ -173,8 +177,9 @@ async def test_a_taken_key_skips_only_its_own_message_of_a_batch(
     got = await broker.read([keys.ingest], G, "c", 10, None)
     assert [(e.payload, e.seq) for e in got] == [(b"0", None), (b"m1", 1), (b"m3", 2)]
     assert await broker.get_record(keys.record("m2")) is None
-    for m in ("m1", "m3"):
-        assert await broker.get_record(keys.record(m)) == {"bot_id": "1", "accepted_at": "5.0"}
+    for i, m in ((0, "m1"), (2, "m3")):
+        assert await broker.get_record(keys.record(m)) == fields(i)
+        assert 50 < await _record_lifetime(broker, keys.record(m)) <= 60
 
 
 async def test_promote_due_moves_only_due_members(broker: Broker, keys: Keys) -> None:
@@ -357,6 +362,18 @@ async def test_a_record_keeping_its_lifetime_is_never_made_without_one(
         assert UNTIMED_RECORD_TTL - 60 < await _record_lifetime(broker, key) <= UNTIMED_RECORD_TTL
 
 
+async def test_a_record_that_expired_is_made_anew_not_revived(broker: Broker, keys: Keys) -> None:
+    """A write to a record whose lifetime has run out makes a new one, of the written fields
+    alone and with a lifetime, as Redis does (the embedded broker merged into the expired one
+    and kept its past expiry, so the write was lost)."""
+    record = keys.record("lapsed")
+    await broker.put_records({record: {"status": "queued", "priority": "low"}}, 1)
+    await asyncio.sleep(1.1)
+    await broker.commit(Commit(records=[(record, "", {"status": "sent"})]))
+    assert await broker.get_record(record) == {"status": "sent"}
+    assert UNTIMED_RECORD_TTL - 60 < await _record_lifetime(broker, record) <= UNTIMED_RECORD_TTL
+
+
 async def test_the_gate_marks_a_record_sending_but_never_makes_one(
     broker: Broker, keys: Keys
 ) -> None:
@@ -451,7 +468,8 @@ async def test_one_commit_for_many_messages_does_what_a_commit_each_would(
         assert await broker.get_record(key) == fields
     assert 90 < await _record_lifetime(broker, sent[0]) <= 100, "kept as it was"
     assert 290 < await _record_lifetime(broker, own_life) <= 300
-    assert UNTIMED_RECORD_TTL - 60 < await _record_lifetime(broker, dead) <= UNTIMED_RECORD_TTL
+    for key in (dead, sent[1], sent[2]):  # made anew here: the lifetime of one that had none
+        assert UNTIMED_RECORD_TTL - 60 < await _record_lifetime(broker, key) <= UNTIMED_RECORD_TTL
     twice = keys.record("twice")
     writes = [
         (sent[1], "", {"status": "sent", "updated_at": "6.0", "telegram_message_ids": "21"}),
@@ -465,6 +483,36 @@ async def test_one_commit_for_many_messages_does_what_a_commit_each_would(
         "updated_at": "6.0",
         "telegram_message_ids": "22",
     }, "written twice in one commit: in order"
+
+
+async def test_one_commit_settles_several_chats_of_a_stream(broker: Broker, keys: Keys) -> None:
+    """A sender's commit settles the messages of many chats of one stream at once: each chat's
+    next parked message is released with its own sequence number."""
+    stream, PC = keys.send(Priority.NORMAL), keys.parked_count
+    order = {c: keys.order(1, c, Priority.NORMAL) for c in (31, 32, 33)}
+    await broker.ensure_group(stream, G)
+    adds = [
+        (stream, f"m{c}-{n}", f"{c}-{n}".encode(), order[c][0]) for n in range(2) for c in order
+    ]
+    await broker.commit(Commit(adds=adds))
+    got = await broker.read([stream], G, "c", 10, None)
+    parked_of = dict(order.values())
+    firsts = []
+    for entry, (_, _, _, chat) in zip(got, adds, strict=True):
+        parked = parked_of[chat]
+        assert entry.seq is not None
+        verdict = await broker.gate(chat, parked, entry, G, entry.seq, PC)
+        if entry.seq == 1:
+            firsts.append((entry, chat, parked))
+        else:
+            assert verdict == GATE_PARKED
+    settles = [Settle(chat, parked, 1, stream, PC) for _, chat, parked in firsts[:2]]
+    await broker.commit(
+        Commit(group=G, acks=[(stream, e.entry_id) for e, _, _ in firsts], settles=settles)
+    )
+    released = await broker.read([stream], G, "c", 10, None)
+    assert sorted((e.payload, e.seq) for e in released) == [(b"31-1", 2), (b"32-1", 2)]
+    assert (await broker.depths([], [], [PC]))[PC] == 1, "33's second waits: its first is unsettled"
 
 
 async def test_a_commit_acknowledges_any_number_of_entries(broker: Broker, keys: Keys) -> None:
