@@ -1,11 +1,13 @@
 -- Keep chats' messages in order: may message SEQ of its chat go now? Many messages a call, each
 -- decided in turn exactly as a call of its own would be (shared.redis_batch.MergingBatcher).
--- KEYS, per message: its chat's state (hash: seq, cur), the chat's parked set, the stream the
--- entry came from, the count of parked messages over all chats; and, if it has five keys, its
--- status record, marked `sending` when the message goes (only if the record exists: it may
--- have expired).
--- ARGV: lifetime of a parked set (s); then per message: its number of keys (4 or 5), seq,
--- consumer group, entry id.
+-- Messages come in runs that share their stream, the count of parked messages over all chats
+-- and the consumer group; those go once, at the start of each run.
+-- KEYS, per message: at the start of a run, the stream the entries came from and the parked
+-- count; then its chat's state (hash: seq, cur), the chat's parked set and, if it has three
+-- keys of its own, its status record, marked `sending` when the message goes (only if the
+-- record exists: it may have expired).
+-- ARGV: lifetime of a parked set (s); then per message: its number of own keys (2 or 3), plus
+-- 10 at the start of a run, followed then by the consumer group; seq; entry id.
 -- Returns per message 0: go (it is the chat's next); 3: go, and later messages of the chat are
 -- parked behind it; 1: done already (acknowledge, do not send);
 -- 2: parked (an earlier message is still under way; the entry is acknowledged and the message
@@ -13,9 +15,7 @@
 -- Safe to run twice for a message (the batcher runs a failed call again one message a call).
 local lifetime = string.format('%d', tonumber(ARGV[1]))
 
-local function gate(k, nkeys, seq, group, id)
-  local chat, parked, stream, count = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local record = nkeys == 5 and KEYS[k + 4] or nil
+local function gate(chat, parked, record, stream, count, group, seq, id)
   local cur = tonumber(redis.call('HGET', chat, 'cur') or '0')
   if seq == cur + 1 then
     -- one HSET: a record that is there keeps its other fields; one that has expired comes
@@ -48,11 +48,18 @@ local function gate(k, nkeys, seq, group, id)
 end
 
 local out = {}
+local stream, count, group
 local k, a = 1, 2
 while a <= #ARGV do
-  local nkeys = tonumber(ARGV[a])
-  out[#out + 1] = gate(k, nkeys, tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3])
-  k = k + nkeys
-  a = a + 4
+  local own = tonumber(ARGV[a])
+  if own >= 10 then
+    stream, count, group = KEYS[k], KEYS[k + 1], ARGV[a + 1]
+    own, k, a = own - 10, k + 2, a + 1
+  end
+  local record = own == 3 and KEYS[k + 2] or nil
+  out[#out + 1] = gate(KEYS[k], KEYS[k + 1], record, stream, count, group, tonumber(ARGV[a + 1]),
+    ARGV[a + 2])
+  k = k + own
+  a = a + 3
 end
 return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from shared import redis_batch
-from shared.broker import GATE_GO_LEADING, GATE_PARKED, Commit
+from shared.broker import GATE_GO_LEADING, GATE_PARKED, Commit, Entry
 from shared.context import dlq_keys
 from shared.keys import Keys
 from shared.models import Priority
@@ -148,3 +148,57 @@ async def test_order_gates_made_together_decide_as_one_after_another(
     by_seq = {(e.seq, v) for e, v in zip(order, verdicts, strict=True)}
     assert by_seq == {(2, GATE_PARKED), (3, GATE_PARKED), (1, GATE_GO_LEADING)}
     assert (await broker.depths([], [], [keys.parked_count]))[keys.parked_count] == 40
+
+
+async def test_order_gates_of_two_streams_and_groups_merged_keep_each_to_its_own(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    """Gates merged into one call share their stream, the parked count and the consumer group
+    once per run: interleaved messages of two streams, read by two groups, some with a status
+    record and some without, each park in and mark only what is its own."""
+    broker = RedisBroker(redis_client, dlq_keys(keys))
+    streams = {"g1": keys.send(Priority.NORMAL), "g2": keys.send(Priority.HIGH)}
+    prio = {"g1": Priority.NORMAL, "g2": Priority.HIGH}
+    read: list[tuple[str, Entry]] = []
+    for group, stream in streams.items():
+        await broker.ensure_group(stream, group)
+        chat_of = {c: keys.chat_state(1, c, prio[group]) for c in range(6)}
+        adds = [
+            (stream, f"{group}-{c}-{n}", f"{c}-{n}".encode(), chat_of[c])
+            for n in range(2)
+            for c in range(6)
+        ]
+        await broker.commit(Commit(adds=adds))
+        read += [(group, e) for e in await broker.read([stream], group, "c", 100, None)]
+    records = {}
+    for group, e in read:
+        if int(e.payload.split(b"-")[0]) % 2 == 0:  # chats 0, 2, 4 with a record
+            records[e.entry_id] = keys.record(f"{group}-{e.payload.decode()}")
+            await broker.put_records({records[e.entry_id]: {"priority": "low"}}, 60)
+
+    def chat(item: tuple[str, Entry]) -> int:
+        return int(item[1].payload.split(b"-")[0])
+
+    # the seconds first, so every first has one parked behind it; the groups alternating
+    second = sorted((x for x in read if x[1].seq == 2), key=lambda x: (chat(x), x[0]))
+    first = sorted((x for x in read if x[1].seq == 1), key=lambda x: (chat(x), x[0]))
+    mixed = second + first
+
+    def gate(group: str, e: Entry) -> Awaitable[int]:
+        c = int(e.payload.split(b"-")[0])
+        chat, parked = keys.order(1, c, prio[group])
+        record = records.get(e.entry_id)
+        return broker.gate(chat, parked, e, group, e.seq or 0, keys.parked_count, record)
+
+    verdicts = await asyncio.gather(*(gate(group, e) for group, e in mixed))
+    for (group, e), verdict in zip(mixed, verdicts, strict=True):
+        assert verdict == (GATE_GO_LEADING if e.seq == 1 else GATE_PARKED), (group, e.payload)
+        record = records.get(e.entry_id)
+        if record is not None:
+            status = (await broker.get_record(record) or {}).get("status")
+            assert status == ("sending" if e.seq == 1 else None), (group, e.payload)
+    assert (await broker.depths([], [], [keys.parked_count]))[keys.parked_count] == 12
+    for group, stream in streams.items():
+        assert (await broker.depths([stream], []))[stream] == 6, "the parked are deleted"
+        pending = await redis_client.xpending(stream, group)
+        assert pending["pending"] == 6, f"{group} acknowledged its parked entries"
