@@ -53,19 +53,22 @@ end
 local function settle(chat, parked, seq_text, stream, count)
   local seq = tonumber(seq_text)
   local state = redis.call('HMGET', chat, 'cur', 'seq')
-  local cur = tonumber(state[1] or '0')
+  local cur, last = tonumber(state[1] or '0'), tonumber(state[2] or '0')
   if seq > cur then
     redis.call('HSET', chat, 'cur', seq_text)
     cur = seq
   end
-  local nxt = redis.call('ZRANGE', parked, cur + 1, cur + 1, 'BYSCORE')
-  if #nxt > 0 then
-    redis.call('ZREM', parked, nxt[1])
-    redis.call('DECR', count)
-    redis.call('XADD', stream, '*', 'd', nxt[1], 's', cur + 1)
+  -- only a message numbered already can be parked: past the chat's last number, none is
+  if cur < last then
+    local nxt = redis.call('ZRANGE', parked, cur + 1, cur + 1, 'BYSCORE')
+    if #nxt > 0 then
+      redis.call('ZREM', parked, nxt[1])
+      redis.call('DECR', count)
+      redis.call('XADD', stream, '*', 'd', nxt[1], 's', cur + 1)
+    end
   end
   -- nothing of the chat left to send: its state goes soon (the next message renews it)
-  if cur >= tonumber(state[2] or '0') then
+  if cur >= last then
     redis.call('EXPIRE', chat, settled_ttl)
   else
     redis.call('EXPIRE', chat, ttl)

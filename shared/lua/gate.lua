@@ -16,7 +16,8 @@
 local lifetime = string.format('%d', tonumber(ARGV[1]))
 
 local function gate(chat, parked, record, stream, count, group, seq, id)
-  local cur = tonumber(redis.call('HGET', chat, 'cur') or '0')
+  local state = redis.call('HMGET', chat, 'cur', 'seq')
+  local cur = tonumber(state[1] or '0')
   if seq == cur + 1 then
     -- one HSET: a record that is there keeps its other fields; one that has expired comes
     -- back as a lone new field, which is deleted again
@@ -24,7 +25,9 @@ local function gate(chat, parked, record, stream, count, group, seq, id)
         and redis.call('HLEN', record) == 1 then
       redis.call('DEL', record)
     end
-    if redis.call('EXISTS', parked) == 1 then return 3 end
+    -- the chat's last number so far: none after it, none parked behind it (a broadcast's
+    -- one message a chat asks nothing more)
+    if tonumber(state[2] or '0') > seq and redis.call('EXISTS', parked) == 1 then return 3 end
     return 0
   end
   if seq <= cur then return 1 end
