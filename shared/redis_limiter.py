@@ -58,11 +58,13 @@ class RedisLimiter:
         self._chat_limits = [private.limit, private.ms, group.limit, group.ms]
         self._chat_ms = [private.ms, group.ms]
         self._lease_ms = int(policy.in_flight_lease_s * 1000)
-        # tokens whose calls are under way, ticket: (bot, chat, granted at)
-        self._leases: dict[str, tuple[int, int | str, float]] = {}
+        # tokens whose calls are under way, ticket: (bot, chat, granted at, Redis's clock at
+        # the grant in ms)
+        self._leases: dict[str, tuple[int, int | str, float, int]] = {}
         self._renewal: asyncio.TimerHandle | None = None
-        # calls ended and not yet moved, per bot: (chat, ticket, ended at)
-        self._ended: dict[int, list[tuple[int | str, str, float]]] = {}
+        # calls ended and not yet moved, per bot: (chat, ticket, ended at, Redis's clock at the
+        # grant or 0)
+        self._ended: dict[int, list[tuple[int | str, str, float, int]]] = {}
         self._move_soon: asyncio.Handle | None = None
         self._moving: set[asyncio.Future[Any]] = set()
 
@@ -81,6 +83,7 @@ class RedisLimiter:
         first = self._next_ticket
         reply = await self._acquire.call(*self._acquire_args(bot_id, chat_ids))
         factor = int(reply[0]) / 1000
+        granted_ms = int(reply[-1])
         now = time.monotonic()
         grants = []
         for i, chat_id in enumerate(chat_ids):
@@ -90,7 +93,7 @@ class RedisLimiter:
                 grants.append(Grant(wait, scope, factor, "", max(0, room)))
                 continue
             ticket = f"{self._nonce}-{first + i}"
-            self._lease(bot_id, chat_id, ticket, now)
+            self._lease(bot_id, chat_id, ticket, now, granted_ms)
             grants.append(Grant(0, scope, factor, ticket, max(0, room)))
         return grants
 
@@ -108,10 +111,12 @@ class RedisLimiter:
         args += [*self._chat_limits, self._nonce, first, _kinds(chat_ids), *chat_ids]
         return keys, args
 
-    def _lease(self, bot_id: int, chat_id: int | str, ticket: str, granted_at: float) -> None:
+    def _lease(
+        self, bot_id: int, chat_id: int | str, ticket: str, granted_at: float, granted_ms: int
+    ) -> None:
         """Keep a token in flight while its call runs, until ``sent`` comes (``Deliverer``
         always reports; LEASE_CAP_S only guards against a leak)."""
-        self._leases[ticket] = (bot_id, chat_id, granted_at)
+        self._leases[ticket] = (bot_id, chat_id, granted_at, granted_ms)
         if self._renewal is None:
             self._renew_later()
 
@@ -126,7 +131,7 @@ class RedisLimiter:
         self._renewal = None
         now = time.monotonic()
         due: dict[int, list[tuple[int | str, str]]] = {}
-        for ticket, (bot_id, chat_id, granted_at) in list(self._leases.items()):
+        for ticket, (bot_id, chat_id, granted_at, _) in list(self._leases.items()):
             if now - granted_at > LEASE_CAP_S:
                 del self._leases[ticket]
             else:
@@ -149,11 +154,12 @@ class RedisLimiter:
         window's burst is answered together) move in one call of sent.lua. A move that fails
         leaves its token counted as under way until its lease runs out. A hand-over
         (``age_ms``) is awaited: the caller must know whether Redis has it."""
-        self._leases.pop(ticket, None)
+        lease = self._leases.pop(ticket, None)
         if age_ms > 0:
-            await self._sent.call(*self._move_args(bot_id, [(chat_id, ticket, age_ms)], LATER))
+            await self._sent.call(*self._move_args(bot_id, [(chat_id, ticket, age_ms)], LATER, 0))
             return
-        self._ended.setdefault(bot_id, []).append((chat_id, ticket, time.monotonic()))
+        granted_ms = lease[3] if lease is not None else 0
+        self._ended.setdefault(bot_id, []).append((chat_id, ticket, time.monotonic(), granted_ms))
         if self._move_soon is None:
             self._move_soon = asyncio.get_running_loop().call_soon(self._move_ended)
 
@@ -163,9 +169,10 @@ class RedisLimiter:
         now = time.monotonic()
         for bot_id, tokens in ended.items():
             # floor: an age never longer than the time passed, so the stamp is never early
-            moves = [(chat, ticket, int((now - at) * 1000)) for chat, ticket, at in tokens]
-            for part in _parts(moves):
-                move = self._sent.submit(*self._move_args(bot_id, part, ENDED))
+            for part in _parts(tokens):
+                moves = [(chat, ticket, int((now - at) * 1000)) for chat, ticket, at, _ in part]
+                granted_ms = min(granted for *_, granted in part)
+                move = self._sent.submit(*self._move_args(bot_id, moves, ENDED, granted_ms))
                 self._moving.add(move)
                 move.add_done_callback(self._moving.discard)
                 move.add_done_callback(_moved)
@@ -183,10 +190,12 @@ class RedisLimiter:
             self._renewal = None
 
     def _move_args(
-        self, bot_id: int, moves: Sequence[tuple[int | str, str, int]], mode: str
+        self, bot_id: int, moves: Sequence[tuple[int | str, str, int]], mode: str, granted_ms: int
     ) -> tuple[list[str], list[str | float | int]]:
+        """sent.lua's KEYS and ARGV; ``granted_ms``: Redis's clock at the earliest grant of
+        these tokens (0: unknown, so their logs' lifetimes are set again)."""
         keys, args = self._token_call(bot_id, [chat for chat, _, _ in moves])
-        args.append(mode)
+        args += [mode, granted_ms]
         for _, ticket, age_ms in moves:
             args += [ticket, age_ms]
         return keys, args

@@ -11,8 +11,10 @@
 --       prefix, number of the first ticket, kinds (one letter per chat: p private, g group),
 --       then one chat id per chat. The tokens are named <prefix>-<first>, <prefix>-<first + 1>,
 --       ... in chat order.
--- Returns {factor permille, then per chat: wait ms, scope, room}: wait 0 means granted; room
--- is how many more sends the bot's window takes after that decision.
+-- Returns {factor permille, then per chat: wait ms, scope, room, then the server's clock in
+-- whole ms}: wait 0 means granted; room is how many more sends the bot's window takes after
+-- that decision. The clock tells sent.lua, when a token moves, what lifetime its logs were
+-- given at the grant.
 --
 -- A granted token is logged in the future, at now + lease: its call is under way, and it may
 -- reach Telegram any moment until it is over, so it counts in every window until then. The
@@ -42,6 +44,7 @@ end
 local hold = redis.call('PTTL', KEYS[1])
 if hold > 0 then
   for _ = 1, n do answer(hold, 'bot_hold', 0) end
+  out[#out + 1] = math.floor(now)
   return out
 end
 
@@ -117,4 +120,5 @@ if fresh > 0 then
   redis.call('ZADD', KEYS[2], unpack(taken))
   redis.call('PEXPIRE', KEYS[2], math.ceil(bot_window + lease + 1000))
 end
+out[#out + 1] = math.floor(now)
 return out

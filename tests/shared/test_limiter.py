@@ -393,8 +393,9 @@ async def test_a_wait_as_told_is_enough(keys: Keys, redis_client: redis.Redis) -
     for chat in range(100, 400):
         ticket = f"{lim._nonce}-{lim._next_ticket}"
         ask_keys, ask_args = lim._acquire_args(1, [chat])
-        assert int((await acquire(keys=ask_keys, args=ask_args))[1]) == 0, "granted"
-        move_keys, move_args = lim._move_args(1, [(chat, ticket, 0)], "ended")
+        reply = await acquire(keys=ask_keys, args=ask_args)
+        assert int(reply[1]) == 0, "granted"
+        move_keys, move_args = lim._move_args(1, [(chat, ticket, 0)], "ended", int(reply[-1]))
         await sent(keys=move_keys, args=move_args)
         ask_keys, ask_args = lim._acquire_args(1, [chat])
         told = int((await acquire(keys=ask_keys, args=ask_args))[1])
@@ -405,3 +406,44 @@ async def test_a_wait_as_told_is_enough(keys: Keys, redis_client: redis.Redis) -
         if again:
             refused_again.append((told, again))
     assert refused_again == [], "(wait told, wait on asking again after it)"
+
+
+async def test_a_moved_token_leaves_its_window_before_its_logs_expire(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    """A call's end is moved into its logs without setting their lifetimes again when the grant
+    gave enough (the end within a lease and a second of the grant): one command a send fewer.
+    A longer call sets them again at the move. Either way each log outlives the token's
+    window."""
+    group = -1001
+    chat_log, bot_log = keys.chat_window(1, group), keys.bot_window(1)
+    # a lease of 3 s: the first renewal of calls under way comes a second after the grant
+    policy = Policy(bot_rate=1000, group_rate=20, window_scale=0.05, in_flight_lease_s=3)
+    lim = RedisLimiter(redis_client, keys, policy)
+    window = policy.chat_window(group).ms  # 20 per 3 s
+    quick = await lim.acquire(1, group)
+    await asyncio.sleep(0.4)
+    await lim.sent(1, group, quick.ticket)
+    await lim.flush()
+    left = await redis_client.pttl(chat_log)
+    assert window < left < window + 3000 + 1000 - 300, "the grant's lifetime, not set again"
+    assert 0 < await redis_client.pttl(bot_log) < policy.bot_window(1).ms + 4000 - 300
+    # a call that outlived its lease by more than a second with no renewal (its sender's
+    # event loop stalled): the grant's lifetime ends before the token leaves its window, so
+    # the move sets it again (the scripts called directly: no renewals)
+    policy = Policy(bot_rate=1000, group_rate=20, window_scale=0.05, in_flight_lease_s=0.2)
+    lim = RedisLimiter(redis_client, keys, policy)
+    acquire = redis_client.register_script(lua("acquire"))
+    sent = redis_client.register_script(lua("sent"))
+    ticket = f"{lim._nonce}-{lim._next_ticket}"
+    ask_keys, ask_args = lim._acquire_args(1, [group])
+    reply = await acquire(keys=ask_keys, args=ask_args)
+    assert int(reply[1]) == 0, "granted"
+    await asyncio.sleep(1.5)
+    move_keys, move_args = lim._move_args(1, [(group, ticket, 0)], "ended", int(reply[-1]))
+    await sent(keys=move_keys, args=move_args)
+    assert await redis_client.pttl(chat_log) > window, "outlives the moved token's window"
+    assert await redis_client.pttl(bot_log) > policy.bot_window(1).ms
+    score = await redis_client.zscore(chat_log, ticket)
+    assert score is not None
+    assert score > time.time() * 1000 - 100, "counted from its end"
