@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
@@ -22,7 +22,6 @@ from shared.broker import (
     DlqKeys,
     Entry,
     NotReplicated,
-    Settle,
     unroute,
 )
 from shared.redis_batch import (
@@ -39,6 +38,7 @@ __all__ = ["RedisBroker", "connect"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+K = TypeVar("K")
 
 CLAIM_SCAN_ROUNDS = 10
 # Answers of a Redis that is up but cannot take writes: out of memory under noeviction, a
@@ -481,18 +481,16 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
     for key, message_id in commit.idempotency:
         args += ["idem", ref(key), message_id, IDEMPOTENCY_TTL]
     _grouped_records(commit, ids, ref, args)
-    for stream, entry_ids in _by_key(commit.acks).items():
+    for stream, acks in _grouped(commit.acks, lambda ack: ack[0]).items():
+        entry_ids = [entry_id for _, entry_id in acks]
         for at in range(0, len(entry_ids), ACKS_PER_CALL):
             chunk = entry_ids[at : at + ACKS_PER_CALL]
             args += ["acks", ref(stream), len(chunk), *chunk]
     for stream, entry_id in commit.seen:
         args += ["seen", ref(stream), entry_id]
-    adds: dict[str, list[tuple[str, bytes, str]]] = {}
-    for stream, message_id, payload, chat in commit.adds:
-        adds.setdefault(stream, []).append((message_id, payload, chat))
-    for stream, items in adds.items():
+    for stream, items in _grouped(commit.adds, lambda add: add[0]).items():
         args += ["adds", ref(stream), ids, len(items)]
-        for message_id, payload, chat in items:
+        for _, message_id, payload, chat in items:
             if ids:
                 args.append(message_id)
             args += [payload, ref(chat) if chat else 0]
@@ -501,10 +499,8 @@ def _commit_args(commit: Commit, dlq: DlqKeys) -> tuple[list[str], list[str | by
     for message_id, member, meta in commit.dead:
         args += ["dead", ref(dlq.index), ref(dlq.payloads), ref(dlq.meta), message_id, member]
         args.append(meta)
-    settles: dict[tuple[str, str], list[Settle]] = {}
-    for settle in commit.settles:
-        settles.setdefault((settle.stream, settle.parked_count), []).append(settle)
-    for (stream, count), group in settles.items():
+    by_stream = _grouped(commit.settles, lambda settle: (settle.stream, settle.parked_count))
+    for (stream, count), group in by_stream.items():
         args += ["settles", ref(stream), ref(count), len(group)]
         for settle in group:
             args += [ref(settle.chat_state), ref(settle.parked), int(settle.seq)]
@@ -517,10 +513,12 @@ def _record_ttl(commit: Commit, key: str) -> int:
     return int(commit.record_ttls.get(key, commit.record_ttl or -UNTIMED_RECORD_TTL))
 
 
-def _by_key(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for key, value in pairs:
-        out.setdefault(key, []).append(value)
+def _grouped(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    """``items`` by ``key``, each group in the items' order, the groups in order of first
+    appearance."""
+    out: dict[K, list[T]] = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
     return out
 
 

@@ -86,6 +86,13 @@ local function record(args, n, ttl_text, ttl_s)
   end
 end
 
+-- Whether the message whose id (if ids) stands at ARGV[j] had its idempotency key taken, and
+-- where its other arguments start
+local function taken_at(ids, j)
+  if not ids then return false, j end
+  return taken[ARGV[j]] ~= nil, j + 1
+end
+
 local i = 4
 while i <= #ARGV do
   local op = ARGV[i]
@@ -118,12 +125,8 @@ while i <= #ARGV do
     local first = 2 + 2 * nshared
     for _ = 1, count do
       args[1] = KEYS[tonumber(ARGV[j])]
-      j = j + 1
-      local skip = false
-      if ids then
-        skip = taken[ARGV[j]]
-        j = j + 1
-      end
+      local skip
+      skip, j = taken_at(ids, j + 1)
       if not skip then
         for o = 0, nown - 1 do
           args[first + 2 * o] = ARGV[names + o]
@@ -146,11 +149,8 @@ while i <= #ARGV do
     local key, ids, count = KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2] == '1', tonumber(ARGV[i + 3])
     local j = i + 4
     for _ = 1, count do
-      local skip = false
-      if ids then
-        skip = taken[ARGV[j]]
-        j = j + 1
-      end
+      local skip
+      skip, j = taken_at(ids, j)
       if not skip then
         local chat = tonumber(ARGV[j + 1])
         append(key, ARGV[j], chat > 0 and KEYS[chat] or nil)
