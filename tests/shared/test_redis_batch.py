@@ -170,11 +170,11 @@ async def test_order_gates_of_two_streams_and_groups_merged_keep_each_to_its_own
         ]
         await broker.commit(Commit(adds=adds))
         read += [(group, e) for e in await broker.read([stream], group, "c", 100, None)]
-    records = {}
+    records: dict[tuple[str, str], str] = {}  # by group and entry id: two streams share ids
     for group, e in read:
         if int(e.payload.split(b"-")[0]) % 2 == 0:  # chats 0, 2, 4 with a record
-            records[e.entry_id] = keys.record(f"{group}-{e.payload.decode()}")
-            await broker.put_records({records[e.entry_id]: {"priority": "low"}}, 60)
+            records[group, e.entry_id] = keys.record(f"{group}-{e.payload.decode()}")
+            await broker.put_records({records[group, e.entry_id]: {"priority": "low"}}, 60)
 
     def chat(item: tuple[str, Entry]) -> int:
         return int(item[1].payload.split(b"-")[0])
@@ -187,13 +187,13 @@ async def test_order_gates_of_two_streams_and_groups_merged_keep_each_to_its_own
     def gate(group: str, e: Entry) -> Awaitable[int]:
         c = int(e.payload.split(b"-")[0])
         chat, parked = keys.order(1, c, prio[group])
-        record = records.get(e.entry_id)
+        record = records.get((group, e.entry_id))
         return broker.gate(chat, parked, e, group, e.seq or 0, keys.parked_count, record)
 
     verdicts = await asyncio.gather(*(gate(group, e) for group, e in mixed))
     for (group, e), verdict in zip(mixed, verdicts, strict=True):
         assert verdict == (GATE_GO_LEADING if e.seq == 1 else GATE_PARKED), (group, e.payload)
-        record = records.get(e.entry_id)
+        record = records.get((group, e.entry_id))
         if record is not None:
             status = (await broker.get_record(record) or {}).get("status")
             assert status == ("sending" if e.seq == 1 else None), (group, e.payload)
