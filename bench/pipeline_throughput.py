@@ -37,6 +37,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import redis_yardstick
 from bench._common import code_version, delete_namespace
 from floodgate.demo import demo_token
 from floodgate.observe import Received, percentile
@@ -48,6 +49,12 @@ from tests.procs import Proc, RedisServer, floodgate
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TOP_COMMANDS = 12
+YARDSTICKS = (
+    "bare_client_us_per_message",
+    "sender_to_bare_client",
+    "redis_yardstick_us_per_message",
+    "redis_to_yardstick",
+)
 
 
 def _args() -> argparse.Namespace:
@@ -98,9 +105,10 @@ def _args() -> argparse.Namespace:
         "--no-baseline",
         dest="baseline",
         action="store_false",
-        help="skip the yardstick run after the pipeline: a bare aiohttp client posting"
-        " sendMessage to the same sandbox (bench/bare_client.py), against which the sender's"
-        " CPU per message is given as a ratio that the machine's speed does not move",
+        help="skip the yardstick runs after the pipeline: a bare aiohttp client posting"
+        " sendMessage to the same sandbox (bench/bare_client.py) and a canned workload on the"
+        " same Redis (bench/redis_yardstick.py, one server only), against which the sender's"
+        " and Redis's CPU per message are given as ratios that the machine's speed moves less",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = p.parse_args()
@@ -254,6 +262,13 @@ async def _run_on(args: argparse.Namespace, topology: str) -> dict[str, Any]:
                 us for name, us in result["cpu_us_per_message"].items() if name.startswith("sender")
             )
             result["sender_to_bare_client"] = round(sender / bare, 2)
+        if topology == "one" and args.baseline:
+            _say(args, "the Redis yardstick: a canned workload on the same Redis")
+            yardstick = await redis_yardstick.measure(redis_url)
+            result["redis_yardstick_us_per_message"] = yardstick
+            result["redis_to_yardstick"] = round(
+                result["cpu_us_per_message"]["redis"] / yardstick, 2
+            )
         return result
     finally:
         for proc in [*procs, sandbox]:
@@ -417,7 +432,7 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_us_per_message": run["cpu_us_per_message"],
             "end_to_end_per_s": run.get("end_to_end_per_s"),
         }
-        | {k: run[k] for k in ("bare_client_us_per_message", "sender_to_bare_client") if k in run}
+        | {k: run[k] for k in YARDSTICKS if k in run}
         for run in runs
     ]
     return result
@@ -537,6 +552,12 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
             " posting sendMessage to the same sandbox, just after; the sender is"
             f" {result['sender_to_bare_client']:.2f}x that)"
         )
+    if "redis_yardstick_us_per_message" in result:
+        print(
+            f"  {'redis ystick':<12} {result['redis_yardstick_us_per_message']:>8.1f}  (Redis on a"
+            " canned workload (bench/redis_yardstick.py), just after; the pipeline's Redis is"
+            f" {result['redis_to_yardstick']:.2f}x that)"
+        )
     if "runs" in result:
         print(f"  (medians of {len(result['runs'])} runs; each run's figures:)")
         for name in result["cpu_us_per_message"]:
@@ -550,6 +571,13 @@ def _table(result: dict[str, Any], args: argparse.Namespace) -> None:
             print(f"    {'bare client':<12} {each}")
             each = ", ".join(f"{run['sender_to_bare_client']:.2f}" for run in result["runs"])
             print(f"    {'sender/bare':<12} {each}")
+        if "redis_yardstick_us_per_message" in result:
+            each = ", ".join(
+                f"{run['redis_yardstick_us_per_message']:.1f}" for run in result["runs"]
+            )
+            print(f"    {'redis ystick':<12} {each}")
+            each = ", ".join(f"{run['redis_to_yardstick']:.2f}" for run in result["runs"])
+            print(f"    {'redis/ystick':<12} {each}")
     print()
     print(f"Redis commands per message: {result['redis_commands_per_message']:.2f}")
     for name, n in list(result["redis_commands"].items())[:TOP_COMMANDS]:
