@@ -83,7 +83,12 @@ class IngestService:
         try:
             async with (
                 webhook_listener(
-                    self._webhook.receive, s.max_update_bytes, s.webhook_host, s.webhook_port
+                    self._webhook.receive,
+                    s.max_update_bytes,
+                    s.webhook_host,
+                    s.webhook_port,
+                    self._ctx.settings.http_header_timeout,
+                    self._ctx.settings.http_max_connections,
                 ),
                 asyncio.TaskGroup() as tg,
             ):

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from shared.http_errors import json_errors
+from shared.http_guard import GuardedSite
 from shared.runtime import HTTP_SHUTDOWN_SECONDS
 
 log = logging.getLogger("floodgate.ingest")
@@ -27,18 +28,31 @@ def webhook_app(receive: Handler, max_bytes: int) -> web.Application:
 
 @asynccontextmanager
 async def webhook_listener(
-    receive: Handler, max_bytes: int, host: str, port: int | None
+    receive: Handler,
+    max_bytes: int,
+    host: str,
+    port: int | None,
+    header_timeout: float,
+    max_connections: int,
 ) -> AsyncIterator[None]:
-    """Serve the webhook on ``host:port`` while the block runs (nothing when port is None)."""
+    """Serve the webhook on ``host:port`` while the block runs (nothing when port is None).
+
+    This is the port that faces the internet, so it is guarded as the API's is: a connection
+    that sends no complete headers within ``header_timeout`` (or idles that long between
+    requests) is closed, and connections over ``max_connections`` are turned away at once.
+    """
     if port is None:
         yield
         return
     runner = web.AppRunner(
-        webhook_app(receive, max_bytes), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
+        webhook_app(receive, max_bytes),
+        access_log=None,
+        shutdown_timeout=HTTP_SHUTDOWN_SECONDS,
+        keepalive_timeout=header_timeout,  # also bounds the wait for headers
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await GuardedSite(runner, host, port, max_connections).start()
         log.info("serving the webhook alone", extra={"port": port})
         yield
     finally:

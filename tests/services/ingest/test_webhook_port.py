@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -26,16 +27,28 @@ UPDATE = {
 }
 
 
+GIVE_UP_S = 20.0  # far longer than the short limits below, far shorter than aiohttp's defaults
+
+
 @pytest.fixture
 async def ports(
     redis_url: str, namespace: str, redis_client
 ) -> AsyncIterator[tuple[str, str, Context]]:
     """Ingest with its API on one port and its webhook on another: (api, webhook, ctx)."""
+    async with _ports(redis_url, namespace) as running:
+        yield running
+
+
+@asynccontextmanager
+async def _ports(
+    redis_url: str, namespace: str, **env: object
+) -> AsyncIterator[tuple[str, str, Context]]:
     settings = CommonSettings(
         REDIS_URL=redis_url,
         FLOODGATE_NAMESPACE=namespace,
         FLOODGATE_BOTS=",".join(TOKENS.values()),
         FLOODGATE_ADMIN_KEY=ADMIN_KEY,
+        **env,
     )
     ctx = build_context(settings, allow_memory=False)
     port = free_port()
@@ -122,3 +135,43 @@ async def test_the_api_port_does_not_serve_the_webhook(ports) -> None:
             api, "POST", "/v1/messages", AUTH, {"bot_id": BOT, "chat_id": 5, "text": "x"}
         )
     )[0] == 202
+
+
+async def _raw(url: str, data: bytes) -> bytes:
+    """Write ``data`` on a connection of its own; whatever comes back until the server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), GIVE_UP_S)
+    finally:
+        writer.close()
+
+
+async def test_the_webhook_port_hangs_up_on_headers_that_never_end(
+    redis_url, namespace, redis_client
+) -> None:
+    """The port that faces the internet drops a request whose headers stop coming, as the
+    API's does, so a slow client cannot hold its connections open."""
+    async with _ports(redis_url, namespace, FLOODGATE_HTTP_HEADER_TIMEOUT=0.5) as (_, webhook, _):
+        raw = await _raw(webhook, f"POST /webhook/telegram/{BOT} HTTP/1.1\r\nHost: x\r\n".encode())
+        assert raw == b""  # hung up on, well before GIVE_UP_S
+
+
+async def test_the_webhook_port_turns_away_connections_over_the_cap(
+    redis_url, namespace, redis_client
+) -> None:
+    async with _ports(redis_url, namespace, FLOODGATE_HTTP_MAX_CONNECTIONS=2) as (_, webhook, _):
+        host, port = webhook.removeprefix("http://").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        try:
+            for reader, writer in held:  # answered: the server has taken the connection
+                writer.write(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert b"404" in await reader.readuntil(b"\r\n\r\n")
+            raw = await _raw(webhook, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert raw.split(b" ", 2)[1] == b"503"
+            assert b"too many connections" in raw
+        finally:
+            for _, writer in held:
+                writer.close()
