@@ -107,8 +107,8 @@ def refusal(principal: Principal, req: SendRequest) -> tuple[int, dict[str, Any]
 
 def foreign_bots(principal: Principal, items: Sequence[Any]) -> list[int]:
     """The bots named in a batch's items that the key may not send as."""
-    named = {i.get("bot_id") for i in items if isinstance(i, dict)}
-    return sorted(b for b in named if isinstance(b, int) and not principal.may_send_as(b))
+    named = {b for i in items if isinstance(i, dict) and type(b := i.get("bot_id")) is int}
+    return sorted(b for b in named if not principal.may_send_as(b))
 
 
 async def take_quota(ctx: Context, principal: Principal, wanted: int) -> Grant | None:

@@ -60,6 +60,17 @@ class Handlers:
         if not isinstance(doc, dict):
             errors = [{"field": "body", "reason": "must be a JSON object"}]
             return 422, {"error": summary(errors), "errors": errors}
+        if len(doc) > len(SendRequest.model_fields):
+            # more fields than a message has: some are unknown, and validating thousands of
+            # them would cost what the whole batch should
+            errors = [
+                {
+                    "field": "body",
+                    "reason": f"has {len(doc)} fields; a message has at most "
+                    f"{len(SendRequest.model_fields)} ({', '.join(SendRequest.model_fields)})",
+                }
+            ]
+            return 422, {"error": summary(errors), "errors": errors}
         try:
             req = SendRequest.model_validate(doc, context=self._context)
         except ValidationError as exc:
@@ -127,7 +138,11 @@ class Handlers:
             foreign = foreign_bots(principal, items)
             if foreign:
                 self._reject(403)
-                return problem(403, f"bot_id: this key may not send as {foreign}; nothing accepted")
+                return problem(
+                    403,
+                    f"bot_id: this key may not send as {foreign}; nothing accepted",
+                    field="bot_id",
+                )
             valid = [c for c in checked if isinstance(c, SendRequest)]
             grant = await self._quota(principal, len(valid))
             if isinstance(grant, web.Response):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -223,3 +224,60 @@ async def test_record_of_a_message_far_ahead_outlives_its_send_at(
         ttl = await redis_client.ttl(ctx.keys.record(doc["id"]))
         assert ttl > 30 * 86400 + settings.record_ttl - 60
     await ctx.close()
+
+
+async def test_thousands_of_bad_fields_get_a_short_answer(api) -> None:
+    """A batch whose messages carry thousands of unknown fields each is answered in a few
+    kilobytes, each message refused in its slot, not with an answer ten times the request."""
+    url, ctx = api
+    junk = {f"k{i}": 0 for i in range(5000)}
+    batch = [{**_text(), **junk} for _ in range(20)] + [_text()]
+    body = json.dumps({"messages": batch}).encode()
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as s,
+        s.post(f"{url}/v1/messages/batch", data=io.BytesIO(body)) as resp,
+    ):
+        raw = await resp.read()
+    assert resp.status == 202
+    assert len(raw) < 20_000 < len(body)
+    results = orjson.loads(raw)["results"]
+    assert [r["status"] for r in results] == ["rejected"] * 20 + ["queued"]
+    assert "5003 fields" in results[0]["error"]
+    assert await _queued(ctx) == 1
+
+
+async def test_a_message_wrong_everywhere_lists_ten_errors_and_the_count(api) -> None:
+    url, ctx = api
+    wrong = {
+        "bot_id": "x",
+        "chat_id": [5],
+        "text": 5,
+        "method": 5,
+        "params": 5,
+        "priority": 5,
+        "kind": 5,
+        "reply_to_message_id": "x",
+        "parse_mode": 5,
+        "disable_notification": "x",
+        "idempotency_key": 5,
+        "send_at": "x",
+    }
+    status, doc = await _call("POST", f"{url}/v1/messages", data=json.dumps(wrong))
+    assert status == 422
+    assert len(doc["errors"]) == 11
+    assert doc["errors"][-1]["reason"].startswith("and ")
+    assert doc["errors"][-1]["reason"].endswith(" more errors")
+    assert doc["error"].count(";") == 10
+    assert await _queued(ctx) == 0
+
+
+@pytest.mark.parametrize("bot_id", [[111], {"a": 1}], ids=["list", "object"])
+async def test_batch_item_with_a_bot_id_of_no_number_fails_its_slot(api, bot_id) -> None:
+    url, ctx = api
+    batch = [_text(bot_id=bot_id), _text()]
+    status, doc = await _call(
+        "POST", f"{url}/v1/messages/batch", data=json.dumps({"messages": batch})
+    )
+    assert status == 202, doc
+    assert [r["status"] for r in doc["results"]] == ["rejected", "queued"]
+    assert await _queued(ctx) == 1
