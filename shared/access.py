@@ -72,7 +72,9 @@ class Authenticator:
         if not header or header[: len(BEARER)].lower() != BEARER:
             raise Unauthenticated("missing Authorization: Bearer <key>")
         token = header[len(BEARER) :].strip()
-        if self._admin is not None and hmac.compare_digest(token.encode(), self._admin):
+        # a header may carry any bytes (read as surrogate escapes): never an error, just no match
+        given = token.encode("utf-8", "surrogateescape")
+        if self._admin is not None and hmac.compare_digest(given, self._admin):
             return ADMIN
         parts = split_key(token)
         if parts is None:

@@ -281,3 +281,38 @@ async def test_batch_item_with_a_bot_id_of_no_number_fails_its_slot(api, bot_id)
     assert status == 202, doc
     assert [r["status"] for r in doc["results"]] == ["rejected", "queued"]
     assert await _queued(ctx) == 1
+
+
+async def _raw_answer(url: str, request: bytes) -> tuple[bytes, dict[str, Any]]:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    raw = await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    head, _, answer = raw.partition(b"\r\n\r\n")
+    return head.split(b" ", 2)[1], orjson.loads(answer)
+
+
+async def test_authorization_of_any_bytes_is_401(api) -> None:
+    url, ctx = api
+    body = json.dumps(_text()).encode()
+    status, doc = await _raw_answer(
+        url,
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+    )
+    assert status == b"401", doc
+    assert doc["errors"]
+    assert await _queued(ctx) == 0
+
+
+async def test_webhook_bot_id_of_thousands_of_digits_is_401(api) -> None:
+    url, _ = api
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{url}/webhook/telegram/{'1' * 5000}", json={"update_id": 1}) as resp,
+    ):
+        assert resp.status == 401
+        assert (await resp.json())["errors"]
