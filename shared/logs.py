@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from shared.redact import redact
 
@@ -57,3 +58,28 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    quiet_malformed_requests()
+
+
+class _MalformedRequest(logging.Filter):
+    """aiohttp logs a request it cannot parse as an error with a traceback whose text quotes the
+    offending line: a header with an API key or a webhook secret in it, say, which no pattern
+    can recognise. Any client can send such requests at will, so each becomes one line at INFO
+    that names the kind of fault and quotes nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "refused a malformed HTTP request", ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+            record.fault = type(exc).__name__
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install the filter of malformed requests on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequest) for f in server.filters):
+        server.addFilter(_MalformedRequest())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.api_keys import Role, new_key
 from shared.bots import parse_bots
 from shared.redact import REDACTED, redact
 
@@ -33,3 +34,16 @@ def test_a_token_that_is_not_one_is_refused_by_position(token: str) -> None:
 def test_redaction_hides_even_what_is_not_accepted() -> None:
     assert SECRET not in redact(f"/bot\u0663\u0663:{SECRET}/sendMessage")
     assert redact(f"/bot12%3A{SECRET}/getMe") == f"/bot12:{REDACTED}/getMe"
+
+
+def test_redaction_hides_a_token_with_any_character_percent_encoded() -> None:
+    encoded = f"/bot12:%41{SECRET[1:]}/getMe"
+    assert redact(encoded) == f"/bot12:{REDACTED}/getMe"
+    assert SECRET[1:] not in redact(encoded.replace(":", "%3a"))
+
+
+def test_redaction_hides_the_secret_of_an_api_key() -> None:
+    key, _ = new_key(Role.PRODUCER)
+    key_id = key.split("_")[1]
+    shown = redact(f"Authorization: Bearer {key}\x01")
+    assert shown == f"Authorization: Bearer fg_{key_id}_{REDACTED}\x01"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
 from services.ingest.webhook import SECRET_HEADER
 from shared.context import Context, build_context
+from shared.logs import JsonFormatter, quiet_malformed_requests
 from shared.settings import CommonSettings
 from tests.helpers import ADMIN_KEY, AUTH, TOKENS, serving
 
@@ -316,3 +318,29 @@ async def test_webhook_bot_id_of_thousands_of_digits_is_401(api) -> None:
     ):
         assert resp.status == 401
         assert (await resp.json())["errors"]
+
+
+async def test_a_request_aiohttp_cannot_parse_is_logged_without_its_text(api, caplog) -> None:
+    """A header aiohttp refuses to parse is quoted in the traceback it logs: a webhook secret
+    or an admin key in it would reach the log, which no pattern can redact."""
+    url, _ = api
+    quiet_malformed_requests()
+    caplog.set_level(logging.INFO)
+    secret = "S3cr3tOfAnyShapeThatNoPatternKnows"
+    request = (
+        f"POST /webhook/telegram/111 HTTP/1.1\r\nHost: x\r\n{SECRET_HEADER}: {secret}\x01\r\n"
+        "Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+    ).encode()
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    raw = await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    assert raw.split(b" ", 2)[1] == b"400"
+    server = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert server, "aiohttp logged nothing: the test no longer reaches its parser's error"
+    for record in server:
+        assert record.levelno == logging.INFO
+        assert record.exc_info is None
+        assert secret not in JsonFormatter().format(record)
+    assert secret not in caplog.text
