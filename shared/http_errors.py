@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pydantic import ValidationError
 
 log = logging.getLogger("floodgate.http")
 
@@ -41,3 +42,27 @@ def _route(request: web.Request) -> str:
     """The route's pattern, not the path: the path may carry anything."""
     info = request.match_info.route.resource
     return info.canonical if info is not None else "?"
+
+
+# Errors listed per request (or per message of a batch): a hostile body with thousands of bad
+# fields would otherwise get an answer ten times its size, built while nothing else runs
+MAX_ERRORS = 10
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Each pydantic error as {"field": "a.b", "reason": "..."}; model-level ones name "body".
+    At most ``MAX_ERRORS`` of them, then one that says how many more there were."""
+    result = []
+    for err in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS]:
+        field = ".".join(str(part) for part in err["loc"]) or "body"
+        reason = err["msg"].removeprefix("Value error, ")
+        result.append({"field": field, "reason": reason})
+    more = exc.error_count() - MAX_ERRORS
+    if more > 0:
+        result.append({"field": "body", "reason": f"and {more} more errors"})
+    return result
+
+
+def summary(errors: list[dict[str, str]]) -> str:
+    """One sentence naming every field at fault."""
+    return "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
