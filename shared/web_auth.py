@@ -73,6 +73,19 @@ def refuse(status: int, error: str) -> web.Response:
 
 
 REFUSALS = ("401", "403", "503")
+CROSS_SITE = "a browser's request from another site is refused while FLOODGATE_AUTH=off"
+
+
+def _cross_site(request: web.Request) -> bool:
+    """Whether a browser sent the request from a page of another site. With keys checked, a
+    page cannot send one (the Authorization header needs a preflight nobody answers); with
+    FLOODGATE_AUTH=off, any page open in a developer's browser could post a form or a text
+    body to a floodgate on localhost and send as any bot, unless its Origin is refused."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    scheme, sep, host = origin.partition("://")
+    return not sep or scheme not in ("http", "https") or host != request.host
 
 
 def auth_middleware(auth: Authenticator, registry: CollectorRegistry) -> Middleware:
@@ -93,6 +106,9 @@ def auth_middleware(auth: Authenticator, registry: CollectorRegistry) -> Middlew
         route = request.match_info.route.resource
         canonical = route.canonical if route is not None else request.path
         if canonical not in OPEN:
+            if not auth.enabled and _cross_site(request):
+                refused.labels("403").inc()
+                return refuse(403, CROSS_SITE)
             try:
                 principal = await auth.check(request.headers.get("Authorization"))
             except Unauthenticated as exc:

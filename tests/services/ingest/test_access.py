@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from services.ingest.app import IngestService
@@ -311,6 +312,33 @@ async def test_auth_off_serves_without_keys(redis_url: str, namespace: str, redi
     async with replicas(redis_url, namespace, count=1, FLOODGATE_AUTH="off") as [one]:
         assert (await call(one.url, "POST", "/v1/messages", None, message()))[0] == 202
         assert (await call(one.url, "GET", "/queue/stats", None))[0] == 200
+
+
+async def test_auth_off_refuses_a_browser_page_of_another_site(
+    redis_url: str, namespace: str, redis_client
+) -> None:
+    """With keys off, a page open in a browser could post a form to a floodgate on localhost
+    (no preflight for a form) and send as any bot: a request with a foreign Origin is a 403."""
+    async with replicas(redis_url, namespace, count=1, FLOODGATE_AUTH="off") as [one]:
+        host = one.url.removeprefix("http://")
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        body = orjson.dumps(message())
+        for origin in ("http://evil.example", "null", f"https://{host}.evil.example"):
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(
+                    f"{one.url}/v1/messages", data=body, headers={**form, "Origin": origin}
+                ) as r,
+            ):
+                assert r.status == 403, origin
+                assert "another site" in (await r.json())["error"]
+        assert await _queued(one.ctx) == 0
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{one.url}/v1/messages", json=message(), headers={"Origin": one.url}) as r,
+        ):
+            assert r.status == 202  # the same site, and clients that send no Origin, pass
+        assert (await call(one.url, "POST", "/v1/messages", None, message()))[0] == 202
 
 
 def test_a_short_admin_key_is_refused_without_repeating_it(namespace: str) -> None:
