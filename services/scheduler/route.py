@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import ValidationError
 
-from services.scheduler.split import split_text
+from services.scheduler.split import split_html, split_text
 from shared.broker import Commit, Entry, Settle, routed
 from shared.keys import SCHEDULER_GROUP, Keys
 from shared.models import Envelope, Priority, Status
@@ -69,12 +69,18 @@ def _release_turn(plan: Plan, keys: Keys, envelope: Envelope) -> None:
     plan.commit.settles.append(settle)
 
 
+def _html(envelope: Envelope) -> bool:
+    mode = envelope.params.get("parse_mode")
+    return isinstance(mode, str) and mode.lower() == "html"
+
+
 def _route(plan: Plan, keys: Keys, envelope: Envelope, now: float) -> None:
     decided_at_ingest = envelope.priority is not None  # and written in the record then
     priority = decide_priority(envelope)
     envelope.priority = priority
     if envelope.method == "sendMessage" and envelope.parts and envelope.part == 0:
-        parts = [p for text in envelope.parts for p in split_text(text)]
+        split = split_html if _html(envelope) else split_text
+        parts = [p for text in envelope.parts for p in split(text)]
         plan.extra_parts += len(parts) - len(envelope.parts)
         envelope.parts = parts
     record = {"status": Status.SCHEDULED.value, "updated_at": f"{now:.3f}"}
