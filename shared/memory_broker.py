@@ -60,6 +60,8 @@ class _Chat:
     seq: int = 0
     cur: int = 0
     parked: dict[int, bytes] = field(default_factory=dict)
+    # settled before their turn: the cursor passes over them once it gets there
+    out_of_turn: set[int] = field(default_factory=set)
     touched: float = field(default_factory=time.monotonic)
 
     def expired(self, now: float) -> bool:
@@ -267,7 +269,14 @@ class MemoryBroker:
 
     def _settle(self, settle: Settle) -> None:
         state = self._chat(settle.chat_state)
-        state.cur = max(state.cur, settle.seq)
+        if settle.seq > state.cur + 1:  # as commit.lua: never past an earlier message
+            state.out_of_turn.add(settle.seq)
+            return
+        if settle.seq == state.cur + 1:
+            state.cur = settle.seq
+            while state.cur + 1 in state.out_of_turn:
+                state.out_of_turn.remove(state.cur + 1)
+                state.cur += 1
         released = state.parked.pop(state.cur + 1, None)
         if released is not None:
             self._parked_total -= 1

@@ -19,8 +19,11 @@ import redis.asyncio as redis
 from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
+    MasterDownError,
     MaxConnectionsError,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     ResponseError,
     SlotNotCoveredError,
     TryAgainError,
@@ -42,6 +45,24 @@ UNREACHABLE = (
     SlotNotCoveredError,
 )
 NO_CONNECTION = "No connection available."  # redis-py's blocking pool, after its wait
+# Errors of a Redis that is there but takes no writes now (out of memory under noeviction, a
+# replica, loading, a failed save, its primary down): an outage too, never a fault of the call
+REFUSING = ("OOM", "READONLY", "LOADING", "MISCONF", "MASTERDOWN")
+
+
+# redis-py reads the OOM, READONLY and MASTERDOWN prefixes into exception classes of their own
+# and drops them from the text (LOADING it reads as a connection error: UNREACHABLE)
+_REFUSING_CLASSES = (OutOfMemoryError, ReadOnlyError, MasterDownError)
+
+
+def refusal(exc: BaseException) -> BrokerUnavailable | None:
+    """``BrokerUnavailable`` for an error that says Redis takes no writes now, else None."""
+    if isinstance(exc, _REFUSING_CLASSES):
+        return BrokerUnavailable(f"redis refuses writes: {type(exc).__name__}: {str(exc)[:200]}")
+    if isinstance(exc, ResponseError) and str(exc).startswith(REFUSING):
+        return BrokerUnavailable(f"redis refuses writes: {str(exc)[:200]}")
+    return None
+
 
 Call = tuple[Sequence[str], Sequence[Any]]
 
@@ -179,6 +200,8 @@ class ScriptBatcher:
                 continue
             if isinstance(result, UNREACHABLE):
                 future.set_exception(await unavailable(self._client, result))
+            elif (refused := refusal(result)) is not None:
+                future.set_exception(refused)
             elif isinstance(result, Exception):
                 future.set_exception(result)
             else:
@@ -192,6 +215,8 @@ class ScriptBatcher:
         stops), an outage, and the cancellation goes on."""
         if isinstance(exc, UNREACHABLE):
             error: BaseException = await unavailable(self._client, exc)
+        elif (refused := refusal(exc)) is not None:
+            error = refused
         elif isinstance(exc, Exception):
             error = exc
         else:

@@ -16,7 +16,6 @@ from shared.broker import (
     ORDER_TTL,
     SETTLED_ORDER_TTL,
     UNTIMED_RECORD_TTL,
-    BrokerUnavailable,
     Commit,
     DeadLetter,
     DlqKeys,
@@ -29,6 +28,7 @@ from shared.redis_batch import (
     Call,
     MergingBatcher,
     count_keys,
+    refusal,
     unavailable,
 )
 from shared.redis_client import connect
@@ -43,7 +43,6 @@ K = TypeVar("K")
 CLAIM_SCAN_ROUNDS = 10
 # Answers of a Redis that is up but cannot take writes: out of memory under noeviction, a
 # replica, loading its data after a restart, or unable to persist.
-REFUSING = ("OOM", "READONLY", "LOADING", "MISCONF", "MASTERDOWN")
 
 
 def _unavailable(
@@ -58,8 +57,9 @@ def _unavailable(
         except UNREACHABLE as exc:
             raise await unavailable(cast(Any, args[0]).client, exc) from exc
         except ResponseError as exc:
-            if str(exc).startswith(REFUSING):
-                raise BrokerUnavailable(f"redis refuses writes: {exc}") from exc
+            refused = refusal(exc)
+            if refused is not None:
+                raise refused from exc
             raise
 
     return wrapper
@@ -308,6 +308,7 @@ class RedisBroker:
         await self._redis.initialize()  # no-op once the slot map is known
         return self._redis.get_node_from_key(key)
 
+    @_unavailable
     async def gate(
         self,
         chat_state: str,

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
+from redis.exceptions import ResponseError
 
 from shared.keys import Keys
 from shared.limiter import (
@@ -28,7 +29,7 @@ from shared.limiter import (
     Window,
     is_private,
 )
-from shared.redis_batch import UNREACHABLE, ScriptBatcher, unavailable
+from shared.redis_batch import UNREACHABLE, ScriptBatcher, refusal, unavailable
 from shared.scripts import lua
 
 LEASE_CAP_S = 3600.0  # a token still unreported after an hour is a leak, not a call
@@ -220,6 +221,11 @@ class RedisLimiter:
                 await self._hold(keys=[k.chat_holds(bot_id)], args=[ms, chat_id])
         except UNREACHABLE as exc:
             raise await unavailable(self._client, exc) from exc
+        except ResponseError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
 
 def _parts(items: Sequence[T]) -> Iterator[Sequence[T]]:

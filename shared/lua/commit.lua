@@ -29,7 +29,9 @@
 --   settles <stream#> <count#> <n> then per message: <chat#> <parked#> <seq>
 --                                          message seq of a chat is done (sent or dead): advance
 --                                          the chat's cursor and release its next parked
---                                          message into the stream
+--                                          message into the stream; one done before its turn
+--                                          is marked (x<seq>, counted in xn) and passed over
+--                                          when the cursor reaches it
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group = ARGV[1]
@@ -52,11 +54,33 @@ end
 
 local function settle(chat, parked, seq_text, stream, count)
   local seq = tonumber(seq_text)
-  local state = redis.call('HMGET', chat, 'cur', 'seq')
+  local state = redis.call('HMGET', chat, 'cur', 'seq', 'xn')
   local cur, last = tonumber(state[1] or '0'), tonumber(state[2] or '0')
-  if seq > cur then
-    redis.call('HSET', chat, 'cur', seq_text)
+  local out_of_turn = tonumber(state[3] or '0')
+  if seq > cur + 1 then
+    -- settled before its turn (dead-lettered while an earlier message of the chat is still on
+    -- its way): the cursor must not jump past the earlier ones, or the gate would take them
+    -- for done and they would never be sent. It is marked, and passed over once the cursor
+    -- gets to it.
+    if redis.call('HSETNX', chat, 'x' .. seq_text, '1') == 1 then
+      redis.call('HINCRBY', chat, 'xn', 1)
+    end
+    redis.call('EXPIRE', chat, ttl)
+    return
+  end
+  if seq == cur + 1 then
     cur = seq
+    -- later messages settled out of turn are passed over (one HMGET field tells whether any)
+    local passed = 0
+    while out_of_turn > passed and redis.call('HDEL', chat, 'x' .. (cur + 1)) == 1 do
+      cur = cur + 1
+      passed = passed + 1
+    end
+    if passed > 0 then
+      redis.call('HSET', chat, 'cur', cur, 'xn', out_of_turn - passed)
+    else
+      redis.call('HSET', chat, 'cur', seq_text)
+    end
   end
   -- only a message numbered already can be parked: past the chat's last number, none is
   if cur < last then

@@ -622,3 +622,42 @@ async def test_pending_entries_trimmed_away_are_let_go(broker: Broker, keys: Key
     await broker.trim_older(stream, 10)
     await broker.read_own_pending(stream, G, "c", 10)
     assert await broker.read_own_pending(stream, G, "c", 10) == []
+
+
+async def test_a_message_settled_before_its_turn_skips_none_before_it(
+    broker: Broker, keys: Keys
+) -> None:
+    """A message dead-lettered while an earlier one of its chat is still on its way (the
+    scheduler gave up on it, or Redis refused its gate's writes) settles out of turn: the
+    cursor must not jump past the earlier one, which would then be taken for done and never
+    sent. It is passed over once the cursor gets to it, releasing what waits behind it."""
+    stream = keys.send(Priority.NORMAL)
+    chat, parked = keys.chat_state(1, 6, Priority.NORMAL), keys.parked(1, 6, Priority.NORMAL)
+    PC = keys.parked_count
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, f"m{i}", f"p{i}".encode(), chat) for i in range(4)]))
+    first, second, third, fourth = await broker.read([stream], G, "c", 10, None)
+    dead = Commit(
+        group=G, acks=[(stream, third.entry_id)], settles=[Settle(chat, parked, 3, stream, PC)]
+    )
+    await broker.commit(dead)
+    await broker.commit(dead)  # the same settle again (a retried commit) marks it once
+    assert await broker.gate(chat, parked, fourth, G, 4, PC) == GATE_PARKED
+    assert await broker.gate(chat, parked, first, G, 1, PC) == GATE_GO_LEADING, "not done"
+    await broker.commit(
+        Commit(
+            group=G, acks=[(stream, first.entry_id)], settles=[Settle(chat, parked, 1, stream, PC)]
+        )
+    )
+    assert await broker.gate(chat, parked, second, G, 2, PC) == GATE_GO_LEADING, "not done"
+    assert await broker.read([stream], G, "c", 10, None) == [], "4 waits for 2"
+    await broker.commit(
+        Commit(
+            group=G, acks=[(stream, second.entry_id)], settles=[Settle(chat, parked, 2, stream, PC)]
+        )
+    )
+    [released] = await broker.read([stream], G, "c", 10, None)
+    assert (released.payload, released.seq) == (b"p3", 4), "3 passed over, 4 released"
+    assert await broker.gate(chat, parked, released, G, 4, PC) == GATE_GO
+    assert await broker.gate(chat, parked, third, G, 3, PC) == GATE_DONE
+    assert (await broker.depths([], [], [PC]))[PC] == 0
