@@ -51,7 +51,10 @@ class Window:
 
 @cache  # asked for every send (a few distinct rates per process; a Window is frozen)
 def window_for(count: float, per_seconds: float, margin_s: float) -> Window:
-    """``count`` sends per ``per_seconds`` as whole sends in a window (0.5/s: 1 per 2 s)."""
+    """``count`` sends per ``per_seconds`` as whole sends in a window (0.5/s: 1 per 2 s); a
+    count of 0 is no send at all (a sender's share of a bot too slow to share out)."""
+    if count <= 0:
+        return Window(0, (per_seconds + margin_s) * 1000)
     limit = max(1, math.floor(count))
     seconds = per_seconds * limit / count
     return Window(limit, (seconds + margin_s) * 1000)

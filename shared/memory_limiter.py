@@ -116,6 +116,8 @@ class MemoryLimiter:
         bot_log = self._logs.setdefault((bot_id, None), _Log())
         chat_log = self._logs.setdefault((bot_id, chat_id), _Log())
         window = self._policy.bot_window(bot_id)
+        if window.limit == 0:  # no share of this bot's rate: its sends wait for Redis
+            return Grant(int(window.ms + 0.999), "bot", factor)
         window = Window(max(1, int(window.limit * factor)), window.ms)
         bot_wait = bot_log.wait_ms(now, window, self._in_flight)
         chat_wait = chat_log.wait_ms(now, self._policy.chat_window(chat_id), self._in_flight)
@@ -156,6 +158,8 @@ class MemoryLimiter:
         if until > now:
             return 0, int(until - now + 0.999)
         window = self._policy.bot_window(bot_id)
+        if window.limit == 0:
+            return 0, int(window.ms + 0.999)
         window = Window(max(1, int(window.limit * self._factor(bot_id, now))), window.ms)
         log = self._logs.setdefault((bot_id, None), _Log())
         wait = log.wait_ms(now, window, self._in_flight)
