@@ -259,9 +259,10 @@ class FallbackLimiter:
             except BrokerUnavailable:
                 return False
             own = self._local.recent(self._longest_ms)
-            # A shared token still under way is in Redis's logs already, a lease ahead (unless
-            # Redis restarted empty; then it is logged when its call ends). A local one still
-            # under way is logged as sent now, and again when its call ends.
+            # A shared token still under way is in Redis's logs already, a lease ahead, or is
+            # put back by its next renewal (Redis restarted empty, or trimmed it while away
+            # longer than a lease: extend.lua adds it again). A local one still under way is
+            # logged as sent now, and again when its call ends.
             moves = [
                 (bot, chat, ticket, 0 if busy else age_ms)
                 for bot, chat, ticket, age_ms, busy in own

@@ -447,3 +447,26 @@ async def test_a_moved_token_leaves_its_window_before_its_logs_expire(
     score = await redis_client.zscore(chat_log, ticket)
     assert score is not None
     assert score > time.time() * 1000 - 100, "counted from its end"
+
+
+async def test_a_call_under_way_is_logged_again_after_its_token_left_the_logs(
+    keys: Keys, redis_client: redis.Redis
+) -> None:
+    """Redis away longer than a lease and a window: the logs trim or expire a token whose call
+    is still under way. Its next renewal puts it back, so nobody else takes the bot's only
+    token while that call may still reach Telegram."""
+    policy = Policy(bot_rate=1, chat_rate=1000, window_scale=0.1, in_flight_lease_s=0.6)
+    slow, other = (RedisLimiter(redis_client, keys, policy) for _ in range(2))
+    grant = await slow.acquire(1, 10)
+    assert grant.granted
+    # what an outage would have done to the logs meanwhile
+    await redis_client.delete(keys.bot_window(1), keys.chat_window(1, 10))
+
+    async def back() -> bool:
+        return await redis_client.zscore(keys.bot_window(1), grant.ticket) is not None
+
+    await eventually(back, timeout=5, step=0.02)  # the next renewal, a third of a lease on
+    assert (await other.acquire(1, 11)).scope == "bot", "the call under way counts again"
+    assert await redis_client.zscore(keys.chat_window(1, 10), grant.ticket) is not None
+    await slow.sent(1, 10, grant.ticket)
+    await slow.flush()
