@@ -175,3 +175,38 @@ def envelope_from_request(req: SendRequest, message_id: str, now: float) -> Enve
         accepted_at=now,
         send_at=req.send_at.timestamp() if req.send_at else None,
     )
+
+
+def salvage_order(payload: bytes, message_id: str, seq: int | None) -> Envelope | None:
+    """For an entry that is no valid envelope (a bug, or two versions of floodgate that disagree
+    on the envelope during an upgrade) but holds a place in its chat's order: a stand-in that
+    names that place (bot, chat, priority, seq) where its JSON still says them, so that the
+    place can be given up when it is dead-lettered and the chat's later messages do not wait
+    behind it forever. None when it has no place, or its JSON does not say where."""
+    if seq is None:
+        return None
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    bot, params = doc.get("bot_id"), doc.get("params")
+    chat = doc.get("order_chat")
+    if chat is None and isinstance(params, dict):
+        chat = params.get("chat_id")
+    priority = doc.get("priority")
+    if type(bot) is not int or bot <= 0 or priority not in set(Priority):
+        return None
+    if not ((type(chat) is int and chat != 0) or (isinstance(chat, str) and chat)):
+        return None
+    return Envelope(
+        id=message_id,
+        bot_id=bot,
+        method="?",
+        params={},
+        priority=Priority(priority),
+        accepted_at=0,
+        order_chat=chat,
+        seq=seq,
+    )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from services.scheduler.split import split_html, split_text
 from shared.broker import Commit, Entry, Settle, routed
 from shared.keys import SCHEDULER_GROUP, Keys
-from shared.models import Envelope, Priority, Status
+from shared.models import Envelope, Priority, Status, salvage_order
 from shared.priority import decide_priority
 
 EARLY_MS = 50
@@ -45,6 +45,10 @@ def plan_batch(
             envelope = Envelope.loads(entry.payload)
         except ValidationError as exc:
             _poison(plan, entry, str(exc))
+            # one with a place in its chat's order gives it up, or the chat waits forever
+            stand_in = salvage_order(entry.payload, "", entry.seq)
+            if stand_in is not None:
+                _release_turn(plan, keys, stand_in)
             continue
         if entry.seq is not None:
             envelope.seq = entry.seq

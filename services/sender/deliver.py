@@ -17,7 +17,7 @@ from shared.broker import GATE_DONE, GATE_GO, GATE_GO_LEADING, Entry
 from shared.context import Context
 from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter, is_private
-from shared.models import Envelope, Priority, Status
+from shared.models import Envelope, Priority, Status, salvage_order
 from shared.redact import redact
 from shared.slots import Slots
 from shared.telegram import ApiResult, Outcome, TelegramClient
@@ -258,8 +258,10 @@ class Deliverer:
 def _unreadable(entry: Entry, error: str) -> Decision:
     """An entry that is no envelope: dead as it came, under an id made from its place."""
     stream = entry.stream.rsplit(":", 1)[-1]
-    poison = Envelope(
-        id=f"poison-{stream}-{entry.entry_id}", bot_id=0, method="?", params={}, accepted_at=0
+    ident = f"poison-{stream}-{entry.entry_id}"
+    # one with a place in its chat's order gives it up (the settle of its dead letter)
+    poison = salvage_order(entry.payload, ident, entry.seq) or Envelope(
+        id=ident, bot_id=0, method="?", params={}, accepted_at=0
     )
     return Decision(
         entry, poison, Verdict.DEAD, error=error[:ERROR_CHARS], reason="poison", raw=entry.payload

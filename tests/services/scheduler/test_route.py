@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import orjson
+
 from services.scheduler.route import plan_batch
 from shared.broker import Entry, unroute
 from shared.keys import Keys
@@ -105,3 +107,20 @@ def test_scheduled_record_is_kept_until_after_send_at() -> None:
     env = _env(send_at=now + 3600)
     plan = plan_batch(KEYS, [_entry(env)], now=now)
     assert 3599 < plan.ahead[KEYS.record(env.id)] <= 3600
+
+
+def test_unreadable_entry_with_a_place_hands_the_turn_on() -> None:
+    """No valid envelope (an upgrade's two versions disagree on one), but its JSON still says
+    its chat: the dead letter gives up its place, or the chat would wait behind it forever."""
+    payload = orjson.loads(_env(priority=Priority.LOW).dumps()) | {"accepted_at": "no time"}
+    entry = Entry(KEYS.ingest, "1-6", orjson.dumps(payload), seq=4)
+    plan = plan_batch(KEYS, [entry])
+    assert len(plan.commit.dead) == 1
+    [settle] = plan.commit.settles
+    assert (settle.chat_state, settle.seq) == (KEYS.chat_state(1, 5, Priority.LOW), 4)
+
+
+def test_unreadable_entry_that_names_no_chat_settles_nothing() -> None:
+    plan = plan_batch(KEYS, [Entry(KEYS.ingest, "1-7", b'{"bot_id": 1}', seq=2)])
+    assert len(plan.commit.dead) == 1
+    assert plan.commit.settles == []

@@ -6,10 +6,12 @@ import os
 import time
 from unittest import mock
 
+import orjson
 import pytest
 
 from shared.broker import Commit
 from shared.models import Envelope, Priority
+from tests.helpers import eventually
 from tests.services.sender.harness import BOT, backend, metric, running
 
 __all__ = ["backend"]
@@ -53,3 +55,38 @@ async def test_poison_is_dead_lettered_and_does_not_hold_the_queue(backend, name
             assert {d["id"] for d in dlq["items"]} == {f"poison{i}" for i in range(PREFETCH)}
             dead = metric(await p.metrics(), "floodgate_messages_dead_total", reason="internal")
             assert dead == PREFETCH
+
+
+async def test_an_unreadable_message_with_a_place_gives_it_up(backend, namespace) -> None:
+    """An entry that is no valid envelope (two versions disagreeing on it during an upgrade)
+    but holds a place in its chat's order: dead-lettered, it gives the place up, and the chat's
+    next message goes instead of waiting behind it forever."""
+    async with running(backend, namespace) as p:
+        keys = p.ctx.keys.of_bot(BOT)
+        stream = keys.send(Priority.NORMAL)
+        chat = keys.chat_state(BOT, 77, Priority.NORMAL)
+        good = Envelope(
+            id="after",
+            bot_id=BOT,
+            method="sendMessage",
+            params={"chat_id": 77},
+            parts=["after the unreadable one"],
+            accepted_at=time.time(),
+            priority=Priority.NORMAL,
+        )
+        unreadable = orjson.loads(good.dumps()) | {"id": "before", "accepted_at": "not a time"}
+        adds = [
+            (stream, "before", orjson.dumps(unreadable), chat),  # seq 1 of the chat
+            (stream, "after", good.dumps(), chat),  # seq 2
+        ]
+        await p.ctx.broker.commit(Commit(adds=adds))
+
+        # no status record: these entries were put in the stream directly
+        async def delivered() -> bool:
+            return bool(p.delivered(77))
+
+        await eventually(delivered, timeout=30)
+        assert [m.text for m in p.delivered(77)] == ["after the unreadable one"]
+        status, dlq = await p.call("GET", "/v1/dlq?limit=10")
+        assert status == 200
+        assert [d["error"][:17] for d in dlq["items"]] == ["unreadable entry:"]
