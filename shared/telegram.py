@@ -21,6 +21,9 @@ from shared.redact import redact
 HTML_SNIPPET = 120
 SCANNED_BYTES = 64 * 1024  # of a page, redacted before the snippet is cut, so no token is halved
 DESCRIPTION_CHARS = 1000
+# the longest wait a 429 is taken to ask for: a value past it (or not a number) is no reason
+# to hold a bot for longer than a day
+MAX_RETRY_AFTER_S = 86_400.0
 
 
 class Outcome(enum.Enum):
@@ -114,7 +117,8 @@ def classify(status: int, body: bytes) -> ApiResult:
     if 200 <= status < 300 and doc.get("ok"):
         return ApiResult(Outcome.OK, status, result=doc.get("result"))
     description = redact(str(doc.get("description") or f"HTTP {status}"))[:DESCRIPTION_CHARS]
-    params = doc.get("parameters") or {}
+    params = doc.get("parameters")
+    params = params if isinstance(params, dict) else {}
     if status == 429:
         return ApiResult(
             Outcome.RETRY_AFTER, status, description, retry_after=_retry_after(params, description)
@@ -131,7 +135,13 @@ def classify(status: int, body: bytes) -> ApiResult:
 def _retry_after(params: dict[str, Any], description: str) -> float:
     """Seconds to wait, from ``parameters`` or else the description; rounded up."""
     value = params.get("retry_after")
-    if value is None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float | str):
         tail = description.rsplit(" ", 1)[-1]
         value = tail if tail.replace(".", "", 1).isdigit() else 1
-    return float(max(1, math.ceil(float(value))))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 1.0
+    if not math.isfinite(seconds):  # inf or nan: wait as long as any hold may last
+        seconds = MAX_RETRY_AFTER_S
+    return float(min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds))))

@@ -89,6 +89,13 @@ class NormalizedUpdate(BaseModel):
     raw_kind: str | None = None
 
 
+def unreadable_update(raw: dict[str, Any], update_id: int) -> Update:
+    """A stand-in for an update that the models cannot read (a field of a type Telegram never
+    sent so far, nesting past what can be parsed): its id, published as kind ``other`` with
+    ``raw_kind`` "unreadable", so that applications see it came."""
+    return Update.model_validate({"update_id": update_id, "unreadable": True})
+
+
 def _utf16_slice(text: str, offset: int, length: int) -> str:
     """Entity offsets count UTF-16 units."""
     data = text.encode("utf-16-le")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -18,11 +19,12 @@ from shared.broker import BrokerUnavailable, Commit
 from shared.context import Context
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, sleep_or_stop
 from shared.telegram import Outcome, TelegramClient
-from shared.updates import Update
+from shared.updates import Update, unreadable_update
 
 log = logging.getLogger("floodgate.ingest")
 
 BATCH = 100
+MAX_UPDATE_ID = 2**63 - 1  # the next offset, one more, is still a signed 64-bit integer
 
 
 class Poller:
@@ -67,6 +69,15 @@ class Poller:
                 )
                 await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception as exc:
+                # A fault of ours or an answer nobody foresaw: this bot's polling backs off and
+                # tries again; the ingest process, its API and the other bots' polling go on
+                log.error(
+                    "polling failed unexpectedly, backing off",
+                    extra={"bot_id": self._bot_id, "reason": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+                await sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _round(self) -> None:
         keys = self._ctx.keys
@@ -77,27 +88,42 @@ class Poller:
         result = await self._client.call(token, "getUpdates", params)
         if result.outcome is not Outcome.OK or not isinstance(result.result, list):
             raise PollError(f"getUpdates: {result.description or result.status}")
-        updates = []
-        for raw in result.result:
-            try:
-                updates.append(Update.model_validate(raw))
-            except ValidationError as exc:
-                log.warning(
-                    "unreadable update skipped",
-                    extra={"bot_id": self._bot_id, "reason": str(exc)[:300]},
-                )
         if not result.result:
             return
-        newest = max(int(u.get("update_id", 0)) for u in result.result if isinstance(u, dict))
+        updates: dict[int, Update] = {}  # by update_id: the first copy of one sent twice
+        for raw in result.result:
+            update_id = _update_id(raw)
+            if update_id is None or update_id in updates:
+                continue
+            try:
+                updates[update_id] = Update.model_validate(raw)
+            except ValidationError as exc:
+                # confirmed to Telegram with the rest: published as an unreadable update
+                # (kind "other") rather than lost without a trace
+                log.warning(
+                    "unreadable update kept without its content",
+                    extra={"bot_id": self._bot_id, "reason": str(exc)[:300]},
+                )
+                updates[update_id] = unreadable_update(raw, update_id)
+        if not updates:
+            raise PollError("getUpdates answered no update with a usable update_id")
+        newest = max(updates)
         commit = Commit(
             record_ttl=URGENT_TTL, replicated=self._ctx.settings.durability == "replicated"
         )
-        for update in updates:
+        for update in updates.values():
             add_update(self._ctx, commit, self._bot_id, update, self._username)
         commit.records.append((keys.poll_offset(self._bot_id), "", {"next": str(newest + 1)}))
         taken = await self._ctx.broker.commit(commit)
         self._metrics.updates.labels("stored").inc(len(updates) - len(taken))
         self._metrics.updates.labels("duplicate").inc(len(taken))
+
+
+def _update_id(raw: Any) -> int | None:
+    """The update_id of a raw update if it is one Telegram could give (an integer whose next
+    offset still fits in 64 bits), else None."""
+    value = raw.get("update_id") if isinstance(raw, dict) else None
+    return value if type(value) is int and 0 <= value < MAX_UPDATE_ID else None
 
 
 class PollError(Exception):
