@@ -65,3 +65,18 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     return applied_now
+
+
+async def migrated_pool(url: str, max_size: int = 4) -> asyncpg.Pool:
+    """A small pool on ``url`` with the schema migrated. A pool whose migration fails (a
+    read-only standby, a role without CREATE) is closed before the error goes on: a caller
+    that retries every few seconds would otherwise hold one more pool's connections each
+    time, until PostgreSQL has none left."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, timeout=10)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool

@@ -15,7 +15,7 @@ import asyncpg
 
 from shared.api_keys import ApiKey, Role
 from shared.broker import BrokerUnavailable
-from shared.migrations import migrate
+from shared.migrations import migrated_pool
 from shared.models import Priority
 
 FIND = """
@@ -77,10 +77,7 @@ class PostgresKeyStore:
     async def _connect(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4, timeout=10)
-                async with pool.acquire() as conn:
-                    await migrate(conn)
-                self._pool = pool
+                self._pool = await migrated_pool(self._url)
         return self._pool
 
     async def _run(self, query: str, *args: Any) -> list[Any]:

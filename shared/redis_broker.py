@@ -102,8 +102,11 @@ def _entries(stream: str, raw: Sequence[Any], redelivered: bool) -> list[Entry]:
             continue
         ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         seq = fields.get(b"s")
+        # an entry without a payload (written by something else than floodgate) reads as an
+        # empty one, which each consumer sets aside as unreadable instead of failing on it
+        payload = fields.get(b"d", b"")
         result.append(
-            Entry(stream, ident, fields[b"d"], redelivered, int(seq) if seq is not None else None)
+            Entry(stream, ident, payload, redelivered, int(seq) if seq and seq.isdigit() else None)
         )
     return result
 

@@ -23,7 +23,7 @@ from shared.broker import BrokerUnavailable
 from shared.context import Context, dlq_keys
 from shared.keys import SCHEDULER_GROUP, SENDER_GROUP
 from shared.loops import repeat, sleep_or_stop
-from shared.migrations import migrate
+from shared.migrations import migrated_pool
 
 log = logging.getLogger("floodgate.stats")
 
@@ -92,7 +92,6 @@ class StatsService:
             return
         try:
             recorder = Recorder(self._ctx, pool, self._recorder_metrics)
-            await recorder.start()
             await repeat("stats.record", recorder.step, stop, self._metrics.errors)
         finally:
             await pool.close()
@@ -101,11 +100,8 @@ class StatsService:
         """A pool with the schema migrated; retried while PostgreSQL is away."""
         while not stop.is_set():
             try:
-                pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=10)
-                async with pool.acquire() as conn:
-                    await migrate(conn)
-                return pool
-            except (OSError, asyncpg.PostgresError) as exc:
+                return await migrated_pool(url)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self._metrics.errors.labels("stats.record").inc()
                 log.warning("message store unreachable, retrying", extra={"reason": str(exc)})
                 await sleep_or_stop(stop, STORE_RETRY_S)

@@ -30,6 +30,9 @@ log = logging.getLogger("floodgate.store")
 GROUP = "store"
 BATCH = 500
 BLOCK_MS = 1000
+# A live recorder re-reads its own pending entries at every step, and a failing step backs off
+# 5 s at most: an entry idle for a minute belongs to a recorder that is gone
+CLAIM_IDLE_MS = 60_000
 REASON_CHARS = 300
 # What one bad entry raises: it is set aside. Anything else (the store is away) keeps the batch
 # pending until the store is back.
@@ -89,18 +92,34 @@ class Recorder:
         # the updates stream and every partition's events
         self._events = {part.events for part in ctx.keys.shards}
         self._streams = [ctx.keys.updates, *sorted(self._events)]
+        self._started = False
 
     async def start(self) -> None:
         """Create the consumer groups at the start of both streams."""
         for stream in self._streams:
             await self._ctx.broker.ensure_group(stream, GROUP)
+        self._started = True
 
     async def step(self) -> bool:
-        """Record one batch; True if there was anything to record."""
+        """Record one batch; True if there was anything to record. The first step (and every
+        one until it succeeds) creates the consumer groups, so that a Redis away at start is
+        waited for like any other outage. Entries left pending by a recorder that is gone (a
+        replaced pod has a name of its own) are claimed once idle for ``CLAIM_IDLE_MS``."""
+        if not self._started:
+            await self.start()
         broker, me = self._ctx.broker, self._ctx.consumer
         entries: list[Entry] = []
         for stream in self._streams:
             entries += await broker.read_own_pending(stream, GROUP, me, BATCH)
+        if not entries:
+            for stream in self._streams:
+                entries += await broker.claim_stale(stream, GROUP, me, CLAIM_IDLE_MS, BATCH)
+                if entries:
+                    log.info(
+                        "claimed entries of a recorder gone silent",
+                        extra={"stream": stream, "count": len(entries)},
+                    )
+                    break
         if not entries:
             entries = await broker.read(self._streams, GROUP, me, BATCH, BLOCK_MS)
         if not entries:
@@ -148,6 +167,8 @@ class Recorder:
         incoming, outgoing = [], []
         for entry in entries:
             doc = orjson.loads(entry.payload)
+            if not isinstance(doc, dict):
+                raise ValueError(f"entry {entry.entry_id} holds no JSON object")
             if not isinstance(doc.get("chat_id"), int):
                 continue  # @channel usernames and updates without a chat are not recorded
             if entry.stream in self._events:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -12,7 +13,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.stats import recorder as recorder_module
 from services.stats.recorder import Recorder, RecorderMetrics
+from shared import migrations
 from shared.broker import Commit
 from shared.context import Context, build_context
 from shared.migrations import migrate
@@ -190,3 +193,82 @@ async def test_rows_the_store_refuses_are_set_aside(
     reasons = [r for r in caplog.records if "set aside" in r.getMessage()]
     assert len(reasons) == 4
     assert all(getattr(r, "reason", "") for r in reasons)
+
+
+async def test_a_gone_recorders_pending_entries_are_claimed(
+    ctx: Context, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stats pod replaced mid-batch (its name goes with it) left entries pending under its
+    name: the next recorder claims them once idle, or they were never recorded."""
+    monkeypatch.setattr(recorder_module, "CLAIM_IDLE_MS", 0)
+    gone = Recorder(ctx, pool)
+    await gone.start()
+    for n in (1, 2):
+        await _publish(ctx, n)
+    streams = [ctx.keys.updates, ctx.keys.of_bot(5).events]
+    taken = await ctx.broker.read(streams, recorder_module.GROUP, "stats-gone-1", 100, None)
+    assert len(taken) == 4, "pending under the gone recorder's name"
+    await asyncio.sleep(0.05)
+    recorder = Recorder(ctx, pool)  # its groups made by its first step
+    while await recorder.step():
+        pass
+    assert [r[:2] for r in await _rows(pool)] == [
+        ("in", 101),
+        ("in", 102),
+        ("out", 501),
+        ("out", 502),
+    ]
+
+
+async def test_an_entry_of_no_object_is_set_aside_not_a_wedge(
+    ctx: Context, pool: asyncpg.Pool
+) -> None:
+    recorder = Recorder(ctx, pool)
+    await recorder.start()
+    await ctx.broker.commit(Commit(adds=[(ctx.keys.updates, "u8", b"[1, 2]", "")]))
+    await _publish(ctx, 1)
+    while await recorder.step():
+        pass
+    assert [r[:2] for r in await _rows(pool)] == [("in", 101), ("out", 501)]
+
+
+async def test_an_entry_floodgate_did_not_write_is_set_aside_not_a_wedge(
+    redis_url: str, namespace: str, redis_client, pool: asyncpg.Pool
+) -> None:
+    """Something else appended to the updates stream (an entry with no payload field): every
+    step failed on it, and nothing more was recorded until it was trimmed a day later."""
+    context = build_context(
+        CommonSettings(REDIS_URL=redis_url, FLOODGATE_NAMESPACE=namespace), allow_memory=False
+    )
+    try:
+        recorder = Recorder(context, pool)
+        await recorder.start()
+        await redis_client.xadd(context.keys.updates, {"note": "x", "s": "not a number"})
+        await _publish(context, 1)
+        while await recorder.step():
+            pass
+        assert [r[:2] for r in await _rows(pool)] == [("in", 101), ("out", 501)]
+    finally:
+        await context.close()
+
+
+async def test_a_failed_migration_leaves_no_connection_open(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that takes connections but not the migration (a read-only standby, a role
+    without CREATE), retried every few seconds, held one more pool's connections each time."""
+
+    async def refused(conn: asyncpg.Connection) -> list[int]:
+        raise asyncpg.InsufficientPrivilegeError("permission denied for schema public")
+
+    monkeypatch.setattr(migrations, "migrate", refused)
+    watcher = await asyncpg.connect(database_url)
+    try:
+        count = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        before = await watcher.fetchval(count)
+        for _ in range(3):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await migrations.migrated_pool(database_url)
+        assert await watcher.fetchval(count) == before
+    finally:
+        await watcher.close()
