@@ -230,9 +230,13 @@ class Broker(Protocol):
         still under way: the entry is then acknowledged and waits in ``parked``. When it goes,
         its status ``record`` (if given and still there) says ``sending``."""
 
-    async def trim_older(self, stream: str, max_age_ms: int) -> None:
+    async def trim_older(
+        self, stream: str, max_age_ms: int, keep_unread_by: str | None = None
+    ) -> None:
         """Delete entries older than ``max_age_ms``, for a stream that other consumer groups
-        read too and nobody deletes from."""
+        read too and nobody deletes from; none that the group ``keep_unread_by`` has not
+        acknowledged yet (the message store's, which must not lose an update to a trim while
+        PostgreSQL is away)."""
 
     async def forget_consumers(self, stream: str, group: str, idle_ms: int) -> list[str]:
         """Delete the group's consumers that hold no pending entry and were idle for longer

@@ -282,12 +282,20 @@ class MemoryBroker:
             self._parked_total -= 1
             self._xadd(settle.stream, released, seq=state.cur + 1)
 
-    async def trim_older(self, stream: str, max_age_ms: int) -> None:
+    async def trim_older(
+        self, stream: str, max_age_ms: int, keep_unread_by: str | None = None
+    ) -> None:
         s = self._streams.get(stream)
         if s is None:
             return
         cutoff = _now_ms() - max_age_ms
         old = [i for i in s.entries if int(i.split("-", 1)[0]) < cutoff]
+        group = s.groups.get(keep_unread_by) if keep_unread_by else None
+        if group is not None:  # as Redis: nothing from the group's first unread entry on
+            unread = [*group.new, *group.pending]
+            if unread:
+                first = min(unread, key=_id_key)
+                old = [i for i in old if _id_key(i) < _id_key(first)]
         for entry_id in old:
             del s.entries[entry_id]
         gone = set(old)
@@ -433,3 +441,8 @@ class MemoryBroker:
         for _, ident in old[:limit]:
             del self._dead[ident]
         return min(len(old), limit)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

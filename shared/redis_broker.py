@@ -343,10 +343,31 @@ class RedisBroker:
         return int(moved)
 
     @_unavailable
-    async def trim_older(self, stream: str, max_age_ms: int) -> None:
+    async def trim_older(
+        self, stream: str, max_age_ms: int, keep_unread_by: str | None = None
+    ) -> None:
         seconds, micros = await self._redis.time()
-        cutoff = seconds * 1000 + micros // 1000 - max_age_ms
-        await self._redis.xtrim(stream, minid=f"{max(0, cutoff)}-0", approximate=False)
+        cutoff = (max(0, seconds * 1000 + micros // 1000 - max_age_ms), 0)
+        if keep_unread_by is not None:
+            cutoff = min(cutoff, await self._first_unread(stream, keep_unread_by))
+        await self._redis.xtrim(stream, minid=f"{cutoff[0]}-{cutoff[1]}", approximate=False)
+
+    async def _first_unread(self, stream: str, group: str) -> tuple[int, int]:
+        """The id of the first entry ``group`` has not acknowledged: its oldest pending one, or
+        else the one after the last it was given. New entries only come after both, and an
+        entry given meanwhile was after the last one read here, so a trim short of this id
+        takes nothing the group has not acknowledged."""
+        groups = await self._redis.xinfo_groups(stream)
+        info = next((g for g in groups if _text(g["name"]) == group), None)
+        if info is None:  # no such group yet: it will read from the start, keep everything
+            return (0, 0)
+        ms, seq = _id_key(_text(info["last-delivered-id"]))
+        first = (ms, seq + 1)
+        if int(info["pending"]):
+            summary = await self._redis.xpending(stream, group)
+            if summary["min"] is not None:
+                first = min(first, _id_key(_text(summary["min"])))
+        return first
 
     @_unavailable
     async def forget_consumers(self, stream: str, group: str, idle_ms: int) -> list[str]:
@@ -559,3 +580,7 @@ def _grouped_records(
 IDEMPOTENCY_TTL = 24 * 3600
 ONCE_TTL_MS = 3600 * 1000  # far longer than any retry of one commit
 ACKS_PER_CALL = 1000  # entry ids of one XACK and one XDEL in commit.lua (unpack stops near 8,000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

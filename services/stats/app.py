@@ -111,7 +111,9 @@ class StatsService:
         """Trim old updates, drop dead letters past their retention, and forget the consumer
         names of replicas gone for good."""
         s, keys, broker = self._settings, self._ctx.keys, self._ctx.broker
-        await broker.trim_older(keys.updates, int(s.updates_retention * 1000))
+        # with a message store, no update it has not recorded yet goes
+        store = STORE_GROUP if self._ctx.settings.database_url else None
+        await broker.trim_older(keys.updates, int(s.updates_retention * 1000), store)
         if s.dlq_retention > 0:
             await self._expire_dead(int(s.dlq_retention * 1000))
         idle_ms = int(s.forget_consumers_after * 1000)

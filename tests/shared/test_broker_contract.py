@@ -661,3 +661,30 @@ async def test_a_message_settled_before_its_turn_skips_none_before_it(
     assert await broker.gate(chat, parked, released, G, 4, PC) == GATE_GO
     assert await broker.gate(chat, parked, third, G, 3, PC) == GATE_DONE
     assert (await broker.depths([], [], [PC]))[PC] == 0
+
+
+async def test_a_trim_keeps_what_the_store_has_not_recorded(broker: Broker, keys: Keys) -> None:
+    """While the message store is away its group falls behind the retention: the trim of the
+    updates keeps every entry that group has not acknowledged (pending or not yet read), or
+    those updates were never recorded, silently."""
+    stream, store = keys.updates, "store"
+    await broker.ensure_group(stream, store)
+    await broker.ensure_group(stream, G)  # an application's own group, all read
+    await broker.commit(Commit(adds=[(stream, f"u{i}", f"u{i}".encode(), "") for i in range(4)]))
+    await broker.read([stream], G, "app", 10, None)
+    first, second = await broker.read([stream], store, "rec", 2, None)  # pending to the store
+    await asyncio.sleep(0.05)
+    await broker.trim_older(stream, 10, store)
+    assert len(await broker.read_own_pending(stream, store, "rec", 10)) == 2, "pending: kept"
+    await broker.commit(Commit(group=store, seen=[(stream, first.entry_id)]))
+    await broker.trim_older(stream, 10, store)
+    pending = await broker.read_own_pending(stream, store, "rec", 10)
+    assert [e.payload for e in pending] == [b"u1"], "the recorded one went, the next stayed"
+    await broker.commit(Commit(group=store, seen=[(stream, second.entry_id)]))
+    await broker.trim_older(stream, 10, store)
+    unread = await broker.read([stream], store, "rec", 10, None)
+    assert [e.payload for e in unread] == [b"u2", b"u3"], "never read by the store: kept"
+    await broker.commit(Commit(group=store, seen=[(stream, e.entry_id) for e in unread]))
+    await broker.trim_older(stream, 10, store)
+    await broker.ensure_group(stream, "late")
+    assert await broker.read([stream], "late", "x", 10, None) == [], "all recorded: all gone"
