@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.ingest.webhook import URGENT_TTL, WebhookMetrics, add_update
-from shared.broker import BrokerUnavailable, Commit
+from shared.broker import BrokerUnavailable, Commit, NotReplicated
 from shared.context import Context
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, sleep_or_stop
 from shared.telegram import Outcome, TelegramClient
@@ -47,6 +47,10 @@ class Poller:
         self._timeout_s = timeout_s
         self._lease_ms = lease_ms
         self._metrics = metrics
+        # a round stored on the primary that no replica confirmed (replicated durability): its
+        # offset must not be given to Telegram, which would drop those updates for good, until
+        # a replica has it
+        self._unreplicated: Commit | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop``; back off on trouble, stand by while another replica polls."""
@@ -81,6 +85,11 @@ class Poller:
 
     async def _round(self) -> None:
         keys = self._ctx.keys
+        if self._unreplicated is not None:
+            # the same commit again (its updates are claimed: stored once) waits for a replica
+            # anew; NotReplicated again backs off, and getUpdates is not asked meanwhile
+            await self._ctx.broker.commit(self._unreplicated)
+            self._unreplicated = None
         record = await self._ctx.broker.get_record(keys.poll_offset(self._bot_id)) or {}
         offset = int(record.get("next", "0"))
         token = self._ctx.bots[self._bot_id]
@@ -114,7 +123,11 @@ class Poller:
         for update in updates.values():
             add_update(self._ctx, commit, self._bot_id, update, self._username)
         commit.records.append((keys.poll_offset(self._bot_id), "", {"next": str(newest + 1)}))
-        taken = await self._ctx.broker.commit(commit)
+        try:
+            taken = await self._ctx.broker.commit(commit)
+        except NotReplicated:
+            self._unreplicated = commit
+            raise
         self._metrics.updates.labels("stored").inc(len(updates) - len(taken))
         self._metrics.updates.labels("duplicate").inc(len(taken))
 

@@ -53,9 +53,12 @@ async def telegram() -> AsyncIterator[tuple[str, list[int], list[Answer]]]:
         await runner.cleanup()
 
 
-async def _poll(url: str, seconds: float = 0.8) -> Context:
-    """Poll BOT on the embedded backend for ``seconds``; the poller must end only when told."""
-    settings = CommonSettings(REDIS_URL=None, FLOODGATE_BOTS=",".join(TOKENS.values()))
+async def _poll(url: str, seconds: float = 0.8, **env: Any) -> Context:
+    """Poll BOT for ``seconds`` (on the embedded backend unless ``env`` names a Redis); the
+    poller must end only when told."""
+    settings = CommonSettings(
+        **{"REDIS_URL": None, "FLOODGATE_BOTS": ",".join(TOKENS.values()), **env}
+    )
     ctx = build_context(settings, allow_memory=True)
     stop = asyncio.Event()
     async with new_session(4) as session:
@@ -155,3 +158,26 @@ async def test_an_update_listed_twice_in_one_answer_is_stored_once(telegram) -> 
     ctx = await _poll(url)
     assert [u["update_id"] for u in await _stored(ctx)] == [5, 6]
     assert await _offset(ctx) == 7
+
+
+async def test_updates_no_replica_has_are_not_confirmed_to_telegram(
+    telegram, redis_url: str, namespace: str, redis_client
+) -> None:
+    """Replicated durability, and no replica confirms (there is none here): the round is on the
+    primary, but its offset must not reach Telegram, which would forget those updates; polling
+    asks again from the same offset until a replica has them."""
+    url, offsets, answer = telegram
+    answer.append(_updates(*({"update_id": i, "message": MESSAGE} for i in (10, 11, 12))))
+    ctx = await _poll(
+        url,
+        1.5,
+        REDIS_URL=redis_url,
+        FLOODGATE_NAMESPACE=namespace,
+        FLOODGATE_DURABILITY="replicated",
+        FLOODGATE_REPLICATION_TIMEOUT_MS=50,
+    )
+    try:
+        assert offsets == [0], "asked once; never again with 13 while no replica has 10-12"
+        assert [u["update_id"] for u in await _stored(ctx)] == [10, 11, 12], "on the primary"
+    finally:
+        await ctx.close()
