@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
 from shared.settings import ENV_CONFIG, _env
@@ -78,3 +80,14 @@ class IngestSettings(BaseSettings):
         gt=0,
         description="largest body forwarded unchanged by the drop-in endpoint (uploads)",
     )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_round(self) -> Self:
+        # the lease is renewed once a round, and a round waits up to the long poll's timeout:
+        # a shorter lease passes to another replica mid-call, and the two cut each other off
+        if self.poll_lease_ms <= self.poll_timeout * 1000:
+            raise ValueError(
+                f"FLOODGATE_POLL_LEASE_MS ({self.poll_lease_ms}) must be longer than"
+                f" FLOODGATE_POLL_TIMEOUT ({self.poll_timeout:g} s): a round waits that long"
+            )
+        return self

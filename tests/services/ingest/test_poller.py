@@ -12,8 +12,10 @@ import orjson
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from services.ingest.poller import Poller
+from services.ingest.settings import IngestSettings
 from services.ingest.webhook import WebhookMetrics
 from shared.context import Context, build_context
 from shared.settings import CommonSettings
@@ -181,3 +183,11 @@ async def test_updates_no_replica_has_are_not_confirmed_to_telegram(
         assert [u["update_id"] for u in await _stored(ctx)] == [10, 11, 12], "on the primary"
     finally:
         await ctx.close()
+
+
+def test_a_lease_no_longer_than_a_long_poll_is_refused() -> None:
+    """Renewed once a round, a lease shorter than the long poll passes to another replica
+    mid-call, and the two cut each other off with 409s."""
+    with pytest.raises(ValidationError, match="FLOODGATE_POLL_LEASE_MS"):
+        IngestSettings(FLOODGATE_POLL_TIMEOUT=50)
+    assert IngestSettings(FLOODGATE_POLL_TIMEOUT=50, FLOODGATE_POLL_LEASE_MS=61_000)
