@@ -96,19 +96,20 @@ def unreadable_update(raw: dict[str, Any], update_id: int) -> Update:
     return Update.model_validate({"update_id": update_id, "unreadable": True})
 
 
-def _utf16_slice(text: str, offset: int, length: int) -> str:
-    """Entity offsets count UTF-16 units."""
-    data = text.encode("utf-16-le")
+def _utf16_slice(data: bytes, offset: int, length: int) -> str:
+    """Entity offsets count UTF-16 units: a span of the text encoded as UTF-16-LE."""
     return data[offset * 2 : (offset + length) * 2].decode("utf-16-le", "replace")
 
 
 def _mentions(msg: Message, bot_id: int, username: str | None) -> bool:
     text = msg.text or msg.caption or ""
+    data = b""  # the text in UTF-16, encoded once for all its entities
     for entity in msg.entities or msg.caption_entities:
         if entity.type == "text_mention" and entity.user is not None and entity.user.id == bot_id:
             return True
         if entity.type in {"mention", "bot_command"} and username:
-            span = _utf16_slice(text, entity.offset, entity.length).lower()
+            data = data or text.encode("utf-16-le")
+            span = _utf16_slice(data, entity.offset, entity.length).lower()
             if span == f"@{username.lower()}" or span.endswith(f"@{username.lower()}"):
                 return True
     return False
