@@ -49,6 +49,8 @@ def _reply_target(envelope: Envelope) -> int | None:
     target = envelope.params.get("reply_to_message_id")
     reply = envelope.params.get("reply_parameters")
     if target is None and isinstance(reply, dict):
+        if reply.get("chat_id") not in (None, envelope.chat_id):
+            return None  # it quotes a message of another chat: not an answer to this one's
         target = reply.get("message_id")
     return target if isinstance(target, int) and not isinstance(target, bool) else None
 

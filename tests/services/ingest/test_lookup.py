@@ -11,8 +11,10 @@ import pytest
 
 from services.ingest.app import IngestService
 from services.ingest.settings import IngestSettings
+from services.ingest.submit import _reply_target
 from shared.context import build_context
 from shared.migrations import migrate
+from shared.models import Envelope
 from shared.settings import CommonSettings
 from tests.helpers import ADMIN_KEY, AUTH, TOKENS, free_port, serving
 
@@ -74,3 +76,16 @@ async def test_store_decides_when_redis_has_no_mark(
     if service._lookup is not None:
         await service._lookup.close()
     await ctx.close()
+
+
+def test_a_reply_quoting_another_chat_is_no_answer_to_this_one() -> None:
+    """reply_parameters may point at a message of another chat: its message id says nothing
+    of this chat's messages, so it takes no automatic priority from them."""
+
+    def envelope(reply: dict[str, object]) -> Envelope:
+        params = {"chat_id": -9, "text": "x", "reply_parameters": reply}
+        return Envelope(id="m", bot_id=111, method="sendMessage", params=params, accepted_at=0)
+
+    assert _reply_target(envelope({"message_id": 70})) == 70
+    assert _reply_target(envelope({"message_id": 70, "chat_id": -9})) == 70
+    assert _reply_target(envelope({"message_id": 70, "chat_id": -10})) is None
