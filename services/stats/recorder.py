@@ -50,12 +50,19 @@ UPSERT_CHAT = """
 INSERT INTO chats (bot_id, telegram_chat_id, type) VALUES ($1, $2, $3)
 ON CONFLICT (bot_id, telegram_chat_id) DO UPDATE SET type = COALESCE(EXCLUDED.type, chats.type)
 """
+# One row per incoming message of a chat: the same update again changes nothing, an edit
+# ($10) takes its text, and a mention or reply seen by either stays (the reply lookup)
 INSERT_IN = """
 INSERT INTO messages (direction, bot_id, chat_db_id, telegram_message_id,
                       reply_to_telegram_message_id, sender_id, text, mentions_bot, replies_to_bot,
                       created_at)
 SELECT 'in', $1, c.id, $3, $4, $5, $6, $7, $8, to_timestamp($9)
 FROM chats c WHERE c.bot_id = $1 AND c.telegram_chat_id = $2
+ON CONFLICT (chat_db_id, telegram_message_id) WHERE direction = 'in' DO UPDATE
+SET text = CASE WHEN $10::boolean THEN EXCLUDED.text ELSE messages.text END,
+    mentions_bot = messages.mentions_bot OR EXCLUDED.mentions_bot,
+    replies_to_bot = messages.replies_to_bot OR EXCLUDED.replies_to_bot,
+    updated_at = CASE WHEN $10::boolean THEN now() ELSE messages.updated_at END
 """
 UPSERT_OUT = """
 INSERT INTO messages (message_uid, direction, bot_id, chat_db_id, telegram_message_id,
@@ -208,6 +215,7 @@ def _in_row(d: dict[str, Any]) -> tuple[Any, ...]:
         d.get("mentions_bot", False),
         d.get("replies_to_bot", False),
         d.get("date") or 0,
+        str(d.get("kind", "")).startswith("edited_"),
     )
 
 

@@ -272,3 +272,29 @@ async def test_a_failed_migration_leaves_no_connection_open(
         assert await watcher.fetchval(count) == before
     finally:
         await watcher.close()
+
+
+async def test_an_incoming_message_is_one_row_however_often_it_comes(
+    ctx: Context, pool: asyncpg.Pool
+) -> None:
+    """The same update recorded twice (its row committed, the acknowledgement lost) and an
+    edit of the message: one row, with the edit's text and the first's mention."""
+    recorder = Recorder(ctx, pool)
+    await recorder.start()
+    edit = orjson.loads(_update(2, text="edited")) | {"kind": "edited_message", "update_id": 9}
+    await ctx.broker.commit(
+        Commit(
+            adds=[
+                (ctx.keys.updates, "u1", _update(1), ""),
+                (ctx.keys.updates, "u1-again", _update(1), ""),
+                (ctx.keys.updates, "u2", _update(2, mentions_bot=True), ""),
+                (ctx.keys.updates, "u9", orjson.dumps(edit), ""),
+            ]
+        )
+    )
+    while await recorder.step():
+        pass
+    assert [r[:4] for r in await _rows(pool)] == [
+        ("in", 101, "in 1", True),
+        ("in", 102, "edited", True),
+    ]
