@@ -89,7 +89,17 @@ class NormalizedUpdate(BaseModel):
     raw_kind: str | None = None
 
 
-def unreadable_update(raw: dict[str, Any], update_id: int) -> Update:
+MAX_UPDATE_ID = 2**63 - 1  # the next getUpdates offset, one more, is still a signed 64-bit
+
+
+def usable_update_id(raw: Any) -> int | None:
+    """The update_id of a raw update if it is one Telegram could give (an integer whose next
+    offset still fits in 64 bits), else None."""
+    value = raw.get("update_id") if isinstance(raw, dict) else None
+    return value if type(value) is int and 0 <= value < MAX_UPDATE_ID else None
+
+
+def unreadable_update(update_id: int) -> Update:
     """A stand-in for an update that the models cannot read (a field of a type Telegram never
     sent so far, nesting past what can be parsed): its id, published as kind ``other`` with
     ``raw_kind`` "unreadable", so that applications see it came."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,12 +18,11 @@ from shared.broker import BrokerUnavailable, Commit, NotReplicated
 from shared.context import Context
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, sleep_or_stop
 from shared.telegram import Outcome, TelegramClient
-from shared.updates import Update, unreadable_update
+from shared.updates import Update, unreadable_update, usable_update_id
 
 log = logging.getLogger("floodgate.ingest")
 
 BATCH = 100
-MAX_UPDATE_ID = 2**63 - 1  # the next offset, one more, is still a signed 64-bit integer
 
 
 class Poller:
@@ -101,7 +99,7 @@ class Poller:
             return
         updates: dict[int, Update] = {}  # by update_id: the first copy of one sent twice
         for raw in result.result:
-            update_id = _update_id(raw)
+            update_id = usable_update_id(raw)
             if update_id is None or update_id in updates:
                 continue
             try:
@@ -113,7 +111,7 @@ class Poller:
                     "unreadable update kept without its content",
                     extra={"bot_id": self._bot_id, "reason": str(exc)[:300]},
                 )
-                updates[update_id] = unreadable_update(raw, update_id)
+                updates[update_id] = unreadable_update(update_id)
         if not updates:
             raise PollError("getUpdates answered no update with a usable update_id")
         newest = max(updates)
@@ -130,13 +128,6 @@ class Poller:
             raise
         self._metrics.updates.labels("stored").inc(len(updates) - len(taken))
         self._metrics.updates.labels("duplicate").inc(len(taken))
-
-
-def _update_id(raw: Any) -> int | None:
-    """The update_id of a raw update if it is one Telegram could give (an integer whose next
-    offset still fits in 64 bits), else None."""
-    value = raw.get("update_id") if isinstance(raw, dict) else None
-    return value if type(value) is int and 0 <= value < MAX_UPDATE_ID else None
 
 
 class PollError(Exception):

@@ -21,7 +21,7 @@ from services.ingest.body import BodyError, read_json
 from services.ingest.errors import field_errors, problem, summary
 from shared.broker import BrokerUnavailable, Commit, NotReplicated
 from shared.context import Context
-from shared.updates import Update, normalize
+from shared.updates import Update, normalize, unreadable_update, usable_update_id
 from shared.webhooks import matches
 
 log = logging.getLogger("floodgate.ingest")
@@ -102,9 +102,18 @@ class WebhookHandler:
             self._metrics.updates.labels("refused").inc()
             return exc.response
         except ValidationError as exc:
-            self._metrics.updates.labels("refused").inc()
-            errors = field_errors(exc)
-            return web.json_response({"error": summary(errors), "errors": errors}, status=422)
+            update_id = usable_update_id(doc)
+            if update_id is None:
+                self._metrics.updates.labels("refused").inc()
+                errors = field_errors(exc)
+                return web.json_response({"error": summary(errors), "errors": errors}, status=422)
+            # Telegram sent it (the secret matched) and would retry a refusal until it gives
+            # up: kept as an unreadable update, as polling keeps one, rather than lost
+            log.warning(
+                "unreadable update kept without its content",
+                extra={"bot_id": bot_id, "reason": str(exc)[:300]},
+            )
+            update = unreadable_update(update_id)
         return await self._store(bot_id, update)
 
     async def _store(self, bot_id: int, update: Update) -> web.Response:

@@ -365,3 +365,13 @@ async def test_posted_updates_become_stored_rows(inbound, database_url: str) -> 
         await pool.close()
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
+
+
+async def test_an_update_the_models_cannot_read_is_kept_not_refused(inbound) -> None:
+    """Telegram sent it (the secret matched) and would retry a refusal until it gave up: it is
+    kept as an unreadable update with its id, as polling keeps one."""
+    url, ctx = inbound
+    no_chat = {"update_id": 88, "message": {"message_id": 1, "date": 1, "text": "hi"}}
+    assert await _post(url, no_chat) == (200, {"ok": True, "duplicate": False})
+    [stored] = await _published(ctx)
+    assert (stored["update_id"], stored["kind"], stored["raw_kind"]) == (88, "other", "unreadable")
