@@ -2,9 +2,12 @@
 workload of the kinds of work floodgate gives Redis (a script call per 50 "messages", each
 writing a 4-field hash with its expiry, bumping a counter, appending to a stream and logging to
 a small sorted set with its expiry), timed by Redis's own CPU (INFO cpu). It never changes
-with floodgate's code, so the pipeline's Redis CPU per message divided by it is a figure that
-follows the code and not the machine, whose speed here drifts by a quarter and more within the
-hour (bench/pipeline_throughput.py runs it on the same Redis right after the pipeline).
+with floodgate's code, so the pipeline's Redis CPU per message divided by it is meant to follow
+the code more than the machine, whose speed here drifts by a quarter and more within the hour
+(bench/pipeline_throughput.py runs it on the same Redis right after the pipeline). It does so
+only in part: it is Lua and data commands, and the pipeline's Redis also spends on its sockets,
+which the machine's load moves differently (README, "A Redis yardstick"); judge a change by
+pairs of runs taken in turns.
 
     .venv/bin/python bench/redis_yardstick.py --redis-url redis://127.0.0.1:6379/0
 """
