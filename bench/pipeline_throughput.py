@@ -18,6 +18,12 @@ a free port (no persistence), so that no other client's commands are counted; --
 measures a Redis of your own instead (its INFO figures then include everyone's traffic).
 --topology cluster starts a private Redis Cluster (3 primaries, each with a replica; the
 pipeline in 16 partitions); its replicas' CPU is reported apart from the primaries'.
+
+After the pipeline come two yardsticks, measured the same minute on the same machine: a bare
+aiohttp client posting to the same sandbox, and a canned workload on the same Redis. The
+sender's and Redis's CPU per message are also given as multiples of them, meant to follow the
+code more than the machine's speed, which they do only in part (--no-baseline skips them;
+judge a change by pairs of runs taken in turns).
 """
 
 from __future__ import annotations
@@ -108,7 +114,8 @@ def _args() -> argparse.Namespace:
         help="skip the yardstick runs after the pipeline: a bare aiohttp client posting"
         " sendMessage to the same sandbox (bench/bare_client.py) and a canned workload on the"
         " same Redis (bench/redis_yardstick.py, one server only), against which the sender's"
-        " and Redis's CPU per message are given as ratios that the machine's speed moves less",
+        " and Redis's CPU per message are given as ratios, meant to move less with the"
+        " machine's speed (they do only in part)",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = p.parse_args()
