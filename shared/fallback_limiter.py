@@ -142,7 +142,9 @@ class FallbackLimiter:
         asked, later = mine[:room], set(mine[room:])
         grants = await self._shared_many(bot_id, [chat_ids[i] for i in asked]) if asked else []
         answers = _place(len(chat_ids), asked, grants, NOT_MINE)
-        full = Grant(max(1, wait_ms, int(window.ms / window.limit)), "bot")
+        # a sender without a part of this bot's window (fewer sends than senders) waits a window
+        per_send = window.ms / window.limit if window.limit else window.ms
+        full = Grant(max(1, wait_ms, int(per_send)), "bot")
         return [full if i in later else answer for i, answer in enumerate(answers)]
 
     def _mirror(self, bot_id: int, chat_ids: Sequence[int | str], grants: list[Grant]) -> None:

@@ -6,11 +6,14 @@ window, so that the senders together never pass the bot's limit within any windo
 from __future__ import annotations
 
 import itertools
+import time
 import types
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 import shared.memory_limiter as memory_limiter
+from shared.fallback_limiter import FallbackLimiter, FallbackMetrics
 from shared.fallback_share import Share
 from shared.limiter import Policy
 from shared.memory_limiter import MemoryLimiter
@@ -63,3 +66,22 @@ def test_a_sender_without_a_part_sends_nothing_of_that_bot() -> None:
     assert not grant.granted
     assert grant.scope == "bot"
     assert limiter.bot_room(1) == (0, 1000)
+
+
+async def test_just_after_redis_is_back_a_sender_without_a_part_waits_not_fails() -> None:
+    """The short while after Redis is back, when other senders may still limit on their own:
+    a bot with fewer sends per window than senders (1/s among 2) leaves this sender no part of
+    it, which must be an answer to wait, not a division by zero that dead-letters the message."""
+    policy = Policy(bot_rate=30.0, overrides={7: 1.0})
+
+    async def ping() -> None:
+        return None
+
+    limiter = FallbackLimiter(
+        MemoryLimiter(policy), policy, 2, FallbackMetrics(CollectorRegistry()), ping, name="a"
+    )
+    limiter.observe_senders(["a", "b"])
+    limiter._both_until = time.monotonic() + 60  # as on the way back from degraded mode
+    grants = await limiter.acquire_many(7, [5, 6, 12345])
+    assert not any(g.granted for g in grants)
+    assert all(g.wait_ms >= 1 for g in grants)
