@@ -274,9 +274,9 @@ class MemoryBroker:
             return
         if settle.seq == state.cur + 1:
             state.cur = settle.seq
-            while state.cur + 1 in state.out_of_turn:
-                state.out_of_turn.remove(state.cur + 1)
-                state.cur += 1
+        while state.cur + 1 in state.out_of_turn:  # on any settle, as commit.lua
+            state.out_of_turn.remove(state.cur + 1)
+            state.cur += 1
         released = state.parked.pop(state.cur + 1, None)
         if released is not None:
             self._parked_total -= 1
@@ -316,6 +316,17 @@ class MemoryBroker:
         record: str | None = None,
     ) -> int:
         state = self._chat(chat_state)
+        if state.out_of_turn and seq > state.cur + 1:  # as gate.lua: marks left behind
+            moved = False
+            while state.cur + 1 in state.out_of_turn:
+                state.out_of_turn.remove(state.cur + 1)
+                state.cur += 1
+                moved = True
+            if moved and seq != state.cur + 1:
+                released = state.parked.pop(state.cur + 1, None)
+                if released is not None:
+                    self._parked_total -= 1
+                    self._xadd(entry.stream, released, seq=state.cur + 1)
         if seq == state.cur + 1:
             if record is not None and record in self._records:
                 self._records[record][0]["status"] = Status.SENDING.value

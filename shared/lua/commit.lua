@@ -68,19 +68,24 @@ local function settle(chat, parked, seq_text, stream, count)
     redis.call('EXPIRE', chat, ttl)
     return
   end
+  local moved = false
   if seq == cur + 1 then
     cur = seq
-    -- later messages settled out of turn are passed over (one HMGET field tells whether any)
-    local passed = 0
-    while out_of_turn > passed and redis.call('HDEL', chat, 'x' .. (cur + 1)) == 1 do
-      cur = cur + 1
-      passed = passed + 1
-    end
-    if passed > 0 then
-      redis.call('HSET', chat, 'cur', cur, 'xn', out_of_turn - passed)
-    else
-      redis.call('HSET', chat, 'cur', seq_text)
-    end
+    moved = true
+  end
+  -- messages settled out of turn right after the cursor are passed over (one HMGET field tells
+  -- whether there are any), on every settle in the chat, not only one that moved the cursor: a
+  -- mark left behind (a process of an earlier release moved the cursor without reading them)
+  -- is passed by the chat's next settle of any kind
+  local passed = 0
+  while out_of_turn > passed and redis.call('HDEL', chat, 'x' .. (cur + 1)) == 1 do
+    cur = cur + 1
+    passed = passed + 1
+  end
+  if passed > 0 then
+    redis.call('HSET', chat, 'cur', cur, 'xn', out_of_turn - passed)
+  elseif moved then
+    redis.call('HSET', chat, 'cur', seq_text)
   end
   -- only a message numbered already can be parked: past the chat's last number, none is
   if cur < last then

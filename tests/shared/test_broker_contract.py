@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import redis.asyncio as redis
 
@@ -688,3 +689,30 @@ async def test_a_trim_keeps_what_the_store_has_not_recorded(broker: Broker, keys
     await broker.trim_older(stream, 10, store)
     await broker.ensure_group(stream, "late")
     assert await broker.read([stream], "late", "x", 10, None) == [], "all recorded: all gone"
+
+
+async def test_marks_left_behind_by_an_earlier_release_are_passed_at_the_gate(
+    broker: Broker, keys: Keys
+) -> None:
+    """During a rolling upgrade a process of an earlier release settles in turn without reading
+    the out-of-turn marks: the cursor stops before a mark, and the message parked after it has
+    nobody to release it. The chat's next message at the gate passes the mark and releases it."""
+    stream = keys.send(Priority.NORMAL)
+    chat, parked = keys.chat_state(1, 7, Priority.NORMAL), keys.parked(1, 7, Priority.NORMAL)
+    PC = keys.parked_count
+    await broker.ensure_group(stream, G)
+    await broker.commit(Commit(adds=[(stream, f"m{i}", f"p{i}".encode(), chat) for i in range(5)]))
+    entries = await broker.read([stream], G, "c", 10, None)
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    dead = Settle(chat, parked, 3, stream, PC)  # the third died before its turn
+    await broker.commit(Commit(group=G, acks=[(stream, entries[2].entry_id)], settles=[dead]))
+    assert await broker.gate(chat, parked, entries[3], G, 4, PC) == GATE_PARKED
+    # the first two sent and settled by a sender of the earlier release: cursor 2, mark unread
+    if isinstance(broker, MemoryBroker):
+        broker._chats[chat].cur = 2
+    else:
+        await cast(RedisBroker, broker).client.hset(chat, "cur", 2)
+    assert await broker.gate(chat, parked, entries[4], G, 5, PC) == GATE_PARKED
+    [released] = await broker.read([stream], G, "c", 10, None)
+    assert (released.payload, released.seq) == (b"p3", 4), "the parked one goes now"
+    assert await broker.gate(chat, parked, released, G, 4, PC) == GATE_GO_LEADING
