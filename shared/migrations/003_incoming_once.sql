@@ -1,21 +1,20 @@
 -- An incoming message is one row per chat: an update recorded twice (its row committed, then
 -- the acknowledgement in Redis lost) or an edit of the message updates that row instead of
 -- adding one, so the reply lookup finds one answer, not any of several. Rows stored twice
--- before this version are merged first, keeping the latest text and any mention or reply
--- either of them saw. (On a large table this takes a lock on messages for as long as the
+-- before this version are merged first, keeping the latest text and every mention or reply
+-- any of them saw. (On a large table this takes a lock on messages for as long as the
 -- merge and the index take.)
 UPDATE messages keep
-SET mentions_bot = keep.mentions_bot OR other.mentions_bot,
-    replies_to_bot = keep.replies_to_bot OR other.replies_to_bot
-FROM messages other
-WHERE keep.direction = 'in' AND other.direction = 'in'
-  AND keep.chat_db_id = other.chat_db_id
-  AND keep.telegram_message_id = other.telegram_message_id
-  AND keep.id > other.id
-  AND NOT EXISTS (
-      SELECT 1 FROM messages later
-      WHERE later.direction = 'in' AND later.chat_db_id = keep.chat_db_id
-        AND later.telegram_message_id = keep.telegram_message_id AND later.id > keep.id);
+SET mentions_bot = seen.mentions_bot, replies_to_bot = seen.replies_to_bot
+FROM (
+    SELECT max(id) AS id, bool_or(mentions_bot) AS mentions_bot,
+           bool_or(replies_to_bot) AS replies_to_bot
+    FROM messages
+    WHERE direction = 'in'
+    GROUP BY chat_db_id, telegram_message_id
+    HAVING count(*) > 1
+) seen
+WHERE keep.id = seen.id;
 
 DELETE FROM messages older
 USING messages newer

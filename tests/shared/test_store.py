@@ -133,13 +133,14 @@ async def test_incoming_messages_stored_twice_before_003_are_merged(conn) -> Non
     )
     insert = (
         "INSERT INTO messages (direction, bot_id, chat_db_id, telegram_message_id, text,"
-        " mentions_bot) VALUES ($1, 1, $2, $3, $4, $5)"
+        " mentions_bot, replies_to_bot) VALUES ($1, 1, $2, $3, $4, $5, $6)"
     )
     for row in [
-        ("in", 10, "first", True),
-        ("in", 10, "edited", False),
-        ("in", 11, "once", False),
-        ("out", 10, "an answer", False),
+        ("in", 10, "first", True, False),
+        ("in", 10, "replied", False, True),
+        ("in", 10, "edited", False, False),
+        ("in", 11, "once", False, False),
+        ("out", 10, "an answer", False, False),
     ]:
         await conn.execute(insert, row[0], chat, *row[1:])
     await conn.execute(
@@ -149,11 +150,11 @@ async def test_incoming_messages_stored_twice_before_003_are_merged(conn) -> Non
     await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'a'), (2, 'b')")
     assert 3 in await migrate(conn)
     rows = await conn.fetch(
-        "SELECT direction, telegram_message_id, text, mentions_bot FROM messages"
-        " ORDER BY direction, telegram_message_id"
+        "SELECT direction, telegram_message_id, text, mentions_bot, replies_to_bot"
+        " FROM messages ORDER BY direction, telegram_message_id"
     )
     assert [tuple(r) for r in rows] == [
-        ("in", 10, "edited", True),
-        ("in", 11, "once", False),
-        ("out", 10, "an answer", False),
+        ("in", 10, "edited", True, True),  # three rows: the latest text, every flag any saw
+        ("in", 11, "once", False, False),
+        ("out", 10, "an answer", False, False),
     ]
