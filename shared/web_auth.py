@@ -74,6 +74,7 @@ def refuse(status: int, error: str) -> web.Response:
 
 REFUSALS = ("401", "403", "503")
 CROSS_SITE = "a browser's request from another site is refused while FLOODGATE_AUTH=off"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
 def _cross_site(request: web.Request) -> bool:
@@ -85,7 +86,13 @@ def _cross_site(request: web.Request) -> bool:
     if origin is None:
         return False
     scheme, sep, host = origin.partition("://")
-    return not sep or scheme not in ("http", "https") or host != request.host
+    if not sep or scheme not in ("http", "https") or host != request.host:
+        return True
+    # the same name in Origin and Host is no proof of the same site: a page whose name was
+    # rebound to 127.0.0.1 (DNS rebinding) sends its own name in both. Only a page served from
+    # this machine's own loopback names counts as this site.
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name.lower() not in LOOPBACK_NAMES
 
 
 def auth_middleware(auth: Authenticator, registry: CollectorRegistry) -> Middleware:

@@ -323,14 +323,18 @@ async def test_auth_off_refuses_a_browser_page_of_another_site(
         host = one.url.removeprefix("http://")
         form = {"Content-Type": "application/x-www-form-urlencoded"}
         body = orjson.dumps(message())
-        for origin in ("http://evil.example", "null", f"https://{host}.evil.example"):
+        rebound = {"Origin": "http://evil.example:8080", "Host": "evil.example:8080"}
+        for headers in (
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+            {"Origin": f"https://{host}.evil.example"},
+            rebound,  # DNS rebinding: the page's own name in both, resolved to 127.0.0.1
+        ):
             async with (
                 aiohttp.ClientSession() as s,
-                s.post(
-                    f"{one.url}/v1/messages", data=body, headers={**form, "Origin": origin}
-                ) as r,
+                s.post(f"{one.url}/v1/messages", data=body, headers={**form, **headers}) as r,
             ):
-                assert r.status == 403, origin
+                assert r.status == 403, headers
                 assert "another site" in (await r.json())["error"]
         assert await _queued(one.ctx) == 0
         async with (
