@@ -270,8 +270,11 @@ class MergingBatcher(ScriptBatcher):
             return
         alone: list[tuple[Call, asyncio.Future[Any]]] = []
         for group, result in zip(groups, results, strict=True):
-            if isinstance(result, UNREACHABLE):
-                error = await unavailable(self._client, result)
+            refused = refusal(result)
+            if isinstance(result, UNREACHABLE) or refused is not None:
+                # an outage, or a Redis that takes no writes now: every call of the group
+                # hears it (run alone, each would only be refused again)
+                error = refused or await unavailable(self._client, result)
                 for _, future in group:
                     if not future.done():
                         future.set_exception(error)
