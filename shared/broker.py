@@ -21,6 +21,12 @@ class BrokerUnavailable(Exception):
     """The backend cannot be reached; nothing of the failed call took effect or it is unknown."""
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as what orders it."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class NotReplicated(BrokerUnavailable):
     """A commit that asked for replication was applied on the primary, but no replica confirmed
     it in time: it may survive or be lost with the primary, so nothing about it is promised."""

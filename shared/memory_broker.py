@@ -28,6 +28,7 @@ from shared.broker import (
     DlqKeys,
     Entry,
     Settle,
+    entry_order,
     unroute,
 )
 from shared.models import Status
@@ -63,6 +64,14 @@ class _Chat:
     # settled before their turn: the cursor passes over them once it gets there
     out_of_turn: set[int] = field(default_factory=set)
     touched: float = field(default_factory=time.monotonic)
+
+    def pass_marks(self) -> bool:
+        """The cursor passes over the marks right after it (as order.lua); whether it moved."""
+        start = self.cur
+        while self.cur + 1 in self.out_of_turn:
+            self.out_of_turn.remove(self.cur + 1)
+            self.cur += 1
+        return self.cur != start
 
     def expired(self, now: float) -> bool:
         """Gone as its Redis twin would be: ORDER_TTL after the last change, SETTLED_ORDER_TTL
@@ -274,13 +283,15 @@ class MemoryBroker:
             return
         if settle.seq == state.cur + 1:
             state.cur = settle.seq
-        while state.cur + 1 in state.out_of_turn:  # on any settle, as commit.lua
-            state.out_of_turn.remove(state.cur + 1)
-            state.cur += 1
+        state.pass_marks()  # on any settle, as commit.lua
+        self._release(state, settle.stream)
+
+    def _release(self, state: _Chat, stream: str) -> None:
+        """The chat's next message, if it is parked, back into its stream."""
         released = state.parked.pop(state.cur + 1, None)
         if released is not None:
             self._parked_total -= 1
-            self._xadd(settle.stream, released, seq=state.cur + 1)
+            self._xadd(stream, released, seq=state.cur + 1)
 
     async def trim_older(
         self, stream: str, max_age_ms: int, keep_unread_by: str | None = None
@@ -294,8 +305,8 @@ class MemoryBroker:
         if group is not None:  # as Redis: nothing from the group's first unread entry on
             unread = [*group.new, *group.pending]
             if unread:
-                first = min(unread, key=_id_key)
-                old = [i for i in old if _id_key(i) < _id_key(first)]
+                first = min(unread, key=entry_order)
+                old = [i for i in old if entry_order(i) < entry_order(first)]
         for entry_id in old:
             del s.entries[entry_id]
         gone = set(old)
@@ -316,17 +327,10 @@ class MemoryBroker:
         record: str | None = None,
     ) -> int:
         state = self._chat(chat_state)
-        if state.out_of_turn and seq > state.cur + 1:  # as gate.lua: marks left behind
-            moved = False
-            while state.cur + 1 in state.out_of_turn:
-                state.out_of_turn.remove(state.cur + 1)
-                state.cur += 1
-                moved = True
-            if moved and seq != state.cur + 1:
-                released = state.parked.pop(state.cur + 1, None)
-                if released is not None:
-                    self._parked_total -= 1
-                    self._xadd(entry.stream, released, seq=state.cur + 1)
+        # as gate.lua: marks left behind by a settle that did not read them
+        marks_passed = state.out_of_turn and seq > state.cur + 1 and state.pass_marks()
+        if marks_passed and seq != state.cur + 1:
+            self._release(state, entry.stream)
         if seq == state.cur + 1:
             if record is not None and record in self._records:
                 self._records[record][0]["status"] = Status.SENDING.value
@@ -452,8 +456,3 @@ class MemoryBroker:
         for _, ident in old[:limit]:
             del self._dead[ident]
         return min(len(old), limit)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

@@ -67,6 +67,11 @@ def refusal(exc: BaseException) -> BrokerUnavailable | None:
 Call = tuple[Sequence[str], Sequence[Any]]
 
 
+def as_text(value: bytes | str) -> str:
+    """A reply's string, whether the client decodes replies or not."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def is_busy(exc: BaseException) -> bool:
     """True when the error says only that no pooled connection was free (the pool's limit, or
     the wait for a connection ran out): back-pressure from this process, not a Redis outage."""

@@ -21,12 +21,14 @@ from shared.broker import (
     DlqKeys,
     Entry,
     NotReplicated,
+    entry_order,
     unroute,
 )
 from shared.redis_batch import (
     UNREACHABLE,
     Call,
     MergingBatcher,
+    as_text,
     count_keys,
     refusal,
     unavailable,
@@ -63,11 +65,6 @@ def _unavailable(
             raise
 
     return wrapper
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 MARK_TTL_MS = 60_000
@@ -228,7 +225,7 @@ class RedisBroker:
         consumers can be told apart (XAUTOCLAIM itself does not report them)."""
         if not entries:
             return entries
-        ids = sorted(entries, key=lambda e: _id_key(e.entry_id))
+        ids = sorted(entries, key=lambda e: entry_order(e.entry_id))
         rows = await self._redis.xpending_range(
             stream, group, min=ids[0].entry_id, max=ids[-1].entry_id, count=len(entries) * 4
         )
@@ -358,15 +355,15 @@ class RedisBroker:
         entry given meanwhile was after the last one read here, so a trim short of this id
         takes nothing the group has not acknowledged."""
         groups = await self._redis.xinfo_groups(stream)
-        info = next((g for g in groups if _text(g["name"]) == group), None)
+        info = next((g for g in groups if as_text(g["name"]) == group), None)
         if info is None:  # no such group yet: it will read from the start, keep everything
             return (0, 0)
-        ms, seq = _id_key(_text(info["last-delivered-id"]))
+        ms, seq = entry_order(as_text(info["last-delivered-id"]))
         first = (ms, seq + 1)
         if int(info["pending"]):
             summary = await self._redis.xpending(stream, group)
             if summary["min"] is not None:
-                first = min(first, _id_key(_text(summary["min"])))
+                first = min(first, entry_order(as_text(summary["min"])))
         return first
 
     @_unavailable
@@ -580,7 +577,3 @@ def _grouped_records(
 IDEMPOTENCY_TTL = 24 * 3600
 ONCE_TTL_MS = 3600 * 1000  # far longer than any retry of one commit
 ACKS_PER_CALL = 1000  # entry ids of one XACK and one XDEL in commit.lua (unpack stops near 8,000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

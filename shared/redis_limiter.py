@@ -29,7 +29,7 @@ from shared.limiter import (
     Window,
     is_private,
 )
-from shared.redis_batch import UNREACHABLE, ScriptBatcher, refusal, unavailable
+from shared.redis_batch import UNREACHABLE, ScriptBatcher, as_text, refusal, unavailable
 from shared.scripts import lua
 
 LEASE_CAP_S = 3600.0  # a token still unreported after an hour is a leak, not a call
@@ -89,7 +89,7 @@ class RedisLimiter:
         grants = []
         for i, chat_id in enumerate(chat_ids):
             at = 1 + 3 * i
-            wait, scope, room = int(reply[at]), _text(reply[at + 1]), int(reply[at + 2])
+            wait, scope, room = int(reply[at]), as_text(reply[at + 1]), int(reply[at + 2])
             if wait:
                 grants.append(Grant(wait, scope, factor, "", max(0, room)))
                 continue
@@ -237,10 +237,6 @@ def _parts(items: Sequence[T]) -> Iterator[Sequence[T]]:
 def _kinds(chat_ids: Sequence[int | str]) -> str:
     """One letter per chat for the scripts: ``p`` private (its limits), ``g`` group."""
     return "".join("p" if is_private(chat_id) else "g" for chat_id in chat_ids)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _quietly(future: asyncio.Future[Any]) -> None:

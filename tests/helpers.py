@@ -86,3 +86,22 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(step)
+
+
+RAW_GIVE_UP_S = 20.0  # far longer than the tests' short HTTP limits, far shorter than aiohttp's
+
+
+async def raw_http(url: str, parts: list[bytes], pause: float = 0.3) -> bytes:
+    """Send ``parts`` as separate TCP writes ``pause`` apart; return the whole answer (what
+    comes until the server closes)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for i, part in enumerate(parts):
+            if i:
+                await asyncio.sleep(pause)  # a slow client, not a synchronisation
+            writer.write(part)
+            await writer.drain()
+        return await asyncio.wait_for(reader.read(), RAW_GIVE_UP_S)
+    finally:
+        writer.close()

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from services.ingest.webhook import URGENT_TTL, WebhookMetrics, add_update
 from shared.broker import BrokerUnavailable, Commit, NotReplicated
 from shared.context import Context
+from shared.http_errors import field_errors, summary
 from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, sleep_or_stop
 from shared.telegram import Outcome, TelegramClient
 from shared.updates import Update, unreadable_update, usable_update_id
@@ -109,7 +110,8 @@ class Poller:
                 # (kind "other") rather than lost without a trace
                 log.warning(
                     "unreadable update kept without its content",
-                    extra={"bot_id": self._bot_id, "reason": str(exc)[:300]},
+                    # the fields at fault, not pydantic's text, which quotes what users wrote
+                    extra={"bot_id": self._bot_id, "reason": summary(field_errors(exc))[:300]},
                 )
                 updates[update_id] = unreadable_update(update_id)
         if not updates:

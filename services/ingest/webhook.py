@@ -111,7 +111,8 @@ class WebhookHandler:
             # up: kept as an unreadable update, as polling keeps one, rather than lost
             log.warning(
                 "unreadable update kept without its content",
-                extra={"bot_id": bot_id, "reason": str(exc)[:300]},
+                # the fields at fault, not pydantic's text, which quotes what users wrote
+                extra={"bot_id": bot_id, "reason": summary(field_errors(exc))[:300]},
             )
             update = unreadable_update(update_id)
         return await self._store(bot_id, update)

@@ -14,6 +14,7 @@ is set aside (acknowledged, logged with the reason, counted in
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +101,7 @@ class Recorder:
         self._events = {part.events for part in ctx.keys.shards}
         self._streams = [ctx.keys.updates, *sorted(self._events)]
         self._started = False
+        self._next_claim = 0.0  # the first step looks at once
 
     async def start(self) -> None:
         """Create the consumer groups at the start of both streams."""
@@ -111,14 +113,18 @@ class Recorder:
         """Record one batch; True if there was anything to record. The first step (and every
         one until it succeeds) creates the consumer groups, so that a Redis away at start is
         waited for like any other outage. Entries left pending by a recorder that is gone (a
-        replaced pod has a name of its own) are claimed once idle for ``CLAIM_IDLE_MS``."""
+        replaced pod has a name of its own) are claimed once idle for ``CLAIM_IDLE_MS``, looked for
+        every half of that."""
         if not self._started:
             await self.start()
         broker, me = self._ctx.broker, self._ctx.consumer
         entries: list[Entry] = []
         for stream in self._streams:
             entries += await broker.read_own_pending(stream, GROUP, me, BATCH)
-        if not entries:
+        if not entries and time.monotonic() >= self._next_claim:
+            # a look for a gone recorder's entries now and then, not a round trip per stream
+            # on every step
+            self._next_claim = time.monotonic() + CLAIM_IDLE_MS / 2000
             for stream in self._streams:
                 entries += await broker.claim_stale(stream, GROUP, me, CLAIM_IDLE_MS, BATCH)
                 if entries:

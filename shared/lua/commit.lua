@@ -42,6 +42,8 @@ local settled_ttl = string.format('%d', tonumber(ARGV[3]))
 local taken = {}
 local result = {}
 
+--! include order
+
 local function append(stream, payload, chat)
   if chat == nil then
     redis.call('XADD', stream, '*', 'd', payload)
@@ -68,33 +70,22 @@ local function settle(chat, parked, seq_text, stream, count)
     redis.call('EXPIRE', chat, ttl)
     return
   end
-  local moved = false
-  if seq == cur + 1 then
+  local in_turn = seq == cur + 1
+  if in_turn then
     cur = seq
-    moved = true
   end
   -- messages settled out of turn right after the cursor are passed over (one HMGET field tells
   -- whether there are any), on every settle in the chat, not only one that moved the cursor: a
   -- mark left behind (a process of an earlier release moved the cursor without reading them)
   -- is passed by the chat's next settle of any kind
-  local passed = 0
-  while out_of_turn > passed and redis.call('HDEL', chat, 'x' .. (cur + 1)) == 1 do
-    cur = cur + 1
-    passed = passed + 1
-  end
-  if passed > 0 then
-    redis.call('HSET', chat, 'cur', cur, 'xn', out_of_turn - passed)
-  elseif moved then
+  local passed
+  cur, passed = pass_marks(chat, cur, out_of_turn)
+  if in_turn and not passed then
     redis.call('HSET', chat, 'cur', seq_text)
   end
   -- only a message numbered already can be parked: past the chat's last number, none is
   if cur < last then
-    local nxt = redis.call('ZRANGE', parked, cur + 1, cur + 1, 'BYSCORE')
-    if #nxt > 0 then
-      redis.call('ZREM', parked, nxt[1])
-      redis.call('DECR', count)
-      redis.call('XADD', stream, '*', 'd', nxt[1], 's', cur + 1)
-    end
+    release(parked, count, stream, cur + 1)
   end
   -- nothing of the chat left to send: its state goes soon (the next message renews it)
   if cur >= last then

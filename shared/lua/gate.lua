@@ -15,6 +15,8 @@
 -- Safe to run twice for a message (the batcher runs a failed call again one message a call).
 local lifetime = string.format('%d', tonumber(ARGV[1]))
 
+--! include order
+
 local function gate(chat, parked, record, stream, count, group, seq, id)
   local state = redis.call('HMGET', chat, 'cur', 'seq', 'xn')
   local cur = tonumber(state[1] or '0')
@@ -23,21 +25,10 @@ local function gate(chat, parked, record, stream, count, group, seq, id)
     -- messages settled out of turn right after the cursor (see commit.lua) are passed over
     -- here too: a settle by a process of an earlier release moved the cursor without reading
     -- them, and the message parked after them would wait for good
-    local passed = 0
-    while out_of_turn > passed and redis.call('HDEL', chat, 'x' .. (cur + 1)) == 1 do
-      cur = cur + 1
-      passed = passed + 1
-    end
-    if passed > 0 then
-      redis.call('HSET', chat, 'cur', cur, 'xn', out_of_turn - passed)
-      if seq ~= cur + 1 then
-        local nxt = redis.call('ZRANGE', parked, cur + 1, cur + 1, 'BYSCORE')
-        if #nxt > 0 then
-          redis.call('ZREM', parked, nxt[1])
-          redis.call('DECR', count)
-          redis.call('XADD', stream, '*', 'd', nxt[1], 's', cur + 1)
-        end
-      end
+    local moved
+    cur, moved = pass_marks(chat, cur, out_of_turn)
+    if moved and seq ~= cur + 1 then
+      release(parked, count, stream, cur + 1)
     end
   end
   if seq == cur + 1 then

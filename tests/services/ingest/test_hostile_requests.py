@@ -20,7 +20,7 @@ from services.ingest.webhook import SECRET_HEADER
 from shared.context import Context, build_context
 from shared.logs import JsonFormatter, quiet_malformed_requests
 from shared.settings import CommonSettings
-from tests.helpers import ADMIN_KEY, AUTH, TOKENS, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, raw_http, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -286,11 +286,7 @@ async def test_batch_item_with_a_bot_id_of_no_number_fails_its_slot(api, bot_id)
 
 
 async def _raw_answer(url: str, request: bytes) -> tuple[bytes, dict[str, Any]]:
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(request)
-    raw = await asyncio.wait_for(reader.read(), 20)
-    writer.close()
+    raw = await raw_http(url, [request])
     head, _, answer = raw.partition(b"\r\n\r\n")
     return head.split(b" ", 2)[1], orjson.loads(answer)
 

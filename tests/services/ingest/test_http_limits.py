@@ -16,11 +16,9 @@ from services.ingest.webhook import SECRET_HEADER
 from shared.context import Context, build_context
 from shared.settings import CommonSettings
 from shared.webhooks import derived_secret
-from tests.helpers import ADMIN_KEY, AUTH, TOKENS, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, raw_http, serving
 
 pytestmark = pytest.mark.timeout(60)
-
-GIVE_UP_S = 20.0  # far longer than the short limits below, far shorter than aiohttp's defaults
 
 
 @asynccontextmanager
@@ -42,21 +40,6 @@ async def _ingest(
         await ctx.close()
 
 
-async def _raw(url: str, parts: list[bytes], pause: float = 0.3) -> bytes:
-    """Send ``parts`` as separate TCP writes ``pause`` apart; return the whole answer."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        for i, part in enumerate(parts):
-            if i:
-                await asyncio.sleep(pause)  # a slow client, not a synchronisation
-            writer.write(part)
-            await writer.drain()
-        return await asyncio.wait_for(reader.read(), GIVE_UP_S)
-    finally:
-        writer.close()
-
-
 def _request(path: str, body: bytes, extra: str = "") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -76,7 +59,7 @@ async def test_body_in_several_slow_writes_is_read_whole(redis_url, namespace, r
         raw = _request("/v1/messages", body)
         cut = len(raw) - len(body)
         parts = [raw[:cut], body[:100], body[100:5000], body[5000:]]
-        status, doc = _answer(await _raw(url, parts))
+        status, doc = _answer(await raw_http(url, parts))
         assert (status, doc["status"]) == (202, "queued")
 
 
@@ -98,7 +81,7 @@ async def test_webhook_body_in_several_slow_writes_is_read_whole(
             "/webhook/telegram/111", body, f"{SECRET_HEADER}: {derived_secret(TOKENS[111])}\r\n"
         )
         cut = len(raw) - len(body)
-        status, doc = _answer(await _raw(url, [raw[:cut], body[:50], body[50:]]))
+        status, doc = _answer(await raw_http(url, [raw[:cut], body[:50], body[50:]]))
         assert (status, doc["ok"]) == (200, True)
 
 
@@ -120,14 +103,14 @@ async def test_batch_of_750_kilobytes_is_read_whole(redis_url, namespace, redis_
 
 async def test_headers_then_nothing_is_dropped(redis_url, namespace, redis_client):
     async with _ingest(redis_url, namespace, FLOODGATE_HTTP_HEADER_TIMEOUT=0.5) as (url, _):
-        raw = await _raw(url, [b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"])
-        assert raw == b""  # hung up on, well before GIVE_UP_S
+        raw = await raw_http(url, [b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"])
+        assert raw == b""  # hung up on, well before RAW_GIVE_UP_S
 
 
 async def test_body_that_stops_coming_is_408(redis_url, namespace, redis_client):
     async with _ingest(redis_url, namespace, FLOODGATE_HTTP_BODY_TIMEOUT=0.5) as (url, _):
         raw = _request("/v1/messages", b'{"bot_id": 111, "chat_id": 5, "text": "never ends"}')
-        status, doc = _answer(await _raw(url, [raw[:-20]]))
+        status, doc = _answer(await raw_http(url, [raw[:-20]]))
         assert status == 408
         assert "body" in doc["error"]
 
@@ -140,7 +123,9 @@ async def test_connection_over_the_cap_is_503(redis_url, namespace, redis_client
             for reader, writer in held:  # answered: the server has taken the connection
                 writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert b"200 OK" in await reader.readuntil(b"\r\n\r\n")
-            status, doc = _answer(await _raw(url, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]))
+            status, doc = _answer(
+                await raw_http(url, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"])
+            )
             assert status == 503
             assert "too many connections" in doc["error"]
         finally:

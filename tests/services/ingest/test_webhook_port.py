@@ -15,7 +15,7 @@ from services.ingest.settings import IngestSettings
 from shared.context import Context, build_context
 from shared.settings import CommonSettings
 from shared.webhooks import derived_secret
-from tests.helpers import ADMIN_KEY, AUTH, TOKENS, eventually, free_port, serving
+from tests.helpers import ADMIN_KEY, AUTH, TOKENS, eventually, free_port, raw_http, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,9 +25,6 @@ UPDATE = {
     "update_id": 5,
     "message": {"message_id": 1, "date": 0, "chat": {"id": 9, "type": "private"}, "text": "hi"},
 }
-
-
-GIVE_UP_S = 20.0  # far longer than the short limits below, far shorter than aiohttp's defaults
 
 
 @pytest.fixture
@@ -137,26 +134,16 @@ async def test_the_api_port_does_not_serve_the_webhook(ports) -> None:
     )[0] == 202
 
 
-async def _raw(url: str, data: bytes) -> bytes:
-    """Write ``data`` on a connection of its own; whatever comes back until the server closes."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), GIVE_UP_S)
-    finally:
-        writer.close()
-
-
 async def test_the_webhook_port_hangs_up_on_headers_that_never_end(
     redis_url, namespace, redis_client
 ) -> None:
     """The port that faces the internet drops a request whose headers stop coming, as the
     API's does, so a slow client cannot hold its connections open."""
     async with _ports(redis_url, namespace, FLOODGATE_HTTP_HEADER_TIMEOUT=0.5) as (_, webhook, _):
-        raw = await _raw(webhook, f"POST /webhook/telegram/{BOT} HTTP/1.1\r\nHost: x\r\n".encode())
-        assert raw == b""  # hung up on, well before GIVE_UP_S
+        raw = await raw_http(
+            webhook, [f"POST /webhook/telegram/{BOT} HTTP/1.1\r\nHost: x\r\n".encode()]
+        )
+        assert raw == b""  # hung up on, well before RAW_GIVE_UP_S
 
 
 async def test_the_webhook_port_turns_away_connections_over_the_cap(
@@ -169,7 +156,7 @@ async def test_the_webhook_port_turns_away_connections_over_the_cap(
             for reader, writer in held:  # answered: the server has taken the connection
                 writer.write(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert b"404" in await reader.readuntil(b"\r\n\r\n")
-            raw = await _raw(webhook, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw = await raw_http(webhook, [b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"])
             assert raw.split(b" ", 2)[1] == b"503"
             assert b"too many connections" in raw
         finally:

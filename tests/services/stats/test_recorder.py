@@ -92,6 +92,10 @@ async def _publish(ctx: Context, n: int) -> None:
     await ctx.broker.commit(Commit(adds=[(ctx.keys.of_bot(5).events, f"m{n}", _event(n), "")]))
 
 
+# what ``_publish(ctx, 1)`` and ``_publish(ctx, 2)`` record: direction, Telegram message id
+TWO_EACH_WAY = [("in", 101), ("in", 102), ("out", 501), ("out", 502)]
+
+
 async def _rows(pool: asyncpg.Pool) -> list[tuple]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
@@ -134,12 +138,7 @@ async def test_store_outage_catches_up(ctx: Context, pool: asyncpg.Pool) -> None
     await _publish(ctx, 2)
     while await recorder.step():
         pass
-    assert [r[:2] for r in await _rows(pool)] == [
-        ("in", 101),
-        ("in", 102),
-        ("out", 501),
-        ("out", 502),
-    ]
+    assert [r[:2] for r in await _rows(pool)] == TWO_EACH_WAY
 
 
 async def test_rows_the_store_refuses_are_set_aside(
@@ -212,12 +211,7 @@ async def test_a_gone_recorders_pending_entries_are_claimed(
     recorder = Recorder(ctx, pool)  # its groups made by its first step
     while await recorder.step():
         pass
-    assert [r[:2] for r in await _rows(pool)] == [
-        ("in", 101),
-        ("in", 102),
-        ("out", 501),
-        ("out", 502),
-    ]
+    assert [r[:2] for r in await _rows(pool)] == TWO_EACH_WAY
 
 
 async def test_an_entry_of_no_object_is_set_aside_not_a_wedge(
