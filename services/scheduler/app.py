@@ -39,6 +39,9 @@ class SchedulerService:
         )
         self._share = ctx.keys.shards  # the partitions this replica reads
         self._turn = 0
+        # held while entries read before (own pending, claimed) are routed: the re-reading
+        # after an outage and the claim loop never route the same entry at once
+        self._rerouting = asyncio.Lock()
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return []
@@ -76,8 +79,27 @@ class SchedulerService:
         return [k.ingest for k in (*share_[self._turn :], *share_[: self._turn])]
 
     async def _consume(self) -> bool:
+        try:
+            if not self._recovered:
+                return await self._recover()
+            ctx, s = self._ctx, self._settings
+            entries = await ctx.broker.read(
+                self._streams(), SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
+            )
+            await self._route(entries)
+        except BrokerUnavailable:
+            # a read whose reply was lost (a failover, a dropped connection) or a route that
+            # failed left entries pending under this consumer: they are read again once Redis
+            # answers, not a claim idle time later
+            self._recovered = False
+            raise
+        return bool(entries)
+
+    async def _recover(self) -> bool:
+        """Route this consumer's own pending entries (after a restart or an outage) before any
+        new one."""
         ctx, s = self._ctx, self._settings
-        if not self._recovered:
+        async with self._rerouting:
             own: list[Entry] = []
             for keys in ctx.keys.shards:  # pending of any partition: the share may have moved
                 await ctx.broker.ensure_group(keys.ingest, SCHEDULER_GROUP)
@@ -88,12 +110,8 @@ class SchedulerService:
                 log.info("re-reading own pending entries", extra={"count": len(own)})
                 await self._route(own)
                 return True
-            self._recovered = True
-        entries = await ctx.broker.read(
-            self._streams(), SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
-        )
-        await self._route(entries)
-        return bool(entries)
+        self._recovered = True
+        return True
 
     async def _route(self, entries: list[Entry]) -> None:
         if not entries:
@@ -141,16 +159,13 @@ class SchedulerService:
         return moved > 0
 
     async def _claim(self) -> bool:
-        ctx = self._ctx
+        ctx, s = self._ctx, self._settings
         for keys in self._share:
-            claimed = await ctx.broker.claim_stale(
-                keys.ingest,
-                SCHEDULER_GROUP,
-                ctx.consumer,
-                self._settings.claim_idle_ms,
-                self._settings.batch,
-            )
-            if claimed:
-                log.info("claimed entries of a silent scheduler", extra={"count": len(claimed)})
-                await self._route(claimed)
+            async with self._rerouting:
+                claimed = await ctx.broker.claim_stale(
+                    keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.claim_idle_ms, s.batch
+                )
+                if claimed:
+                    log.info("claimed entries of a silent scheduler", extra={"count": len(claimed)})
+                    await self._route(claimed)
         return False
