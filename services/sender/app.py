@@ -59,6 +59,12 @@ class SenderService:
         self._touched_at = time.monotonic()
         self._room = asyncio.Event()
         self._recovered = False
+        # Entries settled since this sender began to re-read its own pending ones: such an
+        # entry may be in a read's reply still and is not run again. None once re-read.
+        self._settled_since: set[tuple[str, str]] | None = set()
+        # held while pending entries are re-read or claimed, so the two never hand out one
+        # entry at once
+        self._rereading = asyncio.Lock()
         self._reads = itertools.count()
         self._share = ctx.keys.shards  # the partitions this sender reads
         self._limiter, self._presence = self._limiters()
@@ -179,13 +185,12 @@ class SenderService:
 
     def _settled(self, decisions: list[Decision]) -> None:
         for decision in decisions:
-            self._held.get(decision.entry.stream, set()).discard(decision.entry.entry_id)
-            self._lost.discard((decision.entry.stream, decision.entry.entry_id))
+            self._forget(decision.entry)
         self._metrics.inflight.set(self._inflight)
         self._room.set()
 
     async def _read(self) -> bool:
-        ctx, s = self._ctx, self._settings
+        s = self._settings
         self._room.clear()
         room = s.prefetch - self._inflight
         if room < min(s.batch, s.prefetch // 4):
@@ -194,6 +199,17 @@ class SenderService:
             return True
         if not self._recovered:
             return await self._recover(room)
+        try:
+            return await self._read_new(room)
+        except BrokerUnavailable:
+            # a read whose reply was lost (a failover, a dropped connection) left entries
+            # pending under this consumer that no lane holds: they are read again once Redis
+            # answers, not a claim idle time later
+            self._recovered, self._settled_since = False, set()
+            raise
+
+    async def _read_new(self, room: int) -> bool:
+        ctx, s = self._ctx, self._settings
         turn = next(self._reads)
         order = READ_ORDERS[turn % len(READ_ORDERS)]
         # every partition of this sender's share, starting at a different one each time so no
@@ -208,18 +224,30 @@ class SenderService:
         return bool(entries)
 
     async def _recover(self, room: int) -> bool:
-        """After a restart, re-read this consumer's own pending entries before any new one."""
+        """After a restart or an outage, re-read this consumer's own pending entries before any
+        new one; those a lane holds already, or that settled meanwhile, are not run again."""
         ctx = self._ctx
-        entries: list[Entry] = []
-        # pending of any partition, not only of this sender's share: the share may have moved
-        for stream in (s for keys in ctx.keys.shards for s in keys.send_streams):
-            await ctx.broker.ensure_group(stream, SENDER_GROUP)
-            entries += await ctx.broker.read_own_pending(stream, SENDER_GROUP, ctx.consumer, room)
-        if entries:
-            log.info("re-reading own pending entries", extra={"count": len(entries)})
-            self._metrics.claimed.inc(len(entries))
-        self._recovered = True
-        self._dispatch(entries)
+        async with self._rereading:
+            entries: list[Entry] = []
+            # pending of any partition, not only of this sender's share: the share may have moved
+            for stream in (s for keys in ctx.keys.shards for s in keys.send_streams):
+                await ctx.broker.ensure_group(stream, SENDER_GROUP)
+                entries += await ctx.broker.read_own_pending(
+                    stream, SENDER_GROUP, ctx.consumer, room
+                )
+            settled = self._settled_since or set()
+            held = self._held
+            entries = [
+                e
+                for e in entries
+                if (e.stream, e.entry_id) not in settled
+                and e.entry_id not in held.get(e.stream, ())
+            ]
+            if entries:
+                log.info("re-reading own pending entries", extra={"count": len(entries)})
+                self._metrics.claimed.inc(len(entries))
+            self._recovered, self._settled_since = True, None
+            self._dispatch(entries)
         return True
 
     def _dispatch(self, entries: list[Entry]) -> None:
@@ -287,10 +315,16 @@ class SenderService:
         self._mark_lost(entry.stream, lost)
         return key not in self._lost
 
-    def _drop(self, entry: Entry) -> None:
-        """Forget an entry another sender owns now, without writing anything for it."""
+    def _forget(self, entry: Entry) -> None:
+        """An entry settled or dropped: no longer held by this sender."""
         self._held.get(entry.stream, set()).discard(entry.entry_id)
         self._lost.discard((entry.stream, entry.entry_id))
+        if self._settled_since is not None:
+            self._settled_since.add((entry.stream, entry.entry_id))
+
+    def _drop(self, entry: Entry) -> None:
+        """Forget an entry another sender owns now, without writing anything for it."""
+        self._forget(entry)
         self._metrics.lost.inc()
         self._metrics.inflight.set(self._inflight)
         self._room.set()
@@ -362,6 +396,11 @@ class SenderService:
         # so the chat's order gate lets it through, and both copies are sent).
         if not self._recovered:
             return False
+        async with self._rereading:
+            await self._claim_stale()
+        return False
+
+    async def _claim_stale(self) -> None:
         ctx, s = self._ctx, self._settings
         room = max(0, s.prefetch - self._inflight)
         claimed: list[Entry] = []
@@ -375,7 +414,6 @@ class SenderService:
             log.info("claimed entries of a silent sender", extra={"count": len(claimed)})
             self._metrics.claimed.inc(len(claimed))
             self._dispatch(claimed)
-        return False
 
 
 def _lane_key(entry: Entry) -> tuple[bytes, ...]:
