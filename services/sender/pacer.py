@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.broker import BrokerUnavailable
 from shared.limiter import Grant, Limiter, Policy
 from shared.models import Priority
 
@@ -147,9 +148,19 @@ class Pacer:
                 # first, so a window that opens goes out together, as Telegram allows.
                 try:
                     grants = await self._limiter.acquire_many(bot_id, [w.chat_id for w in heads])
-                except Exception as exc:  # the waiters decide what an outage means
-                    self._fail_all(queue, exc)
+                except BrokerUnavailable as exc:
+                    self._fail_all(queue, exc)  # the waiters decide what an outage means
                     return
+                except Exception as exc:
+                    # of a message's own (a chat id the limiter cannot take, in an entry
+                    # queued before ingest checked them): asked one at a time, only that
+                    # message fails, not every other chat's that shared the call with it
+                    if len(heads) > 1:
+                        room = 1
+                        continue
+                    _remove(queue.heap, heads[0])
+                    heads[0].future.set_exception(exc)
+                    continue
                 room, refused = 1, None
                 for waiter, grant in zip(heads, grants, strict=True):
                     self._observe(bot_id, grant)

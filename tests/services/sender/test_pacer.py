@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -250,3 +251,25 @@ async def test_a_full_chat_is_waited_for_in_place_most_urgent_first() -> None:
     high = asyncio.create_task(want("high", Priority.HIGH))
     await asyncio.gather(normal, high)
     assert order == ["first", "high", "normal"]
+
+
+async def test_a_chat_the_limiter_cannot_take_fails_only_its_own_message() -> None:
+    """An entry queued before ingest checked chat ids: the limiter's call for a batch of
+    waiters fails on its chat id. Only that message fails; the chats asked in the same call
+    get their tokens (they were failed with it, and waited out retries for seconds)."""
+    policy = Policy(bot_rate=30, chat_rate=1000)
+    limiter = MemoryLimiter(policy)
+    pacer = Pacer(limiter, policy, wait_s=5.0)
+    bad: Any = {"a": 1}
+    # the first is asked alone; the other three together, in the next call
+    first, *rest = await asyncio.gather(
+        pacer.take(1, 10, Priority.NORMAL),
+        pacer.take(1, bad, Priority.NORMAL),
+        pacer.take(1, 11, Priority.NORMAL),
+        pacer.take(1, 12, Priority.NORMAL),
+        return_exceptions=True,
+    )
+    assert isinstance(first, Grant)
+    assert first.granted
+    assert isinstance(rest[0], TypeError)
+    assert all(isinstance(g, Grant) and g.granted for g in rest[1:]), rest
