@@ -200,9 +200,12 @@ class Broker(Protocol):
         """
 
     async def read_own_pending(
-        self, stream: str, group: str, consumer: str, count: int
+        self, stream: str, group: str, consumer: str, count: int, recount: bool = True
     ) -> list[Entry]:
-        """Entries delivered to ``consumer`` earlier and never acknowledged (after a restart)."""
+        """Entries delivered to ``consumer`` earlier and never acknowledged (after a restart).
+        ``recount``: the re-reading counts as a delivery (a restart: the process that held them
+        died); not after an outage, which may be retried many times and would make healthy
+        messages look like ones that keep killing their consumers."""
 
     async def claim_stale(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int

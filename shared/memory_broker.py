@@ -171,7 +171,7 @@ class MemoryBroker:
         return found
 
     async def read_own_pending(
-        self, stream: str, group: str, consumer: str, count: int
+        self, stream: str, group: str, consumer: str, count: int, recount: bool = True
     ) -> list[Entry]:
         s = self._stream(stream)
         grp = s.groups.get(group, _Group())
@@ -180,7 +180,7 @@ class MemoryBroker:
             grp.deliveries.pop(gone, None)
         mine = [i for i, (owner, _) in grp.pending.items() if owner == consumer][:count]
         for i in mine:
-            grp.deliveries[i] = grp.deliveries.get(i, 1) + 1
+            grp.deliveries[i] = grp.deliveries.get(i, 1) + (1 if recount else 0)
         return [
             replace(self._entry(stream, s, i), deliveries=grp.deliveries[i])
             for i in mine

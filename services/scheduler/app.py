@@ -12,7 +12,7 @@ from aiohttp import web
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.route import plan_batch
 from services.scheduler.settings import SchedulerSettings
-from shared.broker import BrokerUnavailable, Entry
+from shared.broker import BrokerBusy, BrokerUnavailable, Entry
 from shared.context import Context, dlq_keys
 from shared.keys import SCHEDULER_GROUP, Keys
 from shared.loops import repeat
@@ -32,6 +32,7 @@ class SchedulerService:
         self._settings = settings
         self._metrics = SchedulerMetrics(ctx.registry)
         self._recovered = False
+        self._recount = True  # a re-reading counts as a delivery after a restart only
         self._presence = (
             Presence(ctx.broker.client, ctx.keys.schedulers, ctx.consumer)
             if isinstance(ctx.broker, RedisBroker)
@@ -87,11 +88,12 @@ class SchedulerService:
                 self._streams(), SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
             )
             await self._route(entries)
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
             # a read whose reply was lost (a failover, a dropped connection) or a route that
             # failed left entries pending under this consumer: they are read again once Redis
-            # answers, not a claim idle time later
-            self._recovered = False
+            # answers, not a claim idle time later (a full connection pool sent nothing)
+            if not isinstance(exc, BrokerBusy):
+                self._recovered, self._recount = False, False
             raise
         return bool(entries)
 
@@ -104,7 +106,7 @@ class SchedulerService:
             for keys in ctx.keys.shards:  # pending of any partition: the share may have moved
                 await ctx.broker.ensure_group(keys.ingest, SCHEDULER_GROUP)
                 own += await ctx.broker.read_own_pending(
-                    keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.batch
+                    keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.batch, self._recount
                 )
             if own:
                 log.info("re-reading own pending entries", extra={"count": len(own)})

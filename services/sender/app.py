@@ -19,7 +19,7 @@ from services.sender.lanes import Lanes
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
 from services.sender.settings import SenderSettings
-from shared.broker import BrokerUnavailable, Entry
+from shared.broker import BrokerBusy, BrokerUnavailable, Entry
 from shared.context import Context, policy_from
 from shared.fallback_limiter import FallbackLimiter, FallbackMetrics
 from shared.keys import SENDER_GROUP
@@ -59,6 +59,7 @@ class SenderService:
         self._touched_at = time.monotonic()
         self._room = asyncio.Event()
         self._recovered = False
+        self._recount = True  # a re-reading counts as a delivery after a restart only
         # Entries settled since this sender began to re-read its own pending ones: such an
         # entry may be in a read's reply still and is not run again. None once re-read.
         self._settled_since: set[tuple[str, str]] | None = set()
@@ -201,11 +202,12 @@ class SenderService:
             return await self._recover(room)
         try:
             return await self._read_new(room)
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
             # a read whose reply was lost (a failover, a dropped connection) left entries
             # pending under this consumer that no lane holds: they are read again once Redis
-            # answers, not a claim idle time later
-            self._recovered, self._settled_since = False, set()
+            # answers, not a claim idle time later (a full connection pool sent nothing)
+            if not isinstance(exc, BrokerBusy):
+                self._recovered, self._recount, self._settled_since = False, False, set()
             raise
 
     async def _read_new(self, room: int) -> bool:
@@ -232,8 +234,10 @@ class SenderService:
             # pending of any partition, not only of this sender's share: the share may have moved
             for stream in (s for keys in ctx.keys.shards for s in keys.send_streams):
                 await ctx.broker.ensure_group(stream, SENDER_GROUP)
+                # the entries lanes hold come first (oldest): asked for past them
+                wanted = room + len(self._held.get(stream, ()))
                 entries += await ctx.broker.read_own_pending(
-                    stream, SENDER_GROUP, ctx.consumer, room
+                    stream, SENDER_GROUP, ctx.consumer, wanted, self._recount
                 )
             settled = self._settled_since or set()
             held = self._held

@@ -89,6 +89,28 @@ async def test_own_pending_reread_after_restart(broker: Broker, keys: Keys) -> N
     assert await broker.read_own_pending(keys.ingest, G, "other", 10) == []
 
 
+async def test_own_pending_reread_after_an_outage_counts_no_delivery(
+    broker: Broker, keys: Keys
+) -> None:
+    """A re-reading after an outage (retried as often as the outage lasts) leaves the delivery
+    counters as they are: counted, healthy messages were dead-lettered as ones that keep
+    killing their consumers. After a restart it counts (the holder died)."""
+    await broker.ensure_group(keys.ingest, G)
+    await _add(broker, keys.ingest, b"a", b"b", b"c")
+    await broker.read([keys.ingest], G, "me", 2, None)
+    await broker.read([keys.ingest], G, "other", 1, None)
+    for _ in range(4):
+        again = await broker.read_own_pending(keys.ingest, G, "me", 10, recount=False)
+        assert [(e.payload, e.deliveries, e.redelivered) for e in again] == [
+            (b"a", 1, True),
+            (b"b", 1, True),
+        ]
+    assert [e.deliveries for e in await broker.read_own_pending(keys.ingest, G, "me", 1)] == [2]
+    assert [
+        e.payload for e in await broker.read_own_pending(keys.ingest, G, "other", 10, False)
+    ] == [b"c"]
+
+
 async def test_claim_stale_only_after_idle(broker: Broker, keys: Keys) -> None:
     await broker.ensure_group(keys.ingest, G)
     await _add(broker, keys.ingest, b"a")
