@@ -110,6 +110,9 @@ class Pacer:
         before trying again. ``leading``: later messages of its chat wait behind it."""
         if self._closed:
             return STOPPING
+        if isinstance(chat_id, bool) or not isinstance(chat_id, int | str):
+            # an entry queued before ingest checked chat ids: never asked for with others
+            raise TypeError(f"chat_id must be an integer or a string, not {type(chat_id).__name__}")
         queue = self._bots.setdefault(bot_id, _BotQueue())
         now = time.monotonic()
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
@@ -159,7 +162,8 @@ class Pacer:
                         room = 1
                         continue
                     _remove(queue.heap, heads[0])
-                    heads[0].future.set_exception(exc)
+                    if not heads[0].future.done():  # parked meanwhile by a newcomer
+                        heads[0].future.set_exception(exc)
                     continue
                 room, refused = 1, None
                 for waiter, grant in zip(heads, grants, strict=True):
