@@ -88,6 +88,6 @@ async def test_two_polling_replicas_and_a_restart(redis_url: str) -> None:
     finally:
         for proc in [*procs, sandbox]:
             proc.terminate()
-        async for key in client.scan_iter(match=f"{namespace}:*"):
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
             await client.delete(key)
         await client.aclose()
