@@ -273,3 +273,28 @@ async def test_a_chat_the_limiter_cannot_take_fails_only_its_own_message() -> No
     assert first.granted
     assert isinstance(rest[0], TypeError)
     assert all(isinstance(g, Grant) and g.granted for g in rest[1:]), rest
+
+
+async def test_a_waiter_parked_while_its_failing_call_ran_strands_no_one() -> None:
+    """A message's lone limiter call fails for a reason of its own while newcomers more
+    urgent park it (the bot's queue is full): the failure is not set on its finished wait a
+    second time, which killed the bot's pump and left every other waiter waiting for good."""
+
+    class FailsForChat99(MemoryLimiter):
+        async def acquire_many(self, bot_id: int, chat_ids: Sequence[int | str]) -> list[Grant]:
+            await asyncio.sleep(0.2)
+            if 99 in chat_ids:
+                raise ValueError("chat 99 cannot be taken")
+            return await super().acquire_many(bot_id, chat_ids)
+
+    policy = Policy(bot_rate=30, chat_rate=1000)
+    pacer = Pacer(FailsForChat99(policy), policy, wait_s=0.1)  # room for 8 waiters
+    failing = asyncio.create_task(pacer.take(1, 99, Priority.NORMAL))  # asked alone
+    await asyncio.sleep(0.05)
+    urgent = [asyncio.create_task(pacer.take(1, 100 + i, Priority.HIGH)) for i in range(8)]
+    parked = await failing
+    assert not parked.granted
+    assert parked.scope == "queue"
+    done, waiting = await asyncio.wait(urgent, timeout=10)
+    assert not waiting, f"{len(waiting)} waiters stranded"
+    assert all(task.result().granted for task in done)
