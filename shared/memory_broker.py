@@ -179,7 +179,9 @@ class MemoryBroker:
             del grp.pending[gone]
             grp.deliveries.pop(gone, None)
         mine = [i for i, (owner, _) in grp.pending.items() if owner == consumer][:count]
+        now = time.monotonic()
         for i in mine:
+            grp.pending[i] = (consumer, now)  # its idle time starts again, as in Redis
             grp.deliveries[i] = grp.deliveries.get(i, 1) + (1 if recount else 0)
         return [
             replace(self._entry(stream, s, i), deliveries=grp.deliveries[i])

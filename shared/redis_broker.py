@@ -206,7 +206,9 @@ class RedisBroker:
     ) -> list[Entry]:
         """``consumer``'s pending entries, their delivery counters left as they are: the ids
         and counters from XPENDING, the payloads from XRANGE (XREADGROUP would count one more
-        delivery)."""
+        delivery). Touched in between, as XREADGROUP would: their idle time starts again, so
+        no other consumer claims them while this one works on them, and one another consumer
+        claimed since XPENDING is left to it."""
         try:
             rows = await self._redis.xpending_range(
                 stream, group, min="-", max="+", count=count, consumername=consumer
@@ -218,6 +220,11 @@ class RedisBroker:
         if not rows:
             return []
         ids = [as_text(r["message_id"]) for r in rows]  # type: ignore[arg-type]
+        lost = {as_text(i) for i in await self._touch(keys=[stream], args=[group, consumer, *ids])}
+        rows = [r for r, i in zip(rows, ids, strict=True) if i not in lost]
+        ids = [i for i in ids if i not in lost]
+        if not ids:
+            return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry_id in ids:
                 pipe.xrange(stream, entry_id, entry_id)

@@ -105,10 +105,16 @@ async def test_own_pending_reread_after_an_outage_counts_no_delivery(
             (b"a", 1, True),
             (b"b", 1, True),
         ]
-    assert [e.deliveries for e in await broker.read_own_pending(keys.ingest, G, "me", 1)] == [2]
     assert [
         e.payload for e in await broker.read_own_pending(keys.ingest, G, "other", 10, False)
     ] == [b"c"]
+    # re-read, the entries are no one else's to claim: their idle time started again (the
+    # other consumer's, idle since, is)
+    await asyncio.sleep(0.3)
+    await broker.read_own_pending(keys.ingest, G, "me", 10, recount=False)
+    claimed = await broker.claim_stale(keys.ingest, G, "thief", 200, 10)
+    assert [e.payload for e in claimed] == [b"c"]
+    assert [e.deliveries for e in await broker.read_own_pending(keys.ingest, G, "me", 1)] == [2]
 
 
 async def test_claim_stale_only_after_idle(broker: Broker, keys: Keys) -> None:
