@@ -95,6 +95,12 @@ class SchedulerService:
             if not isinstance(exc, BrokerBusy):
                 self._recovered, self._recount = False, False
             raise
+        except Exception:
+            # an error of the entries' own, not an outage: every re-reading of them counts a
+            # delivery from here on, so a batch that keeps failing is dead-lettered as poison
+            # (route.py) instead of holding up this scheduler for good
+            self._recount = True
+            raise
         return bool(entries)
 
     async def _recover(self) -> bool:

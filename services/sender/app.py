@@ -231,14 +231,20 @@ class SenderService:
         ctx = self._ctx
         async with self._rereading:
             entries: list[Entry] = []
-            # pending of any partition, not only of this sender's share: the share may have moved
-            for stream in (s for keys in ctx.keys.shards for s in keys.send_streams):
-                await ctx.broker.ensure_group(stream, SENDER_GROUP)
-                # the entries lanes hold come first (oldest): asked for past them
-                wanted = room + len(self._held.get(stream, ()))
-                entries += await ctx.broker.read_own_pending(
-                    stream, SENDER_GROUP, ctx.consumer, wanted, self._recount
-                )
+            try:
+                # pending of any partition, not only of this sender's share: it may have moved
+                for stream in (s for keys in ctx.keys.shards for s in keys.send_streams):
+                    await ctx.broker.ensure_group(stream, SENDER_GROUP)
+                    # the entries lanes hold come first (oldest): asked for past them
+                    wanted = room + len(self._held.get(stream, ()))
+                    entries += await ctx.broker.read_own_pending(
+                        stream, SENDER_GROUP, ctx.consumer, wanted, self._recount
+                    )
+            except BrokerUnavailable:
+                # retried as often as the outage lasts: counted once at most (a restart's
+                # re-reading that failed halfway counted the partitions it had read)
+                self._recount = False
+                raise
             settled = self._settled_since or set()
             held = self._held
             entries = [
