@@ -390,6 +390,7 @@ async def test_a_wait_as_told_is_enough(keys: Keys, redis_client: redis.Redis) -
     acquire = redis_client.register_script(lua("acquire"))
     sent = redis_client.register_script(lua("sent"))
     refused_again = []
+    stalled = 0
     for chat in range(100, 400):
         ticket = f"{lim._nonce}-{lim._next_ticket}"
         ask_keys, ask_args = lim._acquire_args(1, [chat])
@@ -398,14 +399,22 @@ async def test_a_wait_as_told_is_enough(keys: Keys, redis_client: redis.Redis) -
         move_keys, move_args = lim._move_args(1, [(chat, ticket, 0)], "ended", int(reply[-1]))
         await sent(keys=move_keys, args=move_args)
         ask_keys, ask_args = lim._acquire_args(1, [chat])
-        told = int((await acquire(keys=ask_keys, args=ask_args))[1])
-        assert told > 0
+        second = await acquire(keys=ask_keys, args=ask_args)
+        told = int(second[1])
+        if told == 0:
+            # this process stalled past the chat's window between the call's end and the ask
+            # (seen once in a full run on the loaded machine): a grant is right then, by
+            # Redis's own clock, and this chat tests nothing more
+            assert int(second[-1]) - int(reply[-1]) >= 9, "granted within the chat's window"
+            stalled += 1
+            continue
         time.sleep(told / 1000)  # to the millisecond: the event loop may oversleep
         ask_keys, ask_args = lim._acquire_args(1, [chat])
         again = int((await acquire(keys=ask_keys, args=ask_args))[1])
         if again:
             refused_again.append((told, again))
     assert refused_again == [], "(wait told, wait on asking again after it)"
+    assert stalled < 100, f"{stalled} of 300 asks came too late to test a wait"
 
 
 async def test_a_moved_token_leaves_its_window_before_its_logs_expire(
