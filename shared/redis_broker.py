@@ -194,12 +194,15 @@ class RedisBroker:
             return await self._pending_as_they_are(stream, group, consumer, count)
         raw = await self._read_group({stream: "0"}, group, consumer, count, None)
         entries = [e for s, items in raw for e in _entries(s.decode(), items, redelivered=True)]
-        # Entries trimmed away while pending here come back empty: nothing is left to do with
-        # them, and left pending they would fill every later read of this kind.
         gone = [entry_id for _, items in raw for entry_id, fields in items if not fields]
+        await self._ack_trimmed(stream, group, gone)
+        return await self._with_deliveries(stream, group, entries)
+
+    async def _ack_trimmed(self, stream: str, group: str, gone: list[str]) -> None:
+        """Entries trimmed away while pending come back empty from a re-reading: nothing is
+        left to do with them, and left pending they would fill every later re-reading."""
         if gone:
             await self._redis.xack(stream, group, *gone)
-        return await self._with_deliveries(stream, group, entries)
 
     async def _pending_as_they_are(
         self, stream: str, group: str, consumer: str, count: int
@@ -220,7 +223,7 @@ class RedisBroker:
         if not rows:
             return []
         ids = [as_text(r["message_id"]) for r in rows]  # type: ignore[arg-type]
-        lost = {as_text(i) for i in await self._touch(keys=[stream], args=[group, consumer, *ids])}
+        lost = await self.touch(stream, group, consumer, ids)
         rows = [r for r, i in zip(rows, ids, strict=True) if i not in lost]
         ids = [i for i in ids if i not in lost]
         if not ids:
@@ -233,12 +236,11 @@ class RedisBroker:
         gone: list[str] = []
         for row, entry_id, items in zip(rows, ids, found, strict=True):
             if not items or not items[0][1]:
-                gone.append(entry_id)  # trimmed while pending, as in the counting re-read
+                gone.append(entry_id)
                 continue
             for entry in _entries(stream, items, redelivered=True):
                 entries.append(replace(entry, deliveries=int(row["times_delivered"])))
-        if gone:
-            await self._redis.xack(stream, group, *gone)
+        await self._ack_trimmed(stream, group, gone)
         return entries
 
     @_unavailable

@@ -18,7 +18,7 @@ from shared.keys import Keys
 from shared.memory_broker import MemoryBroker
 from shared.redis_broker import RedisBroker, connect
 from tests.cluster import RedisCluster, SentinelSetup
-from tests.procs import NAMESPACES
+from tests.procs import NAMESPACES, RedisServer
 
 REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(
@@ -42,6 +42,16 @@ def _forget_process_namespaces() -> Iterator[None]:
             pass  # a private redis-server that is gone took its keys with it
         finally:
             client.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own (no AOF), for a test that stops, fills or cuts off
+    its Redis; removed with its keys afterwards."""
+    server = RedisServer(appendonly=False)
+    server.start()
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture

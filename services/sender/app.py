@@ -60,9 +60,9 @@ class SenderService:
         self._room = asyncio.Event()
         self._recovered = False
         self._recount = True  # a re-reading counts as a delivery after a restart only
-        # Entries settled since this sender began to re-read its own pending ones: such an
-        # entry may be in a read's reply still and is not run again. None once re-read.
-        self._settled_since: set[tuple[str, str]] | None = set()
+        # Entries settled while this sender is not yet recovered (its own pending entries not
+        # re-read): such an entry may be in the re-reading's reply still and is not run again
+        self._settled_since: set[tuple[str, str]] = set()
         # held while pending entries are re-read or claimed, so the two never hand out one
         # entry at once
         self._rereading = asyncio.Lock()
@@ -207,7 +207,7 @@ class SenderService:
             # pending under this consumer that no lane holds: they are read again once Redis
             # answers, not a claim idle time later (a full connection pool sent nothing)
             if not isinstance(exc, BrokerBusy):
-                self._recovered, self._recount, self._settled_since = False, False, set()
+                self._recovered, self._recount = False, False
             raise
 
     async def _read_new(self, room: int) -> bool:
@@ -245,7 +245,7 @@ class SenderService:
                 # re-reading that failed halfway counted the partitions it had read)
                 self._recount = False
                 raise
-            settled = self._settled_since or set()
+            settled = self._settled_since
             held = self._held
             entries = [
                 e
@@ -256,7 +256,8 @@ class SenderService:
             if entries:
                 log.info("re-reading own pending entries", extra={"count": len(entries)})
                 self._metrics.claimed.inc(len(entries))
-            self._recovered, self._settled_since = True, None
+            self._recovered = True
+            self._settled_since.clear()
             self._dispatch(entries)
         return True
 
@@ -329,7 +330,7 @@ class SenderService:
         """An entry settled or dropped: no longer held by this sender."""
         self._held.get(entry.stream, set()).discard(entry.entry_id)
         self._lost.discard((entry.stream, entry.entry_id))
-        if self._settled_since is not None:
+        if not self._recovered:
             self._settled_since.add((entry.stream, entry.entry_id))
 
     def _drop(self, entry: Entry) -> None:

@@ -155,8 +155,8 @@ class Pacer:
                     self._fail_all(queue, exc)  # the waiters decide what an outage means
                     return
                 except Exception as exc:
-                    # of a message's own (a chat id the limiter cannot take, in an entry
-                    # queued before ingest checked them): asked one at a time, only that
+                    # not an outage, so perhaps of one message's own (take() already turns
+                    # away chat ids of the wrong kind): asked one at a time, only that
                     # message fails, not every other chat's that shared the call with it
                     if len(heads) > 1:
                         room = 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
@@ -27,11 +27,8 @@ from tests.procs import RedisServer
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    server = RedisServer(appendonly=False)
-    server.start()
-    yield server
-    server.cleanup()
+def server(private_redis: RedisServer) -> RedisServer:
+    return private_redis
 
 
 @pytest.fixture

@@ -24,16 +24,13 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def full_redis() -> AsyncIterator[tuple[redis.Redis, Keys]]:
+async def full_redis(private_redis: RedisServer) -> AsyncIterator[tuple[redis.Redis, Keys]]:
     """A private Redis; the test sets its memory limit below what it holds to make it refuse."""
-    server = RedisServer(appendonly=False)
-    server.start()
-    client = connect(server.url)
+    client = connect(private_redis.url)
     try:
         yield client, Keys("refusing")
     finally:
         await client.aclose()
-        server.cleanup()
 
 
 async def test_the_gate_and_the_limiter_see_a_full_redis_as_an_outage(full_redis) -> None:

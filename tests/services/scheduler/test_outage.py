@@ -27,21 +27,18 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def private() -> AsyncIterator[tuple[Context, redis.Redis]]:
+async def private(private_redis: RedisServer) -> AsyncIterator[tuple[Context, redis.Redis]]:
     """A context on a Redis of the test's own (it makes that Redis refuse writes)."""
-    server = RedisServer(appendonly=False)
-    server.start()
     settings = CommonSettings(
-        REDIS_URL=server.url, FLOODGATE_NAMESPACE="outage", FLOODGATE_BOTS=TOKENS[111]
+        REDIS_URL=private_redis.url, FLOODGATE_NAMESPACE="outage", FLOODGATE_BOTS=TOKENS[111]
     )
     ctx = replace(build_context(settings, allow_memory=False), consumer="sched")
-    client = connect(server.url)
+    client = connect(private_redis.url)
     try:
         yield ctx, client
     finally:
         await client.aclose()
         await ctx.close()
-        server.cleanup()
 
 
 async def test_entries_a_refused_route_left_pending_are_routed_once_redis_answers(

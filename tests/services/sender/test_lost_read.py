@@ -23,18 +23,17 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def private(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, redis.Redis]]:
+async def private(
+    monkeypatch: pytest.MonkeyPatch, private_redis: RedisServer
+) -> AsyncIterator[tuple[str, redis.Redis]]:
     """A Redis of the test's own (the test drops every connection to it); no claim within the
     test: only re-reading its own pending entries can send what a lost read left."""
     monkeypatch.setenv("FLOODGATE_SENDER_CLAIM_IDLE_MS", "600000")
-    server = RedisServer(appendonly=False)
-    server.start()
-    client = connect(server.url)
+    client = connect(private_redis.url)
     try:
-        yield server.url, client
+        yield private_redis.url, client
     finally:
         await client.aclose()
-        server.cleanup()
 
 
 def _envelope(ident: str, chat_id: int, text: str) -> Envelope:
