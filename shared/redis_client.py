@@ -23,7 +23,9 @@ import hiredis
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
@@ -141,6 +143,13 @@ def _cluster(parts: _Parts, max_connections: int, pool_wait: float) -> redis.Red
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
         health_check_interval=HEALTH_CHECK_INTERVAL,
+        # No call is sent again by the client after a connection error or a timeout (redis-py
+        # would, up to ten times, with backoff): a reply lost on its way may be of a call
+        # Redis ran, and only the caller knows whether running it twice is safe (a read
+        # would leave entries pending unseen, an append would add the message twice). The
+        # error reaches the caller at once, which re-reads, re-commits through its once-mark
+        # or answers 503; the next call loads the slot map anew.
+        retry=Retry(NoBackoff(), 0),
     )
     return cast(redis.Redis, client)
 
@@ -203,9 +212,21 @@ class _Pipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client = cast(_Cluster, self.cluster_client)
         await client.initialize()
-        async with client.turn():
-            with _closed_is_a_connection_error():
-                return await super().execute(raise_on_error, allow_redirections)
+        # On a connection error the slot map is loaded anew before the next call: redis-py
+        # does so only when it sends a failed pipeline again, which this client never does,
+        # and a pipeline to a slot whose primary was replaced would go to the dead one for good
+        try:
+            async with client.turn():
+                with _closed_is_a_connection_error():
+                    replies = await super().execute(raise_on_error, allow_redirections)
+        except RedisCluster.ERRORS_ALLOW_RETRY:
+            client._initialize = True
+            raise
+        if not raise_on_error and any(
+            isinstance(r, RedisCluster.ERRORS_ALLOW_RETRY) for r in replies
+        ):
+            client._initialize = True
+        return replies
 
 
 @contextlib.contextmanager

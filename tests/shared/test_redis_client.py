@@ -10,7 +10,9 @@ import pytest
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 from redis.asyncio.connection import Connection
-from redis.exceptions import DataError, MaxConnectionsError
+from redis.exceptions import ClusterDownError, DataError, MaxConnectionsError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.broker import BrokerUnavailable, Commit, Entry
 from shared.context import dlq_keys
@@ -20,6 +22,7 @@ from shared.redis_batch import is_busy
 from shared.redis_broker import RedisBroker
 from shared.redis_client import RedisUrlError, _HiredisPacking, _packing, connect
 from tests.cluster import RedisCluster, SentinelSetup
+from tests.helpers import collect_dead_sockets, eventually
 
 SECRET = "hunter2-very-secret"
 
@@ -186,3 +189,40 @@ async def test_cluster_down_is_an_outage(keys: Keys) -> None:
                 print(f"{name}: unavailable")
         finally:
             await client.aclose()
+
+
+async def test_a_pipeline_follows_a_failover() -> None:
+    """The cluster client sends nothing twice by itself, so it must load the slot map anew
+    after a failed pipeline as after a failed call: pipelines (the gate, the limiter's batches,
+    replicated commits) to a slot whose primary was replaced went to the dead one for good."""
+    with RedisCluster() as cluster:
+        client = connect(cluster.url)
+        key = "{fgprobe}:pipe"
+
+        async def both() -> list[object]:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(key, "1")
+                pipe.get(key)
+                return list(await pipe.execute())
+
+        try:
+            assert client.retry.get_retries() == 0  # a lost reply is the caller's to judge
+            assert await both() == [True, b"1"]
+            owner = cluster.owner(key)
+            cluster.kill(owner)
+
+            async def replaced() -> bool:
+                return cluster.serving(key) not in (None, owner)
+
+            await eventually(replaced, 20)
+            answered = None
+            for _ in range(50):  # the first calls may still meet the dead primary, not later
+                try:
+                    answered = await both()
+                    break
+                except (RedisConnectionError, RedisTimeoutError, ClusterDownError):
+                    await asyncio.sleep(0.1)
+            assert answered == [True, b"1"]
+        finally:
+            await client.aclose()
+            collect_dead_sockets()
