@@ -32,6 +32,18 @@ class NotReplicated(BrokerUnavailable):
     it in time: it may survive or be lost with the primary, so nothing about it is promised."""
 
 
+class PartialRead(BrokerUnavailable):
+    """A read of several streams, some of which did not answer (on a Redis Cluster: their
+    primary is away, or failing over). ``entries`` came from the others; a reply from the
+    ``failed`` streams may have been lost on its way, leaving entries delivered to the reader
+    and pending under its name: those are re-read, not read anew."""
+
+    def __init__(self, entries: list[Entry], failed: Sequence[str], cause: BaseException) -> None:
+        super().__init__(f"{len(failed)} of the streams read did not answer: {cause}")
+        self.entries = entries
+        self.failed = tuple(failed)
+
+
 class BrokerBusy(BrokerUnavailable):
     """No connection to the backend came free in time: this process asks more than its pool
     carries. Retried like an outage, but it says nothing about the backend's health."""
@@ -196,7 +208,9 @@ class Broker(Protocol):
         """New entries for ``consumer``, taken from the streams in the given order of preference.
 
         Reads the first stream first and the next only while fewer than ``count`` were found;
-        blocks up to ``block_ms`` (None: not at all) only when every stream is empty.
+        blocks up to ``block_ms`` (None: not at all) only when every stream is empty. Streams
+        that do not answer while others do (a Redis Cluster primary away) raise
+        ``PartialRead`` with what the others gave.
         """
 
     async def read_own_pending(

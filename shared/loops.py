@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import Counter
 
@@ -60,3 +60,23 @@ async def repeat(
         backoff = BACKOFF_FIRST
         if not busy and idle:
             await sleep_or_stop(stop, idle)
+
+
+class EachTried:
+    """Steps of one round that are each tried even when another fails (one per partition, so
+    a partition whose Redis is away holds up none of the others): ``step()`` keeps the first
+    outage, ``done()`` raises it once every step has had its turn."""
+
+    def __init__(self) -> None:
+        self._first: BrokerUnavailable | None = None
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokerUnavailable as exc:
+            self._first = self._first or exc
+
+    def done(self) -> None:
+        if self._first is not None:
+            raise self._first

@@ -16,11 +16,14 @@ from shared.broker import (
     ORDER_TTL,
     SETTLED_ORDER_TTL,
     UNTIMED_RECORD_TTL,
+    BrokerBusy,
+    BrokerUnavailable,
     Commit,
     DeadLetter,
     DlqKeys,
     Entry,
     NotReplicated,
+    PartialRead,
     entry_order,
     unroute,
 )
@@ -150,11 +153,15 @@ class RedisBroker:
     async def read(
         self, streams: Sequence[str], group: str, consumer: str, count: int, block_ms: int | None
     ) -> list[Entry]:
-        found: list[Entry] = []
-        for stream in streams:
-            if len(found) >= count:
-                break
-            found += await self._read_one(stream, group, consumer, count - len(found))
+        if not isinstance(self._redis, RedisCluster):
+            # one server: a failure is the whole backend's, raised as it is
+            found: list[Entry] = []
+            for stream in streams:
+                if len(found) >= count:
+                    break
+                found += await self._read_one(stream, group, consumer, count - len(found))
+        else:
+            found = await self._read_nodes(streams, group, consumer, count)
         if found or block_ms is None:
             return found
         # One blocking read may name only streams of one slot on a Redis Cluster: there,
@@ -162,12 +169,70 @@ class RedisBroker:
         slots = _by_slot(streams) if isinstance(self._redis, RedisCluster) else [list(streams)]
         for same_slot in slots:
             wait = max(1, block_ms // len(slots))
-            raw = await self._read_group(dict.fromkeys(same_slot, ">"), group, consumer, 1, wait)
+            try:
+                raw = await self._read_group(
+                    dict.fromkeys(same_slot, ">"), group, consumer, 1, wait
+                )
+            except Exception as exc:
+                if not isinstance(self._redis, RedisCluster):
+                    raise
+                cause = await self._outage(exc)
+                if isinstance(cause, BrokerBusy):
+                    raise cause from exc
+                raise PartialRead(found, same_slot, cause) from exc
             for stream, items in raw:
                 found += _entries(stream.decode(), items, redelivered=False)
             if found:
                 break
         return found
+
+    async def _read_nodes(
+        self, streams: Sequence[str], group: str, consumer: str, count: int
+    ) -> list[Entry]:
+        """Read stream by stream on a Redis Cluster, so that a primary that does not answer
+        holds up only its own partitions: its streams are named in a PartialRead, with the
+        entries the others gave. A node that failed is not asked again in the same read (each
+        of its streams would fail after its timeout too)."""
+        cluster = cast(RedisCluster, self._redis)
+        found: list[Entry] = []
+        failed: list[str] = []
+        away: set[str] = set()
+        cause: BrokerUnavailable | None = None
+        for stream in streams:
+            if len(found) >= count:
+                break
+            try:
+                node = _name(cluster.get_node_from_key(stream)) or stream
+            except Exception:  # a slot map being reloaded
+                node = stream
+            if node in away:
+                failed.append(stream)
+                continue
+            try:
+                found += await self._read_one(stream, group, consumer, count - len(found))
+            except Exception as exc:
+                cause = await self._outage(exc)
+                if isinstance(cause, BrokerBusy):  # nothing was sent: what was read is kept
+                    if found or failed:
+                        break
+                    raise cause from exc
+                failed.append(stream)
+                away.add(node)
+        if failed:
+            raise PartialRead(found, failed, cause or BrokerUnavailable())
+        return found
+
+    async def _outage(self, exc: Exception) -> BrokerUnavailable:
+        """``exc`` as the outage it says, re-raised if it says none (a fault of the call)."""
+        if isinstance(exc, BrokerUnavailable):
+            return exc
+        if isinstance(exc, UNREACHABLE):
+            return await unavailable(self._redis, exc)
+        if isinstance(exc, ResponseError):
+            refused = refusal(exc)
+            if refused is not None:
+                return refused
+        raise exc
 
     async def _read_one(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
         raw = await self._read_group({stream: ">"}, group, consumer, count, None)

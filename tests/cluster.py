@@ -140,9 +140,10 @@ class _Processes:
 class RedisCluster(_Processes):
     """A real Redis Cluster: 3 primaries and 3 replicas on 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_timeout_ms: int = NODE_TIMEOUT_MS) -> None:
         super().__init__("floodgate-cluster-")
         self.ports = [_cluster_port() for _ in range(6)]
+        self.node_timeout_ms = node_timeout_ms
 
     @property
     def url(self) -> str:
@@ -157,7 +158,7 @@ class RedisCluster(_Processes):
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
-                str(NODE_TIMEOUT_MS),
+                str(self.node_timeout_ms),
                 "--cluster-replica-validity-factor",
                 "0",  # a replica may always take over, however long it was cut off
             )

@@ -12,12 +12,14 @@ from aiohttp import web
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.route import plan_batch
 from services.scheduler.settings import SchedulerSettings
-from shared.broker import BrokerBusy, BrokerUnavailable, Entry
+from shared.broker import BrokerBusy, BrokerUnavailable, Entry, PartialRead
 from shared.context import Context, dlq_keys
 from shared.keys import SCHEDULER_GROUP, Keys
-from shared.loops import repeat
+from shared.loops import EachTried, repeat
 from shared.presence import BEAT_EVERY_S, Presence, share
 from shared.redis_broker import RedisBroker
+from shared.rereading import RETRY_S as REREAD_RETRY_S
+from shared.rereading import Rereading, RereadPass
 
 log = logging.getLogger("floodgate.scheduler")
 
@@ -31,8 +33,10 @@ class SchedulerService:
         self._ctx = ctx
         self._settings = settings
         self._metrics = SchedulerMetrics(ctx.registry)
-        self._recovered = False
-        self._recount = True  # a re-reading counts as a delivery after a restart only
+        # the ingest stream of every partition first (a restart), not only of this replica's
+        # share: what it held before may be of any
+        self._unread = Rereading(keys.ingest for keys in ctx.keys.shards)
+        self._ingest_streams = [keys.ingest for keys in ctx.keys.shards]
         self._presence = (
             Presence(ctx.broker.client, ctx.keys.schedulers, ctx.consumer)
             if isinstance(ctx.broker, RedisBroker)
@@ -54,6 +58,7 @@ class SchedulerService:
             if self._presence is not None:
                 tg.create_task(repeat("scheduler.presence", self._beat, stop, errors, BEAT_EVERY_S))
             tg.create_task(repeat("scheduler.consume", self._consume, stop, errors))
+            tg.create_task(repeat("scheduler.reread", self._reread, stop, errors, REREAD_RETRY_S))
             tg.create_task(
                 repeat("scheduler.promote", self._promote, stop, errors, s.promote_interval)
             )
@@ -80,63 +85,80 @@ class SchedulerService:
         return [k.ingest for k in (*share_[self._turn :], *share_[: self._turn])]
 
     async def _consume(self) -> bool:
+        ctx, s, unread = self._ctx, self._settings, self._unread
+        # a stream waiting to be re-read is not read anew
+        streams = [stream for stream in self._streams() if stream not in unread]
+        if not streams:
+            await unread.wait_done()
+            return True
         try:
-            if not self._recovered:
-                return await self._recover()
-            ctx, s = self._ctx, self._settings
             entries = await ctx.broker.read(
-                self._streams(), SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
+                streams, SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
             )
-            await self._route(entries)
-        except BrokerUnavailable as exc:
-            # a read whose reply was lost (a failover, a dropped connection) or a route that
-            # failed left entries pending under this consumer: they are read again once Redis
-            # answers, not a claim idle time later (a full connection pool sent nothing)
-            if not isinstance(exc, BrokerBusy):
-                self._recovered, self._recount = False, False
+        except PartialRead as exc:
+            # some partitions' primary is away: what the others gave is routed now, and the
+            # streams that failed wait for their re-reading (their reply may have been lost,
+            # leaving entries pending under this consumer)
+            unread.lost(exc.failed)
+            self._left_pending(await self._route(exc.entries))
             raise
-        except Exception:
-            # an error of the entries' own, not an outage: every re-reading of them counts a
-            # delivery from here on, so a batch that keeps failing is dead-lettered as poison
-            # (route.py) instead of holding up this scheduler for good
-            self._recount = True
+        except BrokerBusy:  # no connection came free: nothing was sent
             raise
+        except BrokerUnavailable:
+            # the one server failed: a reply lost on its way may have been any stream's
+            unread.lost(self._ingest_streams)
+            raise
+        failures = await self._route(entries)
+        self._left_pending(failures)
+        for failure in failures.values():
+            raise failure
         return bool(entries)
 
-    async def _recover(self) -> bool:
-        """Route this consumer's own pending entries (after a restart or an outage) before any
-        new one."""
-        ctx, s = self._ctx, self._settings
-        async with self._rerouting:
-            own: list[Entry] = []
-            for keys in ctx.keys.shards:  # pending of any partition: the share may have moved
-                await ctx.broker.ensure_group(keys.ingest, SCHEDULER_GROUP)
-                own += await ctx.broker.read_own_pending(
-                    keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.batch, self._recount
-                )
-            if own:
-                log.info("re-reading own pending entries", extra={"count": len(own)})
-                await self._route(own)
-                return True
-        self._recovered = True
-        return True
+    def _left_pending(self, failures: dict[str, Exception]) -> None:
+        """Partitions whose route failed left their entries pending under this consumer: they
+        are re-read and routed again soon, without holding up the others. Counted as a delivery
+        when the error was the entries' own, not an outage, so a batch that keeps failing is
+        dead-lettered as poison (route.py) instead of holding up this scheduler for good."""
+        for stream, exc in failures.items():
+            if isinstance(exc, BrokerUnavailable):
+                self._unread.lost([stream])
+            else:
+                self._unread.failed(stream, recount=True)
 
-    async def _route(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
+    async def _reread(self) -> bool:
+        """Route this consumer's own pending entries of the streams that wait for it (after a
+        restart, a failed read or a failed route) before they are read anew. A stream whose
+        partition does not answer is tried again a second later; the others go on."""
+        ctx, s, unread = self._ctx, self._settings, self._unread
+        if not unread:
+            return False
+        async with self._rerouting, RereadPass(log) as attempt:
+            for stream, recount in unread.waiting():
+                async with attempt.of(stream, recount, unread):
+                    while own := await ctx.broker.read_own_pending(
+                        stream, SCHEDULER_GROUP, ctx.consumer, s.batch, recount
+                    ):
+                        log.info("re-reading own pending entries", extra={"count": len(own)})
+                        for failure in (await self._route(own)).values():
+                            raise failure
+                if attempt.over:
+                    break
+        return False
+
+    async def _route(self, entries: list[Entry]) -> dict[str, Exception]:
+        """Route entries partition by partition (each in one atomic commit): one whose primary
+        is away (a failover on a Redis Cluster) holds up none of the others. Returns the ingest
+        streams whose route failed, with why; their entries are left pending."""
         parts: dict[Keys, list[Entry]] = {}
         for entry in entries:
             parts.setdefault(self._ctx.keys.of_stream(entry.stream), []).append(entry)
-        # every partition is tried: one whose primary is away (a failover on a Redis Cluster)
-        # leaves its entries pending, to be routed again, without holding up the others
-        failed: BrokerUnavailable | None = None
+        failures: dict[str, Exception] = {}
         for keys, part in parts.items():
             try:
                 await self._route_part(keys, part)
-            except BrokerUnavailable as exc:
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+            except Exception as exc:
+                failures[keys.ingest] = exc
+        return failures
 
     async def _route_part(self, keys: Keys, entries: list[Entry]) -> None:
         """Route one partition's entries in one atomic commit (one Redis Cluster slot)."""
@@ -158,22 +180,33 @@ class SchedulerService:
         self._metrics.poison.inc(plan.poison)
 
     async def _promote(self) -> bool:
-        moved = 0
+        moved, each = 0, EachTried()
         for keys in self._share:
-            moved += await self._ctx.broker.promote_due(
-                keys.delayed("scheduled"), keys.send_streams, 500
-            )
+            with each.step():
+                moved += await self._ctx.broker.promote_due(
+                    keys.delayed("scheduled"), keys.send_streams, 500
+                )
         self._metrics.promoted.inc(moved)
+        each.done()
         return moved > 0
 
     async def _claim(self) -> bool:
-        ctx, s = self._ctx, self._settings
+        ctx, s, each = self._ctx, self._settings, EachTried()
         for keys in self._share:
+            if keys.ingest in self._unread:  # its own pending entries are re-read first
+                continue
             async with self._rerouting:
-                claimed = await ctx.broker.claim_stale(
-                    keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.claim_idle_ms, s.batch
-                )
-                if claimed:
-                    log.info("claimed entries of a silent scheduler", extra={"count": len(claimed)})
-                    await self._route(claimed)
+                with each.step():
+                    claimed = await ctx.broker.claim_stale(
+                        keys.ingest, SCHEDULER_GROUP, ctx.consumer, s.claim_idle_ms, s.batch
+                    )
+                    if claimed:
+                        log.info(
+                            "claimed entries of a silent scheduler", extra={"count": len(claimed)}
+                        )
+                        # one that fails is claimed again later: not re-read meanwhile, which
+                        # could hand the re-reading entries the consume loop is routing now
+                        for failure in (await self._route(claimed)).values():
+                            raise failure
+        each.done()
         return False

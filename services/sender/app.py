@@ -19,15 +19,17 @@ from services.sender.lanes import Lanes
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
 from services.sender.settings import SenderSettings
-from shared.broker import BrokerBusy, BrokerUnavailable, Entry
+from shared.broker import BrokerBusy, BrokerUnavailable, Entry, PartialRead
 from shared.context import Context, policy_from
 from shared.fallback_limiter import FallbackLimiter, FallbackMetrics
 from shared.keys import SENDER_GROUP
 from shared.limiter import Grant, Limiter
-from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, repeat
+from shared.loops import BACKOFF_FIRST, BACKOFF_MAX, EachTried, repeat
 from shared.models import Envelope
 from shared.presence import BEAT_EVERY_S, Presence, share
 from shared.redis_broker import RedisBroker
+from shared.rereading import RETRY_S as REREAD_RETRY_S
+from shared.rereading import Rereading, RereadPass
 from shared.telegram import TelegramClient, new_session
 
 log = logging.getLogger("floodgate.sender")
@@ -58,10 +60,12 @@ class SenderService:
         # no other sender can have claimed an entry this one holds.
         self._touched_at = time.monotonic()
         self._room = asyncio.Event()
-        self._recovered = False
-        self._recount = True  # a re-reading counts as a delivery after a restart only
-        # Entries settled while this sender is not yet recovered (its own pending entries not
-        # re-read): such an entry may be in the re-reading's reply still and is not run again
+        # every send stream of every partition first (a restart), not only of this sender's
+        # share: what it held before may be of any
+        self._streams = [s for keys in ctx.keys.shards for s in keys.send_streams]
+        self._unread = Rereading(self._streams)
+        # Entries settled while their stream waits to be re-read: such an entry may be in the
+        # re-reading's reply still, and is not run again
         self._settled_since: set[tuple[str, str]] = set()
         # held while pending entries are re-read or claimed, so the two never hand out one
         # entry at once
@@ -111,6 +115,9 @@ class SenderService:
                 committer = tg.create_task(self._committer.run())
                 loops = [
                     tg.create_task(repeat("sender.read", self._read, stop, errors)),
+                    tg.create_task(
+                        repeat("sender.reread", self._reread, stop, errors, REREAD_RETRY_S)
+                    ),
                     tg.create_task(
                         repeat("sender.promote", self._promote, stop, errors, s.promote_interval)
                     ),
@@ -198,68 +205,77 @@ class SenderService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), ROOM_WAIT_S)
             return True
-        if not self._recovered:
-            return await self._recover(room)
-        try:
-            return await self._read_new(room)
-        except BrokerUnavailable as exc:
-            # a read whose reply was lost (a failover, a dropped connection) left entries
-            # pending under this consumer that no lane holds: they are read again once Redis
-            # answers, not a claim idle time later (a full connection pool sent nothing)
-            if not isinstance(exc, BrokerBusy):
-                self._recovered, self._recount = False, False
-            raise
-
-    async def _read_new(self, room: int) -> bool:
-        ctx, s = self._ctx, self._settings
+        ctx = self._ctx
         turn = next(self._reads)
         order = READ_ORDERS[turn % len(READ_ORDERS)]
         # every partition of this sender's share, starting at a different one each time so no
-        # partition waits behind a busy one
+        # partition waits behind a busy one; a stream waiting to be re-read is not read anew
         first = turn % len(self._share)
         shards = (*self._share[first:], *self._share[:first])
+        unread = self._unread
         streams = [keys.send_streams[i] for i in order for keys in shards]
-        entries = await ctx.broker.read(
-            streams, SENDER_GROUP, ctx.consumer, min(room, s.batch), s.block_ms
-        )
+        streams = [stream for stream in streams if stream not in unread]
+        if not streams:
+            await unread.wait_done()
+            return True
+        try:
+            entries = await ctx.broker.read(
+                streams, SENDER_GROUP, ctx.consumer, min(room, s.batch), s.block_ms
+            )
+        except PartialRead as exc:
+            # some partitions' primary is away: what the others gave is run now, and the
+            # streams that failed wait for their re-reading (their reply may have been lost,
+            # leaving entries pending under this consumer that no lane holds)
+            self._dispatch(exc.entries)
+            unread.lost(exc.failed)
+            raise
+        except BrokerBusy:  # no connection came free: nothing was sent
+            raise
+        except BrokerUnavailable:
+            # the one server failed: a reply lost on its way may have been any stream's
+            unread.lost(self._streams)
+            raise
         self._dispatch(entries)
         return bool(entries)
 
-    async def _recover(self, room: int) -> bool:
-        """After a restart or an outage, re-read this consumer's own pending entries before any
-        new one; those a lane holds already, or that settled meanwhile, are not run again."""
-        ctx = self._ctx
-        async with self._rereading:
-            entries: list[Entry] = []
-            try:
-                # pending of any partition, not only of this sender's share: it may have moved
-                for stream in (s for keys in ctx.keys.shards for s in keys.send_streams):
-                    await ctx.broker.ensure_group(stream, SENDER_GROUP)
-                    # the entries lanes hold come first (oldest): asked for past them
-                    wanted = room + len(self._held.get(stream, ()))
-                    entries += await ctx.broker.read_own_pending(
-                        stream, SENDER_GROUP, ctx.consumer, wanted, self._recount
+    async def _reread(self) -> bool:
+        """Re-read this consumer's own pending entries of the streams that wait for it (after
+        a restart or a failed read) before they are read anew; those a lane holds already, or
+        that settled meanwhile, are not run again. A stream whose partition does not answer is
+        tried again a second later; the others go on."""
+        ctx, s, unread = self._ctx, self._settings, self._unread
+        if not unread:
+            return False
+        # the room there was when the pass began, for every stream: what the pass and the read
+        # loop hand the lanes meanwhile must not leave later streams' entries unread
+        room = max(s.prefetch - self._inflight, s.batch)
+        async with self._rereading, RereadPass(log) as attempt:
+            for stream, recount in unread.waiting():
+                # the entries lanes hold come first (oldest): asked for past them
+                wanted = room + len(self._held.get(stream, ()))
+                entries: list[Entry] | None = None
+                async with attempt.of(stream, recount, unread):
+                    entries = await ctx.broker.read_own_pending(
+                        stream, SENDER_GROUP, ctx.consumer, wanted, recount
                     )
-            except BrokerUnavailable:
-                # retried as often as the outage lasts: counted once at most (a restart's
-                # re-reading that failed halfway counted the partitions it had read)
-                self._recount = False
-                raise
-            settled = self._settled_since
-            held = self._held
-            entries = [
-                e
-                for e in entries
-                if (e.stream, e.entry_id) not in settled
-                and e.entry_id not in held.get(e.stream, ())
-            ]
-            if entries:
-                log.info("re-reading own pending entries", extra={"count": len(entries)})
-                self._metrics.claimed.inc(len(entries))
-            self._recovered = True
-            self._settled_since.clear()
-            self._dispatch(entries)
-        return True
+                if attempt.over:
+                    break
+                if entries is None:  # failed: tried again later
+                    continue
+                settled = self._settled_since
+                held = self._held.get(stream, ())
+                entries = [
+                    e
+                    for e in entries
+                    if (e.stream, e.entry_id) not in settled and e.entry_id not in held
+                ]
+                if settled:
+                    self._settled_since = {k for k in settled if k[0] != stream}
+                if entries:
+                    log.info("re-reading own pending entries", extra={"count": len(entries)})
+                    self._metrics.claimed.inc(len(entries))
+                    self._dispatch(entries)
+        return False
 
     def _dispatch(self, entries: list[Entry]) -> None:
         """Hand entries to their chats' lanes; one this process already holds (claimed back
@@ -277,11 +293,13 @@ class SenderService:
     async def _heartbeat(self) -> bool:
         """Keep the entries this process holds from looking abandoned to the other senders,
         and learn which of them another sender claimed while this one was frozen."""
-        ctx, began = self._ctx, time.monotonic()
+        ctx, began, each = self._ctx, time.monotonic(), EachTried()
         for stream, ids in list(self._held.items()):
             if ids:
-                lost = await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, list(ids))
-                self._mark_lost(stream, lost)
+                with each.step():
+                    lost = await ctx.broker.touch(stream, SENDER_GROUP, ctx.consumer, list(ids))
+                    self._mark_lost(stream, lost)
+        each.done()
         self._touched_at = began
         return False
 
@@ -330,7 +348,7 @@ class SenderService:
         """An entry settled or dropped: no longer held by this sender."""
         self._held.get(entry.stream, set()).discard(entry.entry_id)
         self._lost.discard((entry.stream, entry.entry_id))
-        if not self._recovered:
+        if entry.stream in self._unread:
             self._settled_since.add((entry.stream, entry.entry_id))
 
     def _drop(self, entry: Entry) -> None:
@@ -392,21 +410,17 @@ class SenderService:
         self._committer.put(Decision(entry, env, Verdict.HAND_BACK))
 
     async def _promote(self) -> bool:
-        moved = 0
+        moved, each = 0, EachTried()
         for keys in self._share:
             for name in ("deferred", "retry"):
-                moved += await self._ctx.broker.promote_due(
-                    keys.delayed(name), keys.send_streams, PROMOTE_LIMIT
-                )
+                with each.step():
+                    moved += await self._ctx.broker.promote_due(
+                        keys.delayed(name), keys.send_streams, PROMOTE_LIMIT
+                    )
+        each.done()
         return moved > 0
 
     async def _claim(self) -> bool:
-        # Not before this sender has re-read its own pending entries: after a restart under the
-        # same name those are claimable too once idle, and an entry both claimed and re-read
-        # could run twice (the second time after the first settled it as deferred or parked,
-        # so the chat's order gate lets it through, and both copies are sent).
-        if not self._recovered:
-            return False
         async with self._rereading:
             await self._claim_stale()
         return False
@@ -415,16 +429,24 @@ class SenderService:
         ctx, s = self._ctx, self._settings
         room = max(0, s.prefetch - self._inflight)
         claimed: list[Entry] = []
-        for stream in (s for keys in self._share for s in keys.send_streams):
+        # Not from a stream before this sender has re-read its own pending entries of it: after
+        # a restart under the same name those are claimable too once idle, and an entry both
+        # claimed and re-read could run twice (the second time after the first settled it as
+        # deferred or parked, so the chat's order gate lets it through, and both are sent).
+        streams = (s for keys in self._share for s in keys.send_streams if s not in self._unread)
+        each = EachTried()  # what was claimed is run even when a later stream fails
+        for stream in streams:
             if room - len(claimed) <= 0:
                 break
-            claimed += await ctx.broker.claim_stale(
-                stream, SENDER_GROUP, ctx.consumer, self._claim_idle, room - len(claimed)
-            )
+            with each.step():
+                claimed += await ctx.broker.claim_stale(
+                    stream, SENDER_GROUP, ctx.consumer, self._claim_idle, room - len(claimed)
+                )
         if claimed:
             log.info("claimed entries of a silent sender", extra={"count": len(claimed)})
             self._metrics.claimed.inc(len(claimed))
             self._dispatch(claimed)
+        each.done()
 
 
 def _lane_key(entry: Entry) -> tuple[bytes, ...]:

@@ -1,0 +1,93 @@
+"""A sender reads its partitions one by one: on a Redis Cluster, a primary that is away (dead,
+its replica not yet taken over) holds up only the messages of its own partitions. Before, one
+read named every partition's streams, and the dead primary's failure (retried by the cluster
+client, then the re-reading of every partition) held up every message until the failover."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as redis
+
+from shared.keys import SENDER_GROUP
+from shared.models import Envelope, Priority
+from shared.redis_broker import connect
+from tests.cluster import RedisCluster
+from tests.helpers import collect_dead_sockets, eventually
+from tests.services.sender.harness import running
+
+pytestmark = pytest.mark.timeout(90)
+
+# long enough that the dead primary stays away while the test looks at the others
+NODE_TIMEOUT_MS = 4000
+STUCK, FREE = 111, 222
+
+
+@pytest.fixture
+def slow_failover() -> Iterator[RedisCluster]:
+    """A cluster of this test's own (it kills a primary), slow to notice a dead one."""
+    with RedisCluster(node_timeout_ms=NODE_TIMEOUT_MS) as cluster:
+        yield cluster
+
+
+async def _reading(client: redis.Redis, stream: str) -> bool:
+    """Whether the sender reads ``stream`` (its consumer group is made)."""
+    groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
+    return any(g["name"] == SENDER_GROUP.encode() for g in groups)
+
+
+def _envelope(ident: str, bot: int, chat_id: int, text: str) -> Envelope:
+    return Envelope(
+        id=ident,
+        bot_id=bot,
+        method="sendMessage",
+        params={"chat_id": chat_id, "text": text},
+        accepted_at=time.time(),
+        priority=Priority.NORMAL,
+    )
+
+
+async def test_a_dead_primary_holds_up_only_its_partitions(
+    slow_failover: RedisCluster, namespace: str
+) -> None:
+    try:
+        await _run(slow_failover, namespace)
+    finally:
+        collect_dead_sockets()
+
+
+async def _run(cluster: RedisCluster, namespace: str) -> None:
+    async with running(cluster.url, namespace, names=["sender"]) as pipe:
+        keys = pipe.ctx.keys
+        stuck, free = keys.of_bot(STUCK), keys.of_bot(FREE)
+        dead = cluster.owner(stuck.send(Priority.NORMAL))
+        # the free bot's partition and limiter live on other primaries (fixed by the slot
+        # layout `redis-cli --cluster create` makes)
+        for key in (free.send(Priority.NORMAL), keys.bot_window(FREE)):
+            assert cluster.owner(key) != dead, key
+        client = connect(cluster.url)
+        try:
+            for stream in (stuck.send(Priority.NORMAL), free.send(Priority.NORMAL)):
+
+                async def made(stream: str = stream) -> bool:
+                    groups = (
+                        await client.xinfo_groups(stream) if await client.exists(stream) else []
+                    )
+                    return any(g["name"] == SENDER_GROUP.encode() for g in groups)
+
+                await eventually(made, 10)
+            cluster.kill(dead)
+            killed = time.monotonic()
+            envelope = _envelope("goes-on", FREE, 6, "goes on")
+            await client.xadd(free.send(Priority.NORMAL), {"d": envelope.dumps()})
+
+            async def sent() -> bool:
+                return [m.text for m in pipe.delivered(6)] == ["goes on"]
+
+            await eventually(sent, 3)
+            assert time.monotonic() - killed < NODE_TIMEOUT_MS / 1000  # not failed over yet
+            assert cluster.serving(stuck.send(Priority.NORMAL)) == dead
+        finally:
+            await client.aclose()
