@@ -13,9 +13,10 @@ import pytest
 import redis.asyncio as redis
 
 from services.ingest.submit import submit
+from services.scheduler import route
 from services.scheduler.app import SchedulerService
 from services.scheduler.settings import SchedulerSettings
-from shared.context import Context, build_context
+from shared.context import Context, build_context, dlq_keys
 from shared.keys import SCHEDULER_GROUP
 from shared.models import Priority, SendRequest
 from shared.redis_broker import connect
@@ -91,6 +92,45 @@ async def test_entries_a_refused_route_left_pending_are_routed_once_redis_answer
         await eventually(scheduled(held.id), 10)
         assert (await client.xpending(keys.ingest, SCHEDULER_GROUP))["pending"] == 0
         assert await client.xlen(keys.send(Priority.NORMAL)) == 2  # both, once each
+    finally:
+        stop.set()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_batch_that_keeps_failing_ends_in_the_dead_letter_queue(
+    private: tuple[Context, redis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route that fails for a reason of the entries' own (a fault in the scheduler, not an
+    outage) is re-read and tried again, each time counted as a delivery, so the message ends
+    dead-lettered as poison instead of holding up its partition until a claim (not within this
+    test: the claim idle time is 10 minutes)."""
+    ctx, _ = private
+    real_split = route.split_text
+
+    def failing_split(text: str) -> list[str]:
+        if text == "boom":
+            raise RuntimeError("a fault of the splitter's own")
+        return real_split(text)
+
+    monkeypatch.setattr(route, "split_text", failing_split)
+    settings = SchedulerSettings(
+        FLOODGATE_SCHEDULER_BLOCK_MS=50,
+        FLOODGATE_SCHEDULER_CLAIM_IDLE_MS=600_000,
+        FLOODGATE_MAX_DELIVERIES=2,
+    )
+    scheduler = SchedulerService(ctx, settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(scheduler.run(stop))
+    keys = dlq_keys(ctx.keys.of_bot(111))
+    try:
+        (bad,) = await submit(ctx, [SendRequest(bot_id=111, chat_id=7, text="boom")])
+
+        async def dead() -> bool:
+            return any(d.message_id == bad.id for d in await ctx.broker.dlq_list(10, keys))
+
+        await eventually(dead, 15)
+        (letter,) = [d for d in await ctx.broker.dlq_list(10, keys) if d.message_id == bad.id]
+        assert b"delivered" in letter.meta  # dead-lettered as poison, with the reason
     finally:
         stop.set()
         await asyncio.gather(running, return_exceptions=True)
