@@ -187,3 +187,23 @@ def test_config_map_keys_are_settings_the_code_reads(overlays: dict[str, list[Do
     for name, docs in overlays.items():
         for key in find(docs, "ConfigMap", "floodgate-config")["data"]:
             assert f'"{key}"' in code, f"{name}: ConfigMap key {key} is read by no setting"
+
+
+def test_the_cluster_exporter_scrapes_every_node_as_its_own_instance(
+    overlays: dict[str, list[Doc]],
+) -> None:
+    """On a Redis Cluster one node filling up or going down is the failure to see; the
+    exporter's /metrics watches one node, so each node is scraped through /scrape, under its
+    own instance label (the alerts take max and min over instances)."""
+    monitor = find(overlays["prod-cluster"], "ServiceMonitor", "redis-exporter")
+    endpoints = monitor["spec"]["endpoints"]
+    targets = [e["params"]["target"] for e in endpoints]
+    instances = [e["relabelings"][0]["replacement"] for e in endpoints]
+    assert all(e["path"] == "/scrape" for e in endpoints)
+    assert all(len(t) == 1 and t[0].startswith("redis://") for t in targets)
+    assert len({t[0] for t in targets}) == len(endpoints) >= 6  # 3 primaries, 3 replicas
+    assert len(set(instances)) == len(endpoints)
+    assert all(e["relabelings"][0]["targetLabel"] == "instance" for e in endpoints)
+    # one server: the exporter's own /metrics, as before
+    single = find(overlays["prod"], "ServiceMonitor", "redis-exporter")
+    assert [e.get("path", "/metrics") for e in single["spec"]["endpoints"]] == ["/metrics"]
