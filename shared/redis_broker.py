@@ -179,12 +179,24 @@ class RedisBroker:
                 cause = await self._outage(exc)
                 if isinstance(cause, BrokerBusy):
                     raise cause from exc
-                raise PartialRead(found, same_slot, cause) from exc
+                # the node's other streams too: the next read would only fail on them again
+                node = self._node_of(same_slot[0])
+                away = [s for s in streams if s in same_slot or self._node_of(s) == node]
+                raise PartialRead(found, away, cause) from exc
             for stream, items in raw:
                 found += _entries(stream.decode(), items, redelivered=False)
             if found:
                 break
         return found
+
+    def _node_of(self, key: str) -> str:
+        """The Redis Cluster node serving ``key``, as the client knows it (the key itself while
+        the client does not know)."""
+        try:
+            node = cast(RedisCluster, self._redis).get_node_from_key(key)
+        except Exception:  # a slot map being reloaded
+            return key
+        return _name(node) or key
 
     async def _read_nodes(
         self, streams: Sequence[str], group: str, consumer: str, count: int
@@ -193,7 +205,6 @@ class RedisBroker:
         holds up only its own partitions: its streams are named in a PartialRead, with the
         entries the others gave. A node that failed is not asked again in the same read (each
         of its streams would fail after its timeout too)."""
-        cluster = cast(RedisCluster, self._redis)
         found: list[Entry] = []
         failed: list[str] = []
         away: set[str] = set()
@@ -201,10 +212,7 @@ class RedisBroker:
         for stream in streams:
             if len(found) >= count:
                 break
-            try:
-                node = _name(cluster.get_node_from_key(stream)) or stream
-            except Exception:  # a slot map being reloaded
-                node = stream
+            node = self._node_of(stream)
             if node in away:
                 failed.append(stream)
                 continue

@@ -18,6 +18,7 @@ from shared.keys import Keys
 from shared.memory_broker import MemoryBroker
 from shared.redis_broker import RedisBroker, connect
 from tests.cluster import RedisCluster, SentinelSetup
+from tests.helpers import collect_dead_sockets
 from tests.procs import NAMESPACES, RedisServer
 
 REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -42,6 +43,15 @@ def _forget_process_namespaces() -> Iterator[None]:
             pass  # a private redis-server that is gone took its keys with it
         finally:
             client.close()
+
+
+@pytest.fixture
+def dead_sockets() -> Iterator[None]:
+    """For a test that kills a Redis Cluster primary, first among its fixtures so this runs
+    after all of theirs: the connections redis-py kept to the dead node are collected quietly
+    once nothing holds them (see tests.helpers.collect_dead_sockets)."""
+    yield
+    collect_dead_sockets()
 
 
 @pytest.fixture

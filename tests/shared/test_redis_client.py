@@ -159,7 +159,7 @@ async def _cluster_state(port: int) -> str:
     return info
 
 
-async def test_cluster_down_is_an_outage(keys: Keys) -> None:
+async def test_cluster_down_is_an_outage(dead_sockets: None, keys: Keys) -> None:
     """While a slot has no primary (its primary and replica dead), every node of the cluster
     answers CLUSTERDOWN, also for the slots it serves: a broker call, a batched script call and
     a replicated commit then say the broker is unavailable, never fail as a bug (a sender had
@@ -191,7 +191,7 @@ async def test_cluster_down_is_an_outage(keys: Keys) -> None:
             await client.aclose()
 
 
-async def test_a_pipeline_follows_a_failover() -> None:
+async def test_a_pipeline_follows_a_failover(dead_sockets: None) -> None:
     """The cluster client sends nothing twice by itself, so it must load the slot map anew
     after a failed pipeline as after a failed call: pipelines (the gate, the limiter's batches,
     replicated commits) to a slot whose primary was replaced went to the dead one for good."""

@@ -40,7 +40,7 @@ def slow_failover() -> Iterator[RedisCluster]:
 
 
 async def test_a_dead_primary_holds_up_only_its_partitions(
-    slow_failover: RedisCluster, namespace: str
+    dead_sockets: None, slow_failover: RedisCluster, namespace: str
 ) -> None:
     cluster = slow_failover
     settings = CommonSettings(

@@ -51,7 +51,7 @@ def _envelope(ident: str, bot: int, chat_id: int, text: str) -> Envelope:
 
 
 async def test_a_dead_primary_holds_up_only_its_partitions(
-    slow_failover: RedisCluster, namespace: str
+    dead_sockets: None, slow_failover: RedisCluster, namespace: str
 ) -> None:
     try:
         await _run(slow_failover, namespace)
