@@ -59,15 +59,25 @@ def _unavailable(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
-        except UNREACHABLE as exc:
-            raise await unavailable(cast(Any, args[0]).client, exc) from exc
-        except ResponseError as exc:
-            refused = refusal(exc)
-            if refused is not None:
-                raise refused from exc
-            raise
+        except (*UNREACHABLE, ResponseError) as exc:
+            outage = await _as_outage(cast(Any, args[0]).client, exc)
+            if outage is None:
+                raise
+            raise outage from exc
 
     return wrapper
+
+
+async def _as_outage(client: redis.Redis, exc: BaseException) -> BrokerUnavailable | None:
+    """The outage ``exc`` says (unreachable, a busy pool, writes refused), None for a fault of
+    the call itself."""
+    if isinstance(exc, BrokerUnavailable):
+        return exc
+    if isinstance(exc, UNREACHABLE):
+        return await unavailable(client, exc)
+    if isinstance(exc, ResponseError):
+        return refusal(exc)
+    return None
 
 
 MARK_TTL_MS = 60_000
@@ -176,7 +186,9 @@ class RedisBroker:
             except Exception as exc:
                 if not isinstance(self._redis, RedisCluster):
                     raise
-                cause = await self._outage(exc)
+                cause = await _as_outage(self._redis, exc)
+                if cause is None:
+                    raise
                 if isinstance(cause, BrokerBusy):
                     raise cause from exc
                 # the node's other streams too: the next read would only fail on them again
@@ -219,7 +231,9 @@ class RedisBroker:
             try:
                 found += await self._read_one(stream, group, consumer, count - len(found))
             except Exception as exc:
-                cause = await self._outage(exc)
+                cause = await _as_outage(self._redis, exc)
+                if cause is None:
+                    raise
                 if isinstance(cause, BrokerBusy):  # nothing was sent: what was read is kept
                     if found or failed:
                         break
@@ -229,18 +243,6 @@ class RedisBroker:
         if failed:
             raise PartialRead(found, failed, cause or BrokerUnavailable())
         return found
-
-    async def _outage(self, exc: Exception) -> BrokerUnavailable:
-        """``exc`` as the outage it says, re-raised if it says none (a fault of the call)."""
-        if isinstance(exc, BrokerUnavailable):
-            return exc
-        if isinstance(exc, UNREACHABLE):
-            return await unavailable(self._redis, exc)
-        if isinstance(exc, ResponseError):
-            refused = refusal(exc)
-            if refused is not None:
-                return refused
-        raise exc
 
     async def _read_one(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
         raw = await self._read_group({stream: ">"}, group, consumer, count, None)

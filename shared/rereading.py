@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Self
 
-from shared.broker import BrokerUnavailable
+from shared.broker import BrokerBusy, BrokerUnavailable, Entry, PartialRead
 
 RETRY_S = 1.0  # a stream whose re-reading failed is tried again this much later
 
@@ -32,7 +32,8 @@ class Rereading:
     """
 
     def __init__(self, streams: Iterable[str]) -> None:
-        self._waiting: dict[str, bool] = dict.fromkeys(streams, True)  # a restart: all of them
+        self._all = tuple(streams)  # every stream the consumer may hold entries of
+        self._waiting: dict[str, bool] = dict.fromkeys(self._all, True)  # a restart: all
         self._done = asyncio.Event()
 
     def __contains__(self, stream: object) -> bool:
@@ -50,6 +51,18 @@ class Rereading:
         consumer. Not read anew until re-read (a stream waiting already keeps its counting)."""
         for stream in streams:
             self._waiting.setdefault(stream, False)
+
+    def read_failed(self, exc: BrokerUnavailable) -> list[Entry]:
+        """A read failed with ``exc``: the streams whose reply may have been lost wait to be
+        re-read (those of the node that failed, or on one server every one: any stream's reply
+        may have been the lost one; none for a busy pool, which sent nothing). Returns what the
+        read got all the same, from the streams that answered."""
+        if isinstance(exc, PartialRead):
+            self.lost(exc.failed)
+            return exc.entries
+        if not isinstance(exc, BrokerBusy):
+            self.lost(self._all)
+        return []
 
     def failed(self, stream: str, recount: bool = False) -> None:
         """A re-reading of ``stream`` failed; it goes last, so the others are tried first next

@@ -12,7 +12,7 @@ from aiohttp import web
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.route import plan_batch
 from services.scheduler.settings import SchedulerSettings
-from shared.broker import BrokerBusy, BrokerUnavailable, Entry, PartialRead
+from shared.broker import BrokerUnavailable, Entry
 from shared.context import Context, dlq_keys
 from shared.keys import SCHEDULER_GROUP, Keys
 from shared.loops import EachTried, repeat
@@ -36,7 +36,6 @@ class SchedulerService:
         # the ingest stream of every partition first (a restart), not only of this replica's
         # share: what it held before may be of any
         self._unread = Rereading(keys.ingest for keys in ctx.keys.shards)
-        self._ingest_streams = [keys.ingest for keys in ctx.keys.shards]
         self._presence = (
             Presence(ctx.broker.client, ctx.keys.schedulers, ctx.consumer)
             if isinstance(ctx.broker, RedisBroker)
@@ -95,18 +94,11 @@ class SchedulerService:
             entries = await ctx.broker.read(
                 streams, SCHEDULER_GROUP, ctx.consumer, s.batch, s.block_ms
             )
-        except PartialRead as exc:
-            # some partitions' primary is away: what the others gave is routed now, and the
-            # streams that failed wait for their re-reading (their reply may have been lost,
-            # leaving entries pending under this consumer)
-            unread.lost(exc.failed)
-            self._left_pending(await self._route(exc.entries))
-            raise
-        except BrokerBusy:  # no connection came free: nothing was sent
-            raise
-        except BrokerUnavailable:
-            # the one server failed: a reply lost on its way may have been any stream's
-            unread.lost(self._ingest_streams)
+        except BrokerUnavailable as exc:
+            # what the partitions that answered gave is routed now; the streams whose reply
+            # may have been lost (entries pending under this consumer) wait for their
+            # re-reading
+            self._left_pending(await self._route(unread.read_failed(exc)))
             raise
         failures = await self._route(entries)
         self._left_pending(failures)

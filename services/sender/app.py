@@ -19,7 +19,7 @@ from services.sender.lanes import Lanes
 from services.sender.metrics import SenderMetrics
 from services.sender.pacer import Pacer
 from services.sender.settings import SenderSettings
-from shared.broker import BrokerBusy, BrokerUnavailable, Entry, PartialRead
+from shared.broker import BrokerUnavailable, Entry
 from shared.context import Context, policy_from
 from shared.fallback_limiter import FallbackLimiter, FallbackMetrics
 from shared.keys import SENDER_GROUP
@@ -62,8 +62,7 @@ class SenderService:
         self._room = asyncio.Event()
         # every send stream of every partition first (a restart), not only of this sender's
         # share: what it held before may be of any
-        self._streams = [s for keys in ctx.keys.shards for s in keys.send_streams]
-        self._unread = Rereading(self._streams)
+        self._unread = Rereading(s for keys in ctx.keys.shards for s in keys.send_streams)
         # Entries settled while their stream waits to be re-read: such an entry may be in the
         # re-reading's reply still, and is not run again
         self._settled_since: set[tuple[str, str]] = set()
@@ -222,18 +221,11 @@ class SenderService:
             entries = await ctx.broker.read(
                 streams, SENDER_GROUP, ctx.consumer, min(room, s.batch), s.block_ms
             )
-        except PartialRead as exc:
-            # some partitions' primary is away: what the others gave is run now, and the
-            # streams that failed wait for their re-reading (their reply may have been lost,
-            # leaving entries pending under this consumer that no lane holds)
-            self._dispatch(exc.entries)
-            unread.lost(exc.failed)
-            raise
-        except BrokerBusy:  # no connection came free: nothing was sent
-            raise
-        except BrokerUnavailable:
-            # the one server failed: a reply lost on its way may have been any stream's
-            unread.lost(self._streams)
+        except BrokerUnavailable as exc:
+            # what the partitions that answered gave is run now; the streams whose reply may
+            # have been lost (entries pending under this consumer that no lane holds) wait for
+            # their re-reading
+            self._dispatch(unread.read_failed(exc))
             raise
         self._dispatch(entries)
         return bool(entries)

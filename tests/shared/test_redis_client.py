@@ -22,7 +22,7 @@ from shared.redis_batch import is_busy
 from shared.redis_broker import RedisBroker
 from shared.redis_client import RedisUrlError, _HiredisPacking, _packing, connect
 from tests.cluster import RedisCluster, SentinelSetup
-from tests.helpers import collect_dead_sockets, eventually
+from tests.helpers import eventually
 
 SECRET = "hunter2-very-secret"
 
@@ -225,4 +225,3 @@ async def test_a_pipeline_follows_a_failover(dead_sockets: None) -> None:
             assert answered == [True, b"1"]
         finally:
             await client.aclose()
-            collect_dead_sockets()

@@ -23,7 +23,7 @@ from shared.models import Priority, SendRequest
 from shared.redis_broker import connect
 from shared.settings import CommonSettings
 from tests.cluster import RedisCluster
-from tests.helpers import collect_dead_sockets, eventually
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -107,4 +107,3 @@ async def test_a_dead_primary_holds_up_only_its_partitions(
         await asyncio.gather(running, return_exceptions=True)
         await client.aclose()
         await ctx.close()
-        collect_dead_sockets()

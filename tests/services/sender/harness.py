@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ from unittest import mock
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 
 from floodgate.launch import SERVICE_NAMES, build_services
 from sandbox import SandboxConfig, start_sandbox
 from sandbox.server import Sandbox
 from shared.context import Context, build_context
+from shared.keys import SENDER_GROUP
+from shared.models import Envelope, Priority
 from shared.runtime import serve
 from shared.settings import CommonSettings
 from tests.helpers import ADMIN_KEY, AUTH, TOKENS, eventually, free_port
@@ -215,3 +219,25 @@ async def _wait_ready(pipeline: Pipeline, server: asyncio.Task[int]) -> None:
         return code == 200
 
     await eventually(ready, 5, step=0.02)
+
+
+def text_envelope(ident: str, chat_id: int, text: str, bot: int = BOT) -> Envelope:
+    """A sendMessage of normal priority, as the scheduler puts it in a send stream."""
+    return Envelope(
+        id=ident,
+        bot_id=bot,
+        method="sendMessage",
+        params={"chat_id": chat_id, "text": text},
+        accepted_at=time.time(),
+        priority=Priority.NORMAL,
+    )
+
+
+async def reading(client: redis.Redis, stream: str) -> None:
+    """Wait until the sender reads ``stream`` (its consumer group is made)."""
+
+    async def made() -> bool:
+        groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
+        return any(g["name"] == SENDER_GROUP.encode() for g in groups)
+
+    await eventually(made, 10)

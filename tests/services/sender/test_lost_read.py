@@ -5,7 +5,6 @@ Redis answers, not a claim idle time later; and what its lanes hold is not sent 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,7 +16,7 @@ from shared.models import Envelope, Priority
 from shared.redis_broker import connect
 from tests.helpers import eventually
 from tests.procs import RedisServer
-from tests.services.sender.harness import BOT, Pipeline, running
+from tests.services.sender.harness import BOT, Pipeline, reading, running, text_envelope
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,25 +33,6 @@ async def private(
         yield private_redis.url, client
     finally:
         await client.aclose()
-
-
-def _envelope(ident: str, chat_id: int, text: str) -> Envelope:
-    return Envelope(
-        id=ident,
-        bot_id=BOT,
-        method="sendMessage",
-        params={"chat_id": chat_id, "text": text},
-        accepted_at=time.time(),
-        priority=Priority.NORMAL,
-    )
-
-
-async def _reading(client: redis.Redis, stream: str) -> None:
-    async def made() -> bool:
-        groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
-        return any(g["name"] == SENDER_GROUP.encode() for g in groups)
-
-    await eventually(made, 10)
 
 
 async def _lose_a_read(client: redis.Redis, pipe: Pipeline, stream: str, env: Envelope) -> None:
@@ -75,8 +55,8 @@ async def test_entries_of_a_lost_read_are_sent_once_redis_answers(
     url, client = private
     async with running(url, "lostread", names=["sender"]) as pipe:
         stream = pipe.ctx.keys.of_bot(BOT).send(Priority.NORMAL)
-        await _reading(client, stream)
-        await _lose_a_read(client, pipe, stream, _envelope("lost-read", 5, "held up"))
+        await reading(client, stream)
+        await _lose_a_read(client, pipe, stream, text_envelope("lost-read", 5, "held up"))
         assert (await client.xpending(stream, SENDER_GROUP))["pending"] == 1
 
         async def sent() -> bool:
@@ -95,14 +75,14 @@ async def test_an_entry_in_flight_at_the_lost_read_is_sent_once(
     slow = SandboxConfig(latency_min_ms=700, latency_max_ms=700)
     async with running(url, "lostread2", slow, names=["sender"]) as pipe:
         stream = pipe.ctx.keys.of_bot(BOT).send(Priority.NORMAL)
-        await _reading(client, stream)
-        await client.xadd(stream, {"d": _envelope("in-flight", 5, "under way").dumps()})
+        await reading(client, stream)
+        await client.xadd(stream, {"d": text_envelope("in-flight", 5, "under way").dumps()})
 
         async def read() -> bool:
             return bool((await client.xpending(stream, SENDER_GROUP))["pending"])
 
         await eventually(read, 10)
-        await _lose_a_read(client, pipe, stream, _envelope("lost-read", 6, "held up"))
+        await _lose_a_read(client, pipe, stream, text_envelope("lost-read", 6, "held up"))
 
         async def both() -> bool:
             return _texts(pipe, 5, 6) == ["held up", "under way"]

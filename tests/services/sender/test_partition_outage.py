@@ -9,14 +9,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis.asyncio as redis
 
-from shared.keys import SENDER_GROUP
-from shared.models import Envelope, Priority
+from shared.models import Priority
 from shared.redis_broker import connect
 from tests.cluster import RedisCluster
-from tests.helpers import collect_dead_sockets, eventually
-from tests.services.sender.harness import running
+from tests.helpers import eventually
+from tests.services.sender.harness import reading, running, text_envelope
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,33 +31,10 @@ def slow_failover() -> Iterator[RedisCluster]:
         yield cluster
 
 
-async def _reading(client: redis.Redis, stream: str) -> bool:
-    """Whether the sender reads ``stream`` (its consumer group is made)."""
-    groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
-    return any(g["name"] == SENDER_GROUP.encode() for g in groups)
-
-
-def _envelope(ident: str, bot: int, chat_id: int, text: str) -> Envelope:
-    return Envelope(
-        id=ident,
-        bot_id=bot,
-        method="sendMessage",
-        params={"chat_id": chat_id, "text": text},
-        accepted_at=time.time(),
-        priority=Priority.NORMAL,
-    )
-
-
 async def test_a_dead_primary_holds_up_only_its_partitions(
     dead_sockets: None, slow_failover: RedisCluster, namespace: str
 ) -> None:
-    try:
-        await _run(slow_failover, namespace)
-    finally:
-        collect_dead_sockets()
-
-
-async def _run(cluster: RedisCluster, namespace: str) -> None:
+    cluster = slow_failover
     async with running(cluster.url, namespace, names=["sender"]) as pipe:
         keys = pipe.ctx.keys
         stuck, free = keys.of_bot(STUCK), keys.of_bot(FREE)
@@ -71,17 +46,10 @@ async def _run(cluster: RedisCluster, namespace: str) -> None:
         client = connect(cluster.url)
         try:
             for stream in (stuck.send(Priority.NORMAL), free.send(Priority.NORMAL)):
-
-                async def made(stream: str = stream) -> bool:
-                    groups = (
-                        await client.xinfo_groups(stream) if await client.exists(stream) else []
-                    )
-                    return any(g["name"] == SENDER_GROUP.encode() for g in groups)
-
-                await eventually(made, 10)
+                await reading(client, stream)
             cluster.kill(dead)
             killed = time.monotonic()
-            envelope = _envelope("goes-on", FREE, 6, "goes on")
+            envelope = text_envelope("goes-on", 6, "goes on", bot=FREE)
             await client.xadd(free.send(Priority.NORMAL), {"d": envelope.dumps()})
 
             async def sent() -> bool:
